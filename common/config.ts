@@ -1,0 +1,69 @@
+/**
+ * The one place pops reads its environment. Every variable is parsed by zod at start; a wrong value
+ * fails with the variable's name and the value it had, before anything connects or writes.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(1).max(65535);
+const optionalText = z
+  .string()
+  .trim()
+  .transform((v) => (v === '' ? undefined : v))
+  .optional();
+
+export const envSchema = z.object({
+  DATABASE_URL: optionalText.pipe(
+    z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  ),
+  TEMPORAL_ADDRESS: optionalText.pipe(
+    z.string().regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port, e.g. localhost:7233').optional(),
+  ),
+  TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
+  TEMPORAL_TLS_CERT: optionalText,
+  TEMPORAL_TLS_KEY: optionalText,
+  TEMPORAL_TLS_CA: optionalText,
+  TEMPORAL_API_KEY: optionalText,
+  POPS_STATE_DIR: z.string().trim().min(1).default('.pops'),
+  POPS_CACHE_DIR: z.string().trim().min(1).default(path.join(os.homedir(), '.cache', 'pops')),
+  POPS_TEMPORAL_CLI: optionalText,
+  POPS_PG_PORT: port.default(54329),
+  POPS_TEMPORAL_PORT: port.default(7233),
+  POPS_TEMPORAL_UI_PORT: port.default(8233),
+  POPS_HTTP_HOST: z.string().trim().min(1).default('127.0.0.1'),
+  POPS_HTTP_PORT: port.default(8080),
+  POPS_TASK_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes')
+    .default('pops'),
+  POPS_TRAIN_BACKEND: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+  POPS_ACTOR: z.string().trim().min(1).default(os.userInfo().username || 'unknown'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.infer<typeof envSchema>;
+
+/** Thrown by loadConfig when a variable has a wrong value; the message names each bad variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment into a Config, or throws ConfigError naming every wrong variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const result = envSchema.safeParse(env);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? '?');
+    return `${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`;
+  });
+  throw new ConfigError(problems);
+}
+
+/** The folder under which embedded services keep their data; relative paths resolve from cwd. */
+export function stateDir(config: Config): string {
+  return path.resolve(config.POPS_STATE_DIR);
+}

@@ -1,0 +1,48 @@
+/**
+ * The closed list of failure types pops raises. Retry policies match on these names: every type here
+ * is a business refusal that retrying cannot fix, so each is non-retryable.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { z } from 'zod';
+
+export const FAILURE_TYPES = {
+  validation: 'ValidationFailure',
+  notFound: 'NotFoundFailure',
+  conflict: 'ConflictFailure',
+  insufficientData: 'InsufficientDataFailure',
+} as const;
+
+export type FailureType = (typeof FAILURE_TYPES)[keyof typeof FAILURE_TYPES];
+
+/** A non-retryable failure of the given type with a message that names the field and value. */
+export function failure(type: FailureType, message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
+}
+
+/** Formats zod issues as `field: problem (got value)` lines, never echoing long values. */
+export function describeZodError(error: z.ZodError, input: unknown): string {
+  return error.issues
+    .map((issue) => {
+      const field = issue.path.length > 0 ? issue.path.join('.') : '(input)';
+      const value = valueAt(input, issue.path);
+      const shown = value === undefined ? 'missing' : JSON.stringify(value)?.slice(0, 80);
+      return `${field}: ${issue.message} (got ${shown})`;
+    })
+    .join('; ');
+}
+
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let current = input;
+  for (const key of path) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<PropertyKey, unknown>)[key];
+  }
+  return current;
+}
+
+/** Parses with zod or throws a non-retryable ValidationFailure that names each wrong field. */
+export function parseOrFail<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  throw failure(FAILURE_TYPES.validation, `invalid ${what}: ${describeZodError(result.error, input)}`);
+}

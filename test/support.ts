@@ -1,0 +1,36 @@
+/**
+ * Per-file isolation on the shared servers: a database of its own (migrated) and task queues of
+ * its own, so test files run side by side without seeing each other's rows or tasks.
+ */
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { createPool, ensureDatabase, type Pool, withDatabase } from '../common/db.js';
+import { migrate } from '../common/migrate.js';
+
+export interface TestDatabase {
+  url: string;
+  pool: Pool;
+  close(): Promise<void>;
+}
+
+/** A fresh, migrated database named after the test file. */
+export async function createTestDatabase(label: string): Promise<TestDatabase> {
+  const name = `t_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(3).toString('hex')}`;
+  const url = withDatabase(inject('serverUrl'), name);
+  await ensureDatabase(url);
+  await migrate(url);
+  const pool = createPool(url, 8);
+  return { url, pool, close: () => pool.end() };
+}
+
+/** A unique task-queue prefix for one test file. */
+export function testQueuePrefix(label: string): string {
+  return `t-${label.replace(/[^a-z0-9]/gi, '-').toLowerCase()}-${randomBytes(3).toString('hex')}`;
+}
+
+/** A Temporal client on the shared test server. */
+export async function testTemporalClient(): Promise<Client> {
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  return new Client({ connection, namespace: 'default' });
+}

@@ -1,0 +1,2 @@
+/** Every pops workflow, for the worker's bundle. One workflow per file. */
+export {};
