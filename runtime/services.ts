@@ -12,6 +12,7 @@ import { startEmbeddedTemporal } from './temporal-server.js';
 
 export interface Services {
   databaseUrl: string;
+  /** Empty when the caller asked for PostgreSQL only. */
   temporalAddress: string;
   /** The Temporal UI, when pops knows where it is. */
   temporalUiUrl?: string;
@@ -21,7 +22,11 @@ export interface Services {
 }
 
 /** Starts or connects to PostgreSQL and Temporal, applies migrations, and returns their addresses. */
-export async function startServices(config: Config, log: Logger): Promise<Services> {
+export async function startServices(
+  config: Config,
+  log: Logger,
+  options: { temporal?: boolean } = {},
+): Promise<Services> {
   const state = stateDir(config);
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
@@ -37,6 +42,9 @@ export async function startServices(config: Config, log: Logger): Promise<Servic
     await ensureDatabase(databaseUrl);
     await migrate(databaseUrl, log);
 
+    if (options.temporal === false) {
+      return { databaseUrl, temporalAddress: '', temporalRoute: 'not-started', stop: stopAll };
+    }
     if (config.TEMPORAL_ADDRESS) {
       return { databaseUrl, temporalAddress: config.TEMPORAL_ADDRESS, temporalRoute: 'configured', stop: stopAll };
     }

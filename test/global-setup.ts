@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../common/config.js';
 import { logger } from '../common/logger.js';
@@ -45,7 +45,7 @@ export default async function setup(project: TestProject) {
         log,
       });
 
-  const bundle = await bundleWorkflowCode({ workflowsPath, logger: undefined });
+  const bundle = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
   const bundlePath = path.join(root, 'workflow-bundle.js');
   fs.writeFileSync(bundlePath, bundle.code);
 

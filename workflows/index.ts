@@ -1,2 +1,2 @@
 /** Every pops workflow, for the worker's bundle. One workflow per file. */
-export {};
+export { retrainModel } from './retrainModel.js';

@@ -1,0 +1,33 @@
+/**
+ * The activity factory. Workflows import the `Activities` type only and call through
+ * proxyActivities; workers register the set of each queue, built from real clients.
+ */
+import type { QueueKind } from '../common/queues.js';
+import { auditActivities } from './audit.js';
+import type { ActivityDeps } from './deps.js';
+import { registryActivities } from './registry.js';
+import { trainingActivities } from './training.js';
+import { trainingSetActivities } from './training-set.js';
+
+/** Every activity, for typing workflows and for tests that register them all on one worker. */
+export function createActivities(deps: ActivityDeps) {
+  return { ...orchestrationActivities(deps), ...trainingActivities(deps) };
+}
+
+export type Activities = ReturnType<typeof createActivities>;
+
+function orchestrationActivities(deps: ActivityDeps) {
+  return { ...auditActivities(deps), ...trainingSetActivities(deps), ...registryActivities(deps) };
+}
+
+/** The activities one queue's worker runs. */
+export function activitiesFor(kind: QueueKind, deps: ActivityDeps): Record<string, (...args: never[]) => unknown> {
+  switch (kind) {
+    case 'orchestration':
+      return orchestrationActivities(deps);
+    case 'training':
+      return trainingActivities(deps);
+    case 'io':
+      return {};
+  }
+}

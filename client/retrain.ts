@@ -1,0 +1,92 @@
+/**
+ * Client-side operations on retraining, shared by the CLI and the HTTP API: start (or attach to the
+ * running one), and read a workflow's status with its live progress.
+ */
+import { type Client, WorkflowNotFoundError } from '@temporalio/client';
+import { queueName } from '../common/queues.js';
+import {
+  type RetrainProgress,
+  type RetrainRequest,
+  type RetrainResult,
+  retrainWorkflowId,
+} from '../domain/retrain.js';
+
+export interface StartedRetrain {
+  workflowId: string;
+  runId: string;
+  /** True when a retraining of this model was already running and this request attached to it. */
+  attached: boolean;
+}
+
+/** Starts retraining of `request.model`, or returns the one already running for that model. */
+export async function startRetrain(client: Client, prefix: string, request: RetrainRequest): Promise<StartedRetrain> {
+  const workflowId = retrainWorkflowId(request.model);
+  const running = await describeIfRunning(client, workflowId);
+  if (running) return { workflowId, runId: running, attached: true };
+  const handle = await client.workflow.start('retrainModel', {
+    workflowId,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [request],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+  });
+  return { workflowId, runId: handle.firstExecutionRunId, attached: false };
+}
+
+async function describeIfRunning(client: Client, workflowId: string): Promise<string | undefined> {
+  try {
+    const description = await client.workflow.getHandle(workflowId).describe();
+    return description.status.name === 'RUNNING' ? description.runId : undefined;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+export interface WorkflowStatus {
+  workflowId: string;
+  runId: string;
+  type: string;
+  status: string;
+  startTime: string;
+  closeTime?: string;
+  progress?: RetrainProgress;
+  result?: unknown;
+  failure?: string;
+}
+
+/** The workflow's status; its progress while it runs, its result or failure once it is closed. */
+export async function workflowStatus(client: Client, workflowId: string): Promise<WorkflowStatus | undefined> {
+  const handle = client.workflow.getHandle(workflowId);
+  let description;
+  try {
+    description = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+  const status: WorkflowStatus = {
+    workflowId,
+    runId: description.runId,
+    type: description.type,
+    status: description.status.name,
+    startTime: description.startTime.toISOString(),
+    ...(description.closeTime ? { closeTime: description.closeTime.toISOString() } : {}),
+  };
+  if (status.status === 'RUNNING' && description.type === 'retrainModel') {
+    status.progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
+  }
+  if (status.status === 'COMPLETED') status.result = await handle.result();
+  if (status.status === 'FAILED') {
+    status.failure = await handle.result().then(
+      () => undefined,
+      (err: Error) => (err.cause instanceof Error ? err.cause.message : err.message),
+    );
+  }
+  return status;
+}
+
+/** Waits for a retraining run to finish and returns its result (throws its failure). */
+export async function waitForRetrain(client: Client, workflowId: string, runId: string): Promise<RetrainResult> {
+  return client.workflow.getHandle<() => Promise<RetrainResult>>(workflowId, runId).result();
+}

@@ -1,0 +1,179 @@
+/**
+ * The append-only, hash-chained audit log. Each row's hash is sha256 over the previous row's hash and
+ * a canonical JSON (RFC 8785) of the row, so editing, reordering or removing a row breaks the chain
+ * at that row. Appends are serialized by an advisory lock; an idempotency key makes a retried append
+ * return the row it already wrote.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../common/canonical-json.js';
+import type { Pool, Queryable } from '../common/db.js';
+import { withTransaction } from '../common/db.js';
+
+export const GENESIS_HASH = '0'.repeat(64);
+const APPEND_LOCK = 0x706f7073; // 'pops'
+
+export interface AuditEntry {
+  actor: string;
+  action: string;
+  subject: string;
+  workflowId?: string | null;
+  runId?: string | null;
+  idempotencyKey?: string | null;
+  inputs?: Record<string, unknown>;
+  outputs?: Record<string, unknown>;
+}
+
+export interface AuditRow extends Required<AuditEntry> {
+  seq: number;
+  at: Date;
+  prevHash: string;
+  hash: string;
+}
+
+/** The hash of a row given the hash before it. */
+export function auditHash(prevHash: string, row: Omit<AuditRow, 'prevHash' | 'hash'>): string {
+  const canonical = canonicalJson({
+    seq: row.seq,
+    at: row.at.toISOString(),
+    actor: row.actor,
+    action: row.action,
+    subject: row.subject,
+    workflowId: row.workflowId,
+    runId: row.runId,
+    idempotencyKey: row.idempotencyKey,
+    inputs: row.inputs,
+    outputs: row.outputs,
+  });
+  return createHash('sha256').update(prevHash).update(canonical).digest('hex');
+}
+
+/** JSON values as PostgreSQL's jsonb will give them back (undefined dropped, dates as strings). */
+function asStoredJson(value: Record<string, unknown> | undefined): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(value ?? {})) as Record<string, unknown>;
+}
+
+interface DbRow {
+  seq: number;
+  at: Date;
+  actor: string;
+  action: string;
+  subject: string;
+  workflow_id: string | null;
+  run_id: string | null;
+  idempotency_key: string | null;
+  inputs: Record<string, unknown>;
+  outputs: Record<string, unknown>;
+  prev_hash: string;
+  hash: string;
+}
+
+function fromDb(row: DbRow): AuditRow {
+  return {
+    seq: row.seq,
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    subject: row.subject,
+    workflowId: row.workflow_id,
+    runId: row.run_id,
+    idempotencyKey: row.idempotency_key,
+    inputs: row.inputs,
+    outputs: row.outputs,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/** Appends one row (or returns the row already written under the same idempotency key). */
+export async function appendAudit(pool: Pool, entry: AuditEntry, now: Date = new Date()): Promise<AuditRow> {
+  return withTransaction(pool, async (client) => {
+    await client.query('select pg_advisory_xact_lock($1::bigint)', [APPEND_LOCK]);
+    if (entry.idempotencyKey) {
+      const existing = await client.query<DbRow>('select * from audit_log where idempotency_key = $1', [
+        entry.idempotencyKey,
+      ]);
+      if (existing.rows[0]) return fromDb(existing.rows[0]);
+    }
+    const last = await client.query<{ seq: number; hash: string }>(
+      'select seq, hash from audit_log order by seq desc limit 1',
+    );
+    const prevHash = last.rows[0]?.hash ?? GENESIS_HASH;
+    const row = {
+      seq: (last.rows[0]?.seq ?? 0) + 1,
+      at: new Date(now.getTime()),
+      actor: entry.actor,
+      action: entry.action,
+      subject: entry.subject,
+      workflowId: entry.workflowId ?? null,
+      runId: entry.runId ?? null,
+      idempotencyKey: entry.idempotencyKey ?? null,
+      inputs: asStoredJson(entry.inputs),
+      outputs: asStoredJson(entry.outputs),
+    };
+    const hash = auditHash(prevHash, row);
+    await client.query(
+      `insert into audit_log (seq, at, actor, action, subject, workflow_id, run_id, idempotency_key,
+         inputs, outputs, prev_hash, hash)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)`,
+      [
+        row.seq,
+        row.at,
+        row.actor,
+        row.action,
+        row.subject,
+        row.workflowId,
+        row.runId,
+        row.idempotencyKey,
+        JSON.stringify(row.inputs),
+        JSON.stringify(row.outputs),
+        prevHash,
+        hash,
+      ],
+    );
+    return { ...row, prevHash, hash };
+  });
+}
+
+export type VerifyResult =
+  | { ok: true; rows: number; lastHash: string }
+  | { ok: false; rows: number; seq: number; reason: string };
+
+/** Walks the chain in order and reports the first row whose link or hash does not match. */
+export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<VerifyResult> {
+  let prevHash = GENESIS_HASH;
+  let expectedSeq = 1;
+  let rows = 0;
+  for (;;) {
+    const page = await db.query<DbRow>('select * from audit_log where seq >= $1 order by seq limit $2', [
+      expectedSeq,
+      pageSize,
+    ]);
+    for (const raw of page.rows) {
+      const row = fromDb(raw);
+      if (row.seq !== expectedSeq) {
+        return { ok: false, rows, seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
+      }
+      if (row.prevHash !== prevHash) {
+        return { ok: false, rows, seq: row.seq, reason: 'prev_hash does not match the hash of the row before' };
+      }
+      if (auditHash(prevHash, row) !== row.hash) {
+        return { ok: false, rows, seq: row.seq, reason: 'hash does not match the row contents' };
+      }
+      prevHash = row.hash;
+      expectedSeq += 1;
+      rows += 1;
+    }
+    if (page.rows.length < pageSize) return { ok: true, rows, lastHash: prevHash };
+  }
+}
+
+/** The audit rows about one subject or one workflow, oldest first. */
+export async function auditTrail(db: Queryable, filter: { subject?: string; workflowId?: string }): Promise<AuditRow[]> {
+  const result = await db.query<DbRow>(
+    `select * from audit_log
+      where ($1::text is null or subject = $1) and ($2::text is null or workflow_id = $2)
+      order by seq`,
+    [filter.subject ?? null, filter.workflowId ?? null],
+  );
+  return result.rows.map(fromDb);
+}

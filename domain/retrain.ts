@@ -1,0 +1,101 @@
+/**
+ * The retraining job's contract: its input (validated by zod in the workflow, the CLI and the API
+ * alike), its progress as the `progress` query reports it, and its result.
+ */
+import { z } from 'zod';
+
+const isoInstant = z.iso.datetime({ offset: true, message: 'must be an ISO-8601 instant with a zone' });
+
+export const modelNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'lowercase letters, digits, dot, dash, underscore; 1-63 chars');
+
+export const trainingOptionsSchema = z.object({
+  epochs: z.number().int().min(1).max(200).default(8),
+  batchSize: z.number().int().min(16).max(8192).default(512),
+  learningRate: z.number().positive().max(1).default(0.005),
+  hiddenUnits: z.array(z.number().int().min(1).max(1024)).min(1).max(4).default([64, 32]),
+  seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
+});
+
+export const retrainInputSchema = z
+  .object({
+    model: modelNameSchema,
+    reason: z.string().trim().min(1, 'say why this retrain runs').max(500),
+    requestedBy: z.string().trim().min(1).max(200).default('unknown'),
+    trainUntil: isoInstant.optional(),
+    validateUntil: isoInstant.optional(),
+    training: trainingOptionsSchema.default(trainingOptionsSchema.parse({})),
+    /** How long a silent training attempt is presumed dead before it is retried elsewhere. */
+    heartbeatTimeoutSeconds: z.number().int().min(1).max(3600).default(30),
+  })
+  .refine((v) => !v.trainUntil || !v.validateUntil || v.trainUntil < v.validateUntil, {
+    message: 'trainUntil must be before validateUntil',
+    path: ['trainUntil'],
+  });
+
+export type RetrainInput = z.input<typeof retrainInputSchema>;
+export type RetrainRequest = z.output<typeof retrainInputSchema>;
+export type TrainingOptions = z.output<typeof trainingOptionsSchema>;
+
+export const RETRAIN_STAGES = [
+  'starting',
+  'building-training-set',
+  'training',
+  'evaluating',
+  'registering',
+  'done',
+] as const;
+export type RetrainStage = (typeof RETRAIN_STAGES)[number];
+
+export interface RetrainProgress {
+  stage: RetrainStage;
+  epoch: number;
+  epochs: number;
+  loss?: number;
+}
+
+/** The signal a training activity sends its workflow after each epoch (best effort). */
+export const EPOCH_SIGNAL = 'trainingEpoch';
+
+export interface EpochProgress {
+  epoch: number;
+  epochs: number;
+  loss: number;
+}
+
+export interface EvaluationMetrics {
+  auc: number;
+  logLoss: number;
+  ndcgAt10: number;
+  examples: number;
+  users: number;
+}
+
+export interface TrainingSetSummary {
+  setKey: string;
+  source: string;
+  trainFrom: string;
+  trainUntil: string;
+  validateUntil: string;
+  trainRows: number;
+  validateRows: number;
+  features: string[];
+}
+
+export interface RetrainResult {
+  model: string;
+  version: number;
+  artifactSha256: string;
+  backend: string;
+  metrics: EvaluationMetrics;
+  baseline: EvaluationMetrics;
+  trainingSet: TrainingSetSummary;
+  examplesPerSecond: number;
+  resumedFromEpoch: number;
+}
+
+/** The workflow id that owns retraining of one model: a second request attaches to it. */
+export function retrainWorkflowId(model: string): string {
+  return `retrain/${model}`;
+}

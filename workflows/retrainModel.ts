@@ -1,0 +1,111 @@
+/**
+ * retrainModel: build a point-in-time training set, train, evaluate against a popularity baseline on
+ * the later time slice, register a version, and audit each step. Workflow code: no I/O, clocks or
+ * randomness; every effect is an activity keyed by this run, so a retry or a replay repeats nothing.
+ */
+import {
+  defineQuery,
+  defineSignal,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import { parseOrFail } from '../common/failures.js';
+import { prefixOf, queueName } from '../common/queues.js';
+import {
+  EPOCH_SIGNAL,
+  type EpochProgress,
+  type RetrainInput,
+  type RetrainProgress,
+  type RetrainResult,
+  retrainInputSchema,
+} from '../domain/retrain.js';
+
+export const progressQuery = defineQuery<RetrainProgress>('progress');
+export const epochSignal = defineSignal<[EpochProgress]>(EPOCH_SIGNAL);
+
+const NON_RETRYABLE = ['ValidationFailure', 'NotFoundFailure', 'ConflictFailure', 'InsufficientDataFailure'];
+
+/** Retrains one model end to end; see the module comment. */
+export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
+  const input = parseOrFail(retrainInputSchema, raw, 'retrainModel input');
+  const { workflowId, runId, taskQueue } = workflowInfo();
+  const prefix = prefixOf(taskQueue);
+  const retry = { nonRetryableErrorTypes: NON_RETRYABLE, maximumInterval: '30s' };
+
+  const local = proxyActivities<Activities>({
+    startToCloseTimeout: '10 minutes',
+    retry,
+  });
+  const heavy = proxyActivities<Activities>({
+    taskQueue: queueName(prefix, 'training'),
+    startToCloseTimeout: '2 hours',
+    heartbeatTimeout: `${input.heartbeatTimeoutSeconds}s`,
+    retry,
+  });
+
+  const progress: RetrainProgress = { stage: 'starting', epoch: 0, epochs: input.training.epochs };
+  setHandler(progressQuery, () => progress);
+  setHandler(epochSignal, (p) => {
+    if (p.epoch > progress.epoch) Object.assign(progress, { epoch: p.epoch, epochs: p.epochs, loss: p.loss });
+  });
+
+  const subject = `model/${input.model}`;
+  const audit = (action: string, inputs: Record<string, unknown>, outputs: Record<string, unknown> = {}) =>
+    local.recordAudit({ actor: input.requestedBy, action, subject, inputs, outputs });
+
+  const model = await local.lookupModel(input.model);
+  await audit('retrain.started', { reason: input.reason, training: input.training, source: model.source });
+
+  const runKey = `${workflowId}/${runId}`;
+  progress.stage = 'building-training-set';
+  const trainingSet = await local.buildTrainingSet({
+    setKey: runKey,
+    model: input.model,
+    source: model.source,
+    ...(input.trainUntil ? { trainUntil: input.trainUntil } : {}),
+    ...(input.validateUntil ? { validateUntil: input.validateUntil } : {}),
+  });
+  await audit('retrain.training-set-built', { source: model.source }, { ...trainingSet });
+
+  progress.stage = 'training';
+  const trained = await heavy.trainModel({ runKey, setKey: trainingSet.setKey, options: input.training });
+  progress.epoch = trained.epochs;
+  await audit('retrain.trained', { options: input.training }, { ...trained });
+
+  progress.stage = 'evaluating';
+  const evaluation = await heavy.evaluateModel({ setKey: trainingSet.setKey, artifactSha256: trained.artifactSha256 });
+  await audit('retrain.evaluated', { artifactSha256: trained.artifactSha256 }, { ...evaluation });
+
+  progress.stage = 'registering';
+  const version = await local.registerModelVersion({
+    model: input.model,
+    runKey,
+    artifactSha256: trained.artifactSha256,
+    trainingSet,
+    backend: trained.backend,
+    metrics: evaluation.model,
+    baselineMetrics: evaluation.baseline,
+    reason: input.reason,
+    workflowId,
+    runId,
+    createdBy: input.requestedBy,
+  });
+  await audit('model.version-registered', { runKey }, { version, artifactSha256: trained.artifactSha256 });
+
+  progress.stage = 'done';
+  log.info('retrain finished', { model: input.model, version, auc: evaluation.model.auc });
+  return {
+    model: input.model,
+    version,
+    artifactSha256: trained.artifactSha256,
+    backend: trained.backend,
+    metrics: evaluation.model,
+    baseline: evaluation.baseline,
+    trainingSet,
+    examplesPerSecond: trained.examplesPerSecond,
+    resumedFromEpoch: trained.resumedFromEpoch,
+  };
+}
