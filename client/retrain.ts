@@ -80,7 +80,7 @@ export async function workflowStatus(client: Client, workflowId: string): Promis
   if (status.status === 'FAILED') {
     status.failure = await handle.result().then(
       () => undefined,
-      (err: Error) => (err.cause instanceof Error ? err.cause.message : err.message),
+      (err: Error) => rootCause(err).message,
     );
   }
   return status;
@@ -89,4 +89,11 @@ export async function workflowStatus(client: Client, workflowId: string): Promis
 /** Waits for a retraining run to finish and returns its result (throws its failure). */
 export async function waitForRetrain(client: Client, workflowId: string, runId: string): Promise<RetrainResult> {
   return client.workflow.getHandle<() => Promise<RetrainResult>>(workflowId, runId).result();
+}
+
+/** The innermost cause of a failure: the error a user can act on (not "Activity task failed"). */
+export function rootCause(err: unknown): Error {
+  let current = err instanceof Error ? err : new Error(String(err));
+  while (current.cause instanceof Error) current = current.cause;
+  return current;
 }

