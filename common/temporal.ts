@@ -4,8 +4,9 @@
  */
 import fs from 'node:fs';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import type { Config } from './config.js';
+import type { Logger } from './logger.js';
 
 export interface TemporalTarget {
   address: string;
@@ -42,4 +43,28 @@ export async function connectClient(config: Config, target: TemporalTarget): Pro
 /** A worker connection on the target. */
 export function connectWorker(config: Config, target: TemporalTarget): Promise<NativeConnection> {
   return NativeConnection.connect(connectionOptions(config, target.address));
+}
+
+let runtimeInstalled = false;
+
+/**
+ * Routes the Temporal SDK's own logs (workers, bundler) into pops' logger, at warn and above unless
+ * LOG_LEVEL asks for debug. Must run before the first worker or native connection; later calls no-op.
+ */
+export function installTemporalLogging(log: Logger): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const level = log.isLevelEnabled('debug') ? 'DEBUG' : 'WARN';
+  const sdk = log.child({ component: 'temporal-sdk' });
+  const logger = new DefaultLogger(level, (entry) => {
+    const attributes = { ...(entry.meta ?? {}) };
+    if (entry.level === 'ERROR') sdk.error(attributes, entry.message);
+    else if (entry.level === 'WARN') sdk.warn(attributes, entry.message);
+    else sdk.debug(attributes, entry.message);
+  });
+  try {
+    Runtime.install({ logger });
+  } catch {
+    // A runtime already exists in this process (for example one created by the test harness).
+  }
 }

@@ -10,6 +10,7 @@ import { logger } from '../common/logger.js';
 import { QUEUE_KINDS } from '../common/queues.js';
 import { declareModel } from '../domain/registry.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { installTemporalLogging } from '../common/temporal.js';
 import { createWorkers } from '../workers/create.js';
 
 export const MOVIELENS = path.resolve(import.meta.dirname, '../../shared/data/movielens-small');
@@ -37,6 +38,7 @@ export async function prepareModel(pool: Pool, dir: string, source: string, mode
 
 /** Workers for every queue in this process; `stop()` shuts them down. */
 export async function startWorkers(pool: Pool, prefix: string, client: Client): Promise<{ workers: Worker[]; stop(): Promise<void> }> {
+  installTemporalLogging(logger('warn'));
   const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
   const workers = await createWorkers({
     connection,

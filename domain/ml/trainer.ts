@@ -301,7 +301,7 @@ function startState(
 ): TrainingState {
   const weights = model.trainableWeights.map((w) => {
     const value = w.read();
-    if (value instanceof tf.Variable) return value;
+    if (value instanceof tf.Variable) return value as Variable;
     throw new Error(`model weight ${w.name} is not a variable`);
   });
   if (!resumeFrom) {
@@ -312,10 +312,10 @@ function startState(
   const { header, values } = decodeCheckpoint(resumeFrom.state);
   assertResumable(header, identity, resumeFrom.epoch, weights);
   const restored = splitValues(values, header.shapes);
-  weights.forEach((w, i) => tf.tidy(() => w.assign(tf.tensor(restored[i] ?? [], w.shape))));
+  weights.forEach((w, i) => tf.tidy(() => w.assign(tf.tensor(restored[i] ?? [], w.shape as number[]))));
   const moments = (offset: number) =>
     weights.map((w, i) =>
-      tf.tidy(() => tf.variable(tf.tensor(restored[offset + i] ?? [], w.shape), false)),
+      tf.tidy(() => tf.variable(tf.tensor(restored[offset + i] ?? [], w.shape as number[]), false)),
     );
   const m = moments(weights.length);
   const v = moments(2 * weights.length);

@@ -1,0 +1,140 @@
+/**
+ * The HTTP API. Bodies and parameters are parsed by zod; every error is JSON
+ * `{ error: { code, message } }` with a message naming the field, and the matching status.
+ */
+import type { Client } from '@temporalio/client';
+import { ServiceError } from '@temporalio/client';
+import Fastify, { type FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { startRetrain, workflowStatus } from '../client/retrain.js';
+import type { Pool } from '../common/db.js';
+import { describeZodError } from '../common/failures.js';
+import type { Logger } from '../common/logger.js';
+import { modelNameSchema, retrainInputSchema } from '../domain/retrain.js';
+import { declareModel, getVersion, listModels, listVersions, modelExists } from '../domain/registry.js';
+
+export const ERROR_CODES = {
+  validation: 400,
+  not_found: 404,
+  conflict: 409,
+  unavailable: 503,
+  internal: 500,
+} as const;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** An error the API answers with its own code and status. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function parse<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) throw new ApiError('validation', `invalid ${what}: ${describeZodError(result.error, input)}`);
+  return result.data;
+}
+
+function isUnavailable(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  if (code === 'ECONNREFUSED' || code === '57P01' || code === '57P03' || code === 'ETIMEDOUT') return true;
+  return err instanceof ServiceError;
+}
+
+function send(reply: FastifyReply, code: ErrorCode, message: string) {
+  return reply.status(ERROR_CODES[code]).send({ error: { code, message } });
+}
+
+export interface ApiDeps {
+  pool: Pool;
+  temporal: Client;
+  queuePrefix: string;
+  log: Logger;
+  /** Recorded as `requestedBy` until tokens name the caller (privacy and security issue). */
+  actor: string;
+}
+
+const retrainBody = z.object({}).passthrough();
+const versionParams = z.object({ name: modelNameSchema, version: z.coerce.number().int().positive() });
+const declareBody = z.object({
+  name: modelNameSchema,
+  source: z.string().trim().min(1).max(200),
+  description: z.string().max(2000).optional(),
+});
+
+/** How long a request waits for Temporal before it answers 503. */
+const TEMPORAL_DEADLINE_MS = 5000;
+
+/** Builds the API (not listening yet). */
+export function buildApi(deps: ApiDeps) {
+  const temporal = <T>(call: () => Promise<T>, ms = TEMPORAL_DEADLINE_MS) =>
+    deps.temporal.connection.withDeadline(Date.now() + ms, call);
+  const app = Fastify({ loggerInstance: deps.log.child({ component: 'api' }), bodyLimit: 256 * 1024 });
+
+  app.setErrorHandler((err: Error, _request, reply) => {
+    if (err instanceof ApiError) return send(reply, err.code, err.message);
+    const status = (err as { statusCode?: number }).statusCode;
+    if (status && status >= 400 && status < 500) return send(reply, 'validation', err.message);
+    if (isUnavailable(err)) return send(reply, 'unavailable', `a backing service is unavailable: ${err.message}`);
+    deps.log.error({ err }, 'api request failed');
+    return send(reply, 'internal', 'internal error');
+  });
+  app.setNotFoundHandler((request, reply) => send(reply, 'not_found', `no route ${request.method} ${request.url}`));
+
+  app.get('/healthz', async (_request, reply) => {
+    const database = await deps.pool.query('select 1').then(() => 'ok', (e: Error) => e.message);
+    const server = await temporal(() => deps.temporal.workflowService.getSystemInfo({}), 2000).then(
+      () => 'ok',
+      (e: Error) => e.message,
+    );
+    const ok = database === 'ok' && server === 'ok';
+    return reply.status(ok ? 200 : 503).send({ ok, database, temporal: server });
+  });
+
+  app.post('/v1/retrains', async (request, reply) => {
+    const body = parse(retrainBody, request.body ?? {}, 'body');
+    const input = parse(retrainInputSchema, { requestedBy: deps.actor, ...body }, 'body');
+    if (!(await modelExists(deps.pool, input.model))) {
+      throw new ApiError('not_found', `model "${input.model}" is not declared (POST /v1/models first)`);
+    }
+    const started = await temporal(() => startRetrain(deps.temporal, deps.queuePrefix, input));
+    return reply.status(started.attached ? 200 : 202).send(started);
+  });
+
+  app.get('/v1/workflows/*', async (request) => {
+    const id = decodeURIComponent((request.params as { '*': string })['*']);
+    if (id === '') throw new ApiError('validation', 'workflow id: must not be empty');
+    const status = await temporal(() => workflowStatus(deps.temporal, id));
+    if (!status) throw new ApiError('not_found', `workflow "${id}" not found`);
+    return status;
+  });
+
+  app.get('/v1/models', async () => ({ models: await listModels(deps.pool) }));
+
+  app.post('/v1/models', async (request, reply) => {
+    const body = parse(declareBody, request.body ?? {}, 'body');
+    const declared = await declareModel(deps.pool, { ...body, createdBy: deps.actor });
+    if (!declared.created && declared.source !== body.source) {
+      throw new ApiError('conflict', `model "${body.name}" is declared with source "${declared.source}"`);
+    }
+    return reply.status(declared.created ? 201 : 200).send({ name: body.name, source: declared.source });
+  });
+
+  app.get('/v1/models/:name/versions', async (request) => {
+    const { name } = parse(z.object({ name: modelNameSchema }), request.params, 'path');
+    if (!(await modelExists(deps.pool, name))) throw new ApiError('not_found', `model "${name}" is not declared`);
+    return { model: name, versions: await listVersions(deps.pool, name) };
+  });
+
+  app.get('/v1/models/:name/versions/:version', async (request) => {
+    const { name, version } = parse(versionParams, request.params, 'path');
+    const found = await getVersion(deps.pool, name, version);
+    if (!found) throw new ApiError('not_found', `model "${name}" has no version ${version}`);
+    return found;
+  });
+
+  return app;
+}

@@ -1,0 +1,137 @@
+/** `pops import …`, `pops models …` and `pops audit verify`: commands that need PostgreSQL only. */
+import { z } from 'zod';
+import { verifyAudit } from '../domain/audit.js';
+import { modelNameSchema } from '../domain/retrain.js';
+import { declareModel, getVersion, listModels, listVersions } from '../domain/registry.js';
+import { importEvents } from '../ingest/events.js';
+import { importMovieLens } from '../ingest/movielens.js';
+import { parseArgs, print, progressBar, table, UsageError } from './output.js';
+import { openDatabase } from './runtime.js';
+
+const sourceName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'letters, digits, dot, dash, underscore');
+
+/** `pops import movielens <dir>`. */
+export async function importMovieLensCommand(dir: string, options: { source?: string; json?: boolean }) {
+  const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
+  const rt = await openDatabase();
+  const bar = progressBar('importing ratings', !options.json, ' bytes');
+  try {
+    const result = await importMovieLens(rt.pool, dir, {
+      ...(source ? { source } : {}),
+      onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
+    });
+    bar.stop();
+    print(Boolean(options.json), result, () =>
+      [
+        `imported source "${result.source}" in ${result.seconds.toFixed(2)} s`,
+        `  ratings: ${result.ratings.read} read, ${result.ratings.inserted} new`,
+        `  movies:  ${result.movies.read} read, ${result.movies.inserted} new`,
+      ].join('\n'),
+    );
+  } finally {
+    bar.stop();
+    await rt.close();
+  }
+}
+
+/** `pops import events <file.ndjson>`. */
+export async function importEventsCommand(file: string, options: { source?: string; json?: boolean }) {
+  const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
+  const rt = await openDatabase();
+  const bar = progressBar('importing events', !options.json, ' bytes');
+  try {
+    const result = await importEvents(rt.pool, file, {
+      ...(source ? { source } : {}),
+      onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
+    });
+    bar.stop();
+    print(Boolean(options.json), result, () =>
+      `imported ${result.read} events (${result.inserted} new) into source "${result.source}" in ${result.seconds.toFixed(2)} s`,
+    );
+  } finally {
+    bar.stop();
+    await rt.close();
+  }
+}
+
+/** `pops models create <name> --source <source>`. */
+export async function createModelCommand(name: string, options: { source: string; description?: string; json?: boolean }) {
+  const model = parseArgs(modelNameSchema, name);
+  const source = parseArgs(sourceName, options.source);
+  const rt = await openDatabase();
+  try {
+    const declared = await declareModel(rt.pool, {
+      name: model,
+      source,
+      ...(options.description ? { description: options.description } : {}),
+      createdBy: rt.config.POPS_ACTOR,
+    });
+    if (!declared.created && declared.source !== source) {
+      throw new UsageError(`model "${model}" is already declared with source "${declared.source}"`);
+    }
+    print(Boolean(options.json), { name: model, source, created: declared.created }, () =>
+      declared.created ? `declared model ${model} over source ${source}` : `model ${model} already declared`,
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops models list`. */
+export async function listModelsCommand(options: { json?: boolean }) {
+  const rt = await openDatabase();
+  try {
+    const models = await listModels(rt.pool);
+    print(Boolean(options.json), { models }, () =>
+      models.length === 0
+        ? 'no models declared (pops models create <name> --source <source>)'
+        : table(['model', 'source', 'latest', 'versions'], models.map((m) => [m.name, m.source, m.latestVersion, m.versions])),
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops models show <name> [--version N]`. */
+export async function showModelCommand(name: string, options: { version?: string; json?: boolean }) {
+  const model = parseArgs(modelNameSchema, name);
+  const version = options.version === undefined ? undefined : parseArgs(z.coerce.number().int().positive(), options.version);
+  const rt = await openDatabase();
+  try {
+    const versions = version === undefined ? await listVersions(rt.pool, model) : [await getVersion(rt.pool, model, version)];
+    const found = versions.filter((v) => v !== undefined);
+    if (found.length === 0) throw new UsageError(`model "${model}" has no ${version ? `version ${version}` : 'versions'}`);
+    print(Boolean(options.json), version === undefined ? { model, versions: found } : found[0], () =>
+      table(
+        ['version', 'created', 'auc', 'baseline auc', 'ndcg@10', 'log loss', 'train rows', 'backend', 'commit'],
+        found.map((v) => [
+          v.version,
+          v.createdAt,
+          v.metrics.auc.toFixed(4),
+          v.baselineMetrics.auc.toFixed(4),
+          v.metrics.ndcgAt10.toFixed(4),
+          v.metrics.logLoss.toFixed(4),
+          v.rowCounts.train,
+          v.backend,
+          (v.codeCommit ?? '').slice(0, 12),
+        ]),
+      ),
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops audit verify`: exits 1 when the chain is broken. */
+export async function verifyAuditCommand(options: { json?: boolean }) {
+  const rt = await openDatabase();
+  try {
+    const result = await verifyAudit(rt.pool);
+    print(Boolean(options.json), result, () =>
+      result.ok ? `ok, ${result.rows} rows` : `broken at row ${result.seq}: ${result.reason} (${result.rows} rows verified before it)`,
+    );
+    if (!result.ok) process.exitCode = 1;
+  } finally {
+    await rt.close();
+  }
+}

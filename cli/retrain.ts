@@ -1,0 +1,106 @@
+/** `pops retrain` and `pops status`: start or attach to a retraining, watch it, read its state. */
+import { z } from 'zod';
+import { startRetrain, type StartedRetrain, waitForRetrain, workflowStatus } from '../client/retrain.js';
+import { modelExists } from '../domain/registry.js';
+import { type RetrainProgress, type RetrainResult, retrainInputSchema } from '../domain/retrain.js';
+import { parseArgs, print, progressBar, UsageError } from './output.js';
+import { hasPollers, openRuntime, type Runtime, runWorkers } from './runtime.js';
+
+const retrainArgs = z.object({
+  model: z.string(),
+  reason: z.string(),
+  trainUntil: z.string().optional(),
+  validateUntil: z.string().optional(),
+  epochs: z.coerce.number().int().optional(),
+  wait: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+
+/** Shows training epochs (read from the workflow's `progress` query) until the run ends. */
+export async function watchRetrain(rt: Runtime, started: StartedRetrain, json: boolean): Promise<RetrainResult> {
+  const bar = progressBar('training', !json, ' epochs');
+  const handle = rt.client.workflow.getHandle(started.workflowId, started.runId);
+  const timer = setInterval(() => {
+    handle
+      .query<RetrainProgress>('progress')
+      .then((p) => bar.update(p.epoch, p.epochs, { detail: `${p.stage}${p.loss ? ` loss ${p.loss.toFixed(4)}` : ''}` }))
+      .catch(() => undefined);
+  }, 500);
+  try {
+    return await waitForRetrain(rt.client, started.workflowId, started.runId);
+  } finally {
+    clearInterval(timer);
+    bar.stop();
+  }
+}
+
+/** Formats a finished retraining for people. */
+export function describeResult(result: RetrainResult): string {
+  const m = result.metrics;
+  const b = result.baseline;
+  const row = (name: string, a: number, c: number) => `  ${name.padEnd(9)} ${a.toFixed(4).padStart(8)} ${c.toFixed(4).padStart(10)}`;
+  return [
+    `model ${result.model} version ${result.version} (artifact sha256 ${result.artifactSha256.slice(0, 12)}…)`,
+    `  trained on ${result.trainingSet.trainRows} examples, validated on ${result.trainingSet.validateRows}` +
+      ` (from ${result.trainingSet.trainUntil})`,
+    `  backend ${result.backend}, ${Math.round(result.examplesPerSecond)} examples/s` +
+      (result.resumedFromEpoch > 0 ? `, resumed from epoch ${result.resumedFromEpoch}` : ''),
+    `  metric       model   popularity`,
+    row('AUC', m.auc, b.auc),
+    row('log loss', m.logLoss, b.logLoss),
+    row('NDCG@10', m.ndcgAt10, b.ndcgAt10),
+  ].join('\n');
+}
+
+/** `pops retrain --model M --reason R [--wait]`. */
+export async function retrainCommand(options: Record<string, unknown>): Promise<void> {
+  const args = parseArgs(retrainArgs, options);
+  const input = parseArgs(retrainInputSchema, {
+    model: args.model,
+    reason: args.reason,
+    ...(args.trainUntil ? { trainUntil: args.trainUntil } : {}),
+    ...(args.validateUntil ? { validateUntil: args.validateUntil } : {}),
+    ...(args.epochs ? { training: { epochs: args.epochs } } : {}),
+  });
+  const rt = await openRuntime();
+  try {
+    if (!(await modelExists(rt.pool, input.model))) {
+      throw new UsageError(`model "${input.model}" is not declared; run: pops models create ${input.model} --source <source>`);
+    }
+    const started = await startRetrain(rt.client, rt.prefix, { ...input, requestedBy: rt.config.POPS_ACTOR });
+    if (!args.wait) {
+      if (!(await hasPollers(rt))) rt.log.warn('no worker polls the orchestration queue; start one with: npm start');
+      print(args.json, started, () => `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`);
+      return;
+    }
+    const local = (await hasPollers(rt)) ? undefined : await runWorkers(rt);
+    try {
+      const result = await watchRetrain(rt, started, args.json);
+      print(args.json, { ...started, result }, () => describeResult(result));
+    } finally {
+      await local?.stop();
+    }
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops status <workflowId>`. */
+export async function statusCommand(workflowId: string, options: { json?: boolean }): Promise<void> {
+  const rt = await openRuntime();
+  try {
+    const status = await workflowStatus(rt.client, workflowId);
+    if (!status) throw new UsageError(`workflow "${workflowId}" not found`);
+    print(Boolean(options.json), status, () => {
+      const lines = [`${status.workflowId} (${status.type}) ${status.status} since ${status.startTime}`];
+      if (status.progress) {
+        lines.push(`  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`);
+      }
+      if (status.failure) lines.push(`  failure: ${status.failure}`);
+      if (status.result && status.type === 'retrainModel') lines.push(describeResult(status.result as RetrainResult));
+      return lines.join('\n');
+    });
+  } finally {
+    await rt.close();
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * What a CLI command runs on: configuration, the services (configured or embedded), a pool, a
+ * Temporal client, and, when asked, workers in this process. `close()` undoes all of it in order.
+ */
+import type { Client } from '@temporalio/client';
+import type { Worker } from '@temporalio/worker';
+import { type Config, loadConfig } from '../common/config.js';
+import { createPool, type Pool } from '../common/db.js';
+import { type Logger, logger } from '../common/logger.js';
+import { QUEUE_KINDS, type QueueKind, queueName } from '../common/queues.js';
+import { connectClient, connectWorker, installTemporalLogging } from '../common/temporal.js';
+import { startServices, type Services } from '../runtime/services.js';
+import { createWorkers } from '../workers/create.js';
+
+export interface Runtime {
+  config: Config;
+  log: Logger;
+  services: Services;
+  pool: Pool;
+  client: Client;
+  prefix: string;
+  close(): Promise<void>;
+}
+
+export type DbRuntime = Omit<Runtime, 'client'>;
+
+/** Brings up configuration and PostgreSQL only, for commands that never touch Temporal. */
+export async function openDatabase(): Promise<DbRuntime> {
+  const config = loadConfig();
+  const log = logger(config.LOG_LEVEL);
+  const services = await startServices(config, log, { temporal: false });
+  const pool = createPool(services.databaseUrl);
+  return {
+    config,
+    log,
+    services,
+    pool,
+    prefix: config.POPS_TASK_QUEUE_PREFIX,
+    async close() {
+      await pool.end();
+      await services.stop();
+    },
+  };
+}
+
+/** Brings up configuration, services, pool and client. */
+export async function openRuntime(): Promise<Runtime> {
+  const config = loadConfig();
+  const log = logger(config.LOG_LEVEL);
+  const services = await startServices(config, log);
+  const pool = createPool(services.databaseUrl);
+  let client: Client;
+  try {
+    client = await connectClient(config, { address: services.temporalAddress, namespace: config.TEMPORAL_NAMESPACE });
+  } catch (err) {
+    await pool.end();
+    await services.stop();
+    throw err;
+  }
+  return {
+    config,
+    log,
+    services,
+    pool,
+    client,
+    prefix: config.POPS_TASK_QUEUE_PREFIX,
+    async close() {
+      await client.connection.close();
+      await pool.end();
+      await services.stop();
+    },
+  };
+}
+
+export interface RunningWorkers {
+  workers: Worker[];
+  stop(): Promise<void>;
+}
+
+/** Runs workers for the given queues in this process until `stop()`. */
+export async function runWorkers(rt: Runtime, queues: readonly QueueKind[] = QUEUE_KINDS): Promise<RunningWorkers> {
+  installTemporalLogging(rt.log);
+  const connection = await connectWorker(rt.config, {
+    address: rt.services.temporalAddress,
+    namespace: rt.config.TEMPORAL_NAMESPACE,
+  });
+  const workers = await createWorkers({
+    connection,
+    namespace: rt.config.TEMPORAL_NAMESPACE,
+    prefix: rt.prefix,
+    queues,
+    pool: rt.pool,
+    log: rt.log,
+    trainBackend: rt.config.POPS_TRAIN_BACKEND,
+    client: rt.client,
+  });
+  const running = workers.map((w) => w.run());
+  rt.log.info({ queues: queues.map((q) => queueName(rt.prefix, q)) }, 'workers running');
+  return {
+    workers,
+    async stop() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(running);
+      await connection.close();
+    },
+  };
+}
+
+/** Whether some worker polls the orchestration queue (so a started workflow will make progress). */
+export async function hasPollers(rt: Runtime): Promise<boolean> {
+  const response = await rt.client.workflowService.describeTaskQueue({
+    namespace: rt.config.TEMPORAL_NAMESPACE,
+    taskQueue: { name: queueName(rt.prefix, 'orchestration') },
+    taskQueueType: 1, // workflow tasks
+  });
+  return (response.pollers ?? []).length > 0;
+}

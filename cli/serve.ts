@@ -1,0 +1,54 @@
+/** `pops serve` (all workers and the HTTP API) and `pops worker --queue …` (one kind of worker). */
+import { z } from 'zod';
+import { buildApi } from '../api/server.js';
+import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
+import { parseArgs } from './output.js';
+import { openRuntime, runWorkers } from './runtime.js';
+
+/** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+/** `pops serve`: every worker and the API in one process until Ctrl-C. */
+export async function serveCommand(): Promise<void> {
+  const rt = await openRuntime();
+  const workers = await runWorkers(rt);
+  const api = buildApi({
+    pool: rt.pool,
+    temporal: rt.client,
+    queuePrefix: rt.prefix,
+    log: rt.log,
+    actor: 'api',
+  });
+  await api.listen({ host: rt.config.POPS_HTTP_HOST, port: rt.config.POPS_HTTP_PORT });
+  rt.log.info(
+    {
+      api: `http://${rt.config.POPS_HTTP_HOST}:${rt.config.POPS_HTTP_PORT}`,
+      temporalUi: rt.services.temporalUiUrl,
+    },
+    'pops is serving; Ctrl-C stops it',
+  );
+  const signal = await untilSignal();
+  rt.log.info({ signal }, 'stopping');
+  await api.close();
+  await workers.stop();
+  await rt.close();
+}
+
+const queueArg = z.enum([...QUEUE_KINDS, 'all']);
+
+/** `pops worker --queue <orchestration|training|io|all>`. */
+export async function workerCommand(options: { queue: string }): Promise<void> {
+  const queue = parseArgs(queueArg, options.queue);
+  const queues: readonly QueueKind[] = queue === 'all' ? QUEUE_KINDS : [queue];
+  const rt = await openRuntime();
+  const workers = await runWorkers(rt, queues);
+  const signal = await untilSignal();
+  rt.log.info({ signal }, 'stopping');
+  await workers.stop();
+  await rt.close();
+}
