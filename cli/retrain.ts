@@ -60,7 +60,7 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
     reason: args.reason,
     ...(args.trainUntil ? { trainUntil: args.trainUntil } : {}),
     ...(args.validateUntil ? { validateUntil: args.validateUntil } : {}),
-    ...(args.epochs ? { training: { epochs: args.epochs } } : {}),
+    ...(args.epochs !== undefined ? { training: { epochs: args.epochs } } : {}),
   });
   const rt = await openRuntime();
   try {
