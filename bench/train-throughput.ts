@@ -7,7 +7,8 @@
 import { pathToFileURL } from 'node:url';
 import { type BackendName, type BackendPreference, loadTensorflow } from '../domain/ml/backend.js';
 import { applyPreprocessing, fitPreprocessing } from '../domain/ml/model.js';
-import { mulberry32, trainModel } from '../domain/ml/trainer.js';
+import { mulberry32 } from '../common/random.js';
+import { trainModel } from '../domain/ml/trainer.js';
 
 /** The size and shape of one throughput measurement. */
 export interface ThroughputOptions {

@@ -3,14 +3,13 @@
  * Temporal client, and, when asked, workers in this process. `close()` undoes all of it in order.
  */
 import type { Client } from '@temporalio/client';
-import type { Worker } from '@temporalio/worker';
 import { type Config, loadConfig } from '../common/config.js';
 import { createPool, type Pool } from '../common/db.js';
 import { type Logger, logger } from '../common/logger.js';
 import { QUEUE_KINDS, type QueueKind, queueName } from '../common/queues.js';
 import { connectClient, connectWorker, installTemporalLogging } from '../common/temporal.js';
 import { startServices, type Services } from '../runtime/services.js';
-import { createWorkers } from '../workers/create.js';
+import { createWorkers, runWorkers as run, type RunningWorkers } from '../workers/create.js';
 
 export interface Runtime {
   config: Config;
@@ -72,11 +71,6 @@ export async function openRuntime(): Promise<Runtime> {
   };
 }
 
-export interface RunningWorkers {
-  workers: Worker[];
-  stop(): Promise<void>;
-}
-
 /** Runs workers for the given queues in this process until `stop()`. */
 export async function runWorkers(rt: Runtime, queues: readonly QueueKind[] = QUEUE_KINDS): Promise<RunningWorkers> {
   installTemporalLogging(rt.log);
@@ -94,16 +88,8 @@ export async function runWorkers(rt: Runtime, queues: readonly QueueKind[] = QUE
     trainBackend: rt.config.POPS_TRAIN_BACKEND,
     client: rt.client,
   });
-  const running = workers.map((w) => w.run());
   rt.log.info({ queues: queues.map((q) => queueName(rt.prefix, q)) }, 'workers running');
-  return {
-    workers,
-    async stop() {
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.allSettled(running);
-      await connection.close();
-    },
-  };
+  return run(workers, connection);
 }
 
 /** Whether some worker polls the orchestration queue (so a started workflow will make progress). */

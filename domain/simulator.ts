@@ -11,6 +11,7 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { z } from 'zod';
 import { describeZodError } from '../common/failures.js';
+import { mulberry32 } from '../common/random.js';
 
 /** The 18 genres of MovieLens. */
 export const MOVIELENS_GENRES = [
@@ -111,18 +112,6 @@ export async function simulateMovieLens(
   await writeMovies(path.join(dir, 'movies.csv'), movies, random);
   const ratings = await writeRatings(path.join(dir, 'ratings.csv'), movies, settings, random);
   return { ratings, movies: movies.length };
-}
-
-/** mulberry32: a tiny seeded PRNG (32-bit state), plenty for demo data; returns [0, 1). */
-export function mulberry32(seed: number): Random {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A standard normal draw (Box-Muller). */

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import type { Pool } from '../common/db.js';
 import { logger } from '../common/logger.js';
@@ -11,7 +11,7 @@ import { QUEUE_KINDS } from '../common/queues.js';
 import { declareModel } from '../domain/registry.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { installTemporalLogging } from '../common/temporal.js';
-import { createWorkers } from '../workers/create.js';
+import { createWorkers, runWorkers, type RunningWorkers } from '../workers/create.js';
 
 export const MOVIELENS = path.resolve(import.meta.dirname, '../../shared/data/movielens-small');
 
@@ -37,7 +37,7 @@ export async function prepareModel(pool: Pool, dir: string, source: string, mode
 }
 
 /** Workers for every queue in this process; `stop()` shuts them down. */
-export async function startWorkers(pool: Pool, prefix: string, client: Client): Promise<{ workers: Worker[]; stop(): Promise<void> }> {
+export async function startWorkers(pool: Pool, prefix: string, client: Client): Promise<RunningWorkers> {
   installTemporalLogging(logger('warn'));
   const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
   const workers = await createWorkers({
@@ -51,13 +51,5 @@ export async function startWorkers(pool: Pool, prefix: string, client: Client): 
     client,
     workflowBundlePath: inject('workflowBundlePath'),
   });
-  const running = workers.map((w) => w.run());
-  return {
-    workers,
-    async stop() {
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.allSettled(running);
-      await connection.close();
-    },
-  };
+  return runWorkers(workers, connection);
 }

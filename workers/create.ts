@@ -85,3 +85,22 @@ export async function createWorkers(options: WorkerOptions): Promise<Worker[]> {
   }
   return workers;
 }
+
+export interface RunningWorkers {
+  workers: Worker[];
+  /** Shuts every worker down (in-flight activities get the grace time), then closes the connection. */
+  stop(): Promise<void>;
+}
+
+/** Runs the workers until `stop()`. */
+export function runWorkers(workers: Worker[], connection: NativeConnection): RunningWorkers {
+  const running = workers.map((w) => w.run());
+  return {
+    workers,
+    async stop() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(running);
+      await connection.close();
+    },
+  };
+}

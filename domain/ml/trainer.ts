@@ -13,6 +13,7 @@ import type { LayersModel, NamedTensorMap, Scalar, Tensor, Variable } from '@ten
 import { z } from 'zod';
 import type { Tf } from './backend.js';
 import { buildModel } from './model.js';
+import { mulberry32 } from '../../common/random.js';
 
 /** Hyperparameters of one training run; a checkpoint only resumes a run with the same ones. */
 export interface TrainOptions {
@@ -167,21 +168,6 @@ export async function trainModel(args: TrainArgs): Promise<TrainResult> {
   } finally {
     if (state) tf.dispose([...state.m, ...state.v]);
   }
-}
-
-/**
- * A small seeded PRNG (mulberry32) returning floats in [0, 1). Not for cryptography; its point
- * is that the same seed gives the same sequence everywhere.
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The order in which an epoch visits the n rows; depends on (seed, epoch) and nothing else. */
