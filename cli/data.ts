@@ -1,18 +1,25 @@
 /** `pops import …`, `pops models …` and `pops audit verify`: commands that need PostgreSQL only. */
+import fs from 'node:fs';
 import { z } from 'zod';
 import { verifyAudit } from '../domain/audit.js';
 import { modelNameSchema } from '../domain/retrain.js';
-import { declareModel, getVersion, listModels, listVersions } from '../domain/registry.js';
+import { declareModel, getVersion, listModels, listVersions, modelExists } from '../domain/registry.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { parseArgs, print, progressBar, table, UsageError } from './output.js';
 import { openDatabase } from './runtime.js';
+
+/** Fails as bad input when the path does not exist (before any service starts). */
+function mustExist(what: string, target: string): void {
+  if (!fs.existsSync(target)) throw new UsageError(`${what} ${JSON.stringify(target)}: no such file or directory`);
+}
 
 const sourceName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'letters, digits, dot, dash, underscore');
 
 /** `pops import movielens <dir>`. */
 export async function importMovieLensCommand(dir: string, options: { source?: string; json?: boolean }) {
   const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
+  mustExist('<dir>', dir);
   const rt = await openDatabase();
   const bar = progressBar('importing ratings', !options.json, ' bytes');
   try {
@@ -37,6 +44,7 @@ export async function importMovieLensCommand(dir: string, options: { source?: st
 /** `pops import events <file.ndjson>`. */
 export async function importEventsCommand(file: string, options: { source?: string; json?: boolean }) {
   const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
+  mustExist('<file>', file);
   const rt = await openDatabase();
   const bar = progressBar('importing events', !options.json, ' bytes');
   try {
@@ -46,7 +54,8 @@ export async function importEventsCommand(file: string, options: { source?: stri
     });
     bar.stop();
     print(Boolean(options.json), result, () =>
-      `imported ${result.read} events (${result.inserted} new) into source "${result.source}" in ${result.seconds.toFixed(2)} s`,
+      `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
+        `${result.read - result.inserted} already stored (deduplicated on messageId), in ${result.seconds.toFixed(2)} s`,
     );
   } finally {
     bar.stop();
@@ -85,7 +94,10 @@ export async function listModelsCommand(options: { json?: boolean }) {
     print(Boolean(options.json), { models }, () =>
       models.length === 0
         ? 'no models declared (pops models create <name> --source <source>)'
-        : table(['model', 'source', 'latest', 'versions'], models.map((m) => [m.name, m.source, m.latestVersion, m.versions])),
+        : table(
+            ['model', 'source', 'latest', 'versions'],
+            models.map((m) => [m.name, m.source, m.latestVersion === 0 ? '-' : m.latestVersion, m.versions]),
+          ),
     );
   } finally {
     await rt.close();
@@ -100,22 +112,27 @@ export async function showModelCommand(name: string, options: { version?: string
   try {
     const versions = version === undefined ? await listVersions(rt.pool, model) : [await getVersion(rt.pool, model, version)];
     const found = versions.filter((v) => v !== undefined);
-    if (found.length === 0) throw new UsageError(`model "${model}" has no ${version ? `version ${version}` : 'versions'}`);
+    if (!(await modelExists(rt.pool, model))) throw new UsageError(`model "${model}" is not declared`);
+    if (version !== undefined && found.length === 0) throw new UsageError(`model "${model}" has no version ${version}`);
     print(Boolean(options.json), version === undefined ? { model, versions: found } : found[0], () =>
-      table(
-        ['version', 'created', 'auc', 'baseline auc', 'ndcg@10', 'log loss', 'train rows', 'backend', 'commit'],
-        found.map((v) => [
-          v.version,
-          v.createdAt,
-          v.metrics.auc.toFixed(4),
-          v.baselineMetrics.auc.toFixed(4),
-          v.metrics.ndcgAt10.toFixed(4),
-          v.metrics.logLoss.toFixed(4),
-          v.rowCounts.train,
-          v.backend,
-          (v.codeCommit ?? '').slice(0, 12),
-        ]),
-      ),
+      found.length === 0
+        ? `model ${model} has no versions yet (pops retrain --model ${model} --reason …)`
+        : table(
+            ['version', 'created', 'auc', 'base auc', 'ndcg@10', 'log loss', 'train', 'validate', 'trained until', 'backend', 'commit'],
+            found.map((v) => [
+              v.version,
+              v.createdAt.slice(0, 19),
+              v.metrics.auc.toFixed(4),
+              v.baselineMetrics.auc.toFixed(4),
+              v.metrics.ndcgAt10.toFixed(4),
+              v.metrics.logLoss.toFixed(4),
+              v.rowCounts.train,
+              v.rowCounts.validate,
+              v.dataRange.trainUntil.slice(0, 19),
+              v.backend,
+              (v.codeCommit ?? '').slice(0, 12),
+            ]),
+          ),
     );
   } finally {
     await rt.close();

@@ -11,6 +11,7 @@ import { stateDir } from '../common/config.js';
 import { startRetrain } from '../client/retrain.js';
 import { simulateMovieLens } from '../domain/simulator.js';
 import { declareModel } from '../domain/registry.js';
+import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
 import { describeResult, watchRetrain } from './retrain.js';
@@ -67,14 +68,14 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
       const data = await ensureData(rt, args.data, args.json);
       const model = `${data.source.toLowerCase().replace(/[^a-z0-9._-]/g, '-')}-ranker`;
       await declareModel(rt.pool, { name: model, source: data.source, createdBy: rt.config.POPS_ACTOR });
-      const run = await startRetrain(rt.client, rt.prefix, {
+      const request = retrainInputSchema.parse({
         model,
         reason: 'pops demo',
         requestedBy: rt.config.POPS_ACTOR,
-        training: { epochs: args.epochs ?? 8, batchSize: 512, learningRate: 0.005, hiddenUnits: [64, 32], seed: 42 },
-        heartbeatTimeoutSeconds: 30,
+        ...(args.epochs !== undefined ? { training: { epochs: args.epochs } } : {}),
       });
-      const result = await watchRetrain(rt, run, args.json);
+      const run = await startRetrain(rt.client, rt.prefix, request);
+      const result = await watchRetrain(rt, run, args.json, request.training.epochs);
       const wallSeconds = (Date.now() - started) / 1000;
       const ui = rt.services.temporalUiUrl
         ? `${rt.services.temporalUiUrl}/namespaces/${rt.config.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(run.workflowId)}`

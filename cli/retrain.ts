@@ -17,8 +17,14 @@ const retrainArgs = z.object({
 });
 
 /** Shows training epochs (read from the workflow's `progress` query) until the run ends. */
-export async function watchRetrain(rt: Runtime, started: StartedRetrain, json: boolean): Promise<RetrainResult> {
+export async function watchRetrain(
+  rt: Runtime,
+  started: StartedRetrain,
+  json: boolean,
+  epochs = 1,
+): Promise<RetrainResult> {
   const bar = progressBar('training', !json, ' epochs');
+  bar.update(0, epochs, { detail: 'starting' });
   const handle = rt.client.workflow.getHandle(started.workflowId, started.runId);
   const timer = setInterval(() => {
     handle
@@ -75,7 +81,7 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
     }
     const local = (await hasPollers(rt)) ? undefined : await runWorkers(rt);
     try {
-      const result = await watchRetrain(rt, started, args.json);
+      const result = await watchRetrain(rt, started, args.json, input.training.epochs);
       print(args.json, { ...started, result }, () => describeResult(result));
     } finally {
       await local?.stop();
@@ -92,7 +98,8 @@ export async function statusCommand(workflowId: string, options: { json?: boolea
     const status = await workflowStatus(rt.client, workflowId);
     if (!status) throw new UsageError(`workflow "${workflowId}" not found`);
     print(Boolean(options.json), status, () => {
-      const lines = [`${status.workflowId} (${status.type}) ${status.status} since ${status.startTime}`];
+      const closed = status.closeTime ? `, closed ${status.closeTime}` : '';
+      const lines = [`${status.workflowId} (${status.type}) ${status.status}: started ${status.startTime}${closed}`];
       if (status.progress) {
         lines.push(`  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`);
       }
@@ -100,6 +107,7 @@ export async function statusCommand(workflowId: string, options: { json?: boolea
       if (status.result && status.type === 'retrainModel') lines.push(describeResult(status.result as RetrainResult));
       return lines.join('\n');
     });
+    if (['FAILED', 'TERMINATED', 'TIMED_OUT', 'CANCELLED'].includes(status.status)) process.exitCode = 1;
   } finally {
     await rt.close();
   }

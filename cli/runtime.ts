@@ -88,7 +88,8 @@ export async function runWorkers(rt: Runtime, queues: readonly QueueKind[] = QUE
     trainBackend: rt.config.POPS_TRAIN_BACKEND,
     client: rt.client,
   });
-  rt.log.info({ queues: queues.map((q) => queueName(rt.prefix, q)) }, 'workers running');
+  const polling = workers.map((w) => w.options.taskQueue);
+  if (polling.length > 0) rt.log.info({ queues: polling }, 'workers running');
   return run(workers, connection);
 }
 

@@ -43,10 +43,16 @@ const queueArg = z.enum([...QUEUE_KINDS, 'all']);
 
 /** `pops worker --queue <orchestration|training|io|all>`. */
 export async function workerCommand(options: { queue: string }): Promise<void> {
-  const queue = parseArgs(queueArg, options.queue);
+  const { queue } = parseArgs(z.object({ queue: queueArg }), options);
   const queues: readonly QueueKind[] = queue === 'all' ? QUEUE_KINDS : [queue];
   const rt = await openRuntime();
   const workers = await runWorkers(rt, queues);
+  if (workers.workers.length === 0) {
+    process.stdout.write(`queue ${queue} has nothing to run yet; no worker started\n`);
+    await workers.stop();
+    await rt.close();
+    return;
+  }
   const signal = await untilSignal();
   rt.log.info({ signal }, 'stopping');
   await workers.stop();

@@ -57,6 +57,8 @@ export function installTemporalLogging(log: Logger): void {
   const level = log.isLevelEnabled('debug') ? 'DEBUG' : 'WARN';
   const sdk = log.child({ component: 'temporal-sdk' });
   const logger = new DefaultLogger(level, (entry) => {
+    // A training or io worker has no workflows by design; the SDK warns about it on every start.
+    if (entry.message.startsWith('No workflows registered')) return;
     const attributes = { ...(entry.meta ?? {}) };
     if (entry.level === 'ERROR') sdk.error(attributes, entry.message);
     else if (entry.level === 'WARN') sdk.warn(attributes, entry.message);

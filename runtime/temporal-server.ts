@@ -24,6 +24,11 @@ export interface RunningTemporal {
 export interface TemporalServerOptions {
   /** SQLite file for the server's state; undefined keeps it in memory (tests). */
   dbFilename?: string;
+  /**
+   * Where the running server's port and pid are recorded, so another pops process with the same
+   * state folder reuses it while one with another folder refuses to share it.
+   */
+  ownerFile?: string;
   port: number;
   uiPort: number;
   cacheDir: string;
@@ -67,16 +72,30 @@ function startWithCli(cli: string, options: TemporalServerOptions, address: stri
     args.push('--headless');
   }
   const out = options.logFile ? fs.openSync(options.logFile, 'a') : 'ignore';
-  const child = spawn(cli, args, { stdio: ['ignore', out, out] });
+  // Its own process group: Ctrl-C on pops must not kill the server before pops has drained its
+  // workers; pops stops it itself.
+  const child = spawn(cli, args, { stdio: ['ignore', out, out], detached: true });
   if (typeof out === 'number') fs.closeSync(out);
   return waitUntilReady(address, child, 60_000).then(() => child);
+}
+
+/** Whether the owner file names a live server on this port (one this state folder started). */
+function startedFromHere(ownerFile: string, port: number): boolean {
+  try {
+    const owner = JSON.parse(fs.readFileSync(ownerFile, 'utf8')) as { port?: number; pid?: number };
+    if (owner.port !== port || !owner.pid) return false;
+    process.kill(owner.pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
-  const killed = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]);
+  const killed = await Promise.race([exited.then(() => true), sleep(10_000, false, { ref: false })]);
   if (!killed) {
     child.kill('SIGKILL');
     await exited;
@@ -89,6 +108,12 @@ export async function startEmbeddedTemporal(options: TemporalServerOptions): Pro
   const address = `127.0.0.1:${port}`;
   const uiUrl = `http://127.0.0.1:${uiPort}`;
   if (await temporalAnswers(address)) {
+    if (options.ownerFile && !startedFromHere(options.ownerFile, port)) {
+      throw new Error(
+        `port ${port} is taken by a Temporal server that this state folder did not start ` +
+          `(${options.ownerFile} does not name it): set POPS_TEMPORAL_PORT to a free port, or TEMPORAL_ADDRESS`,
+      );
+    }
     log.info({ address }, 'temporal server already running, reusing it');
     return { address, uiUrl, owned: false, route: 'reused', stop: async () => undefined };
   }
@@ -96,8 +121,19 @@ export async function startEmbeddedTemporal(options: TemporalServerOptions): Pro
   if (cli) {
     log.info({ route: cli.route, path: cli.path }, 'temporal cli resolved');
     const child = await startWithCli(cli.path, options, address);
+    if (options.ownerFile) fs.writeFileSync(options.ownerFile, JSON.stringify({ port, pid: child.pid }));
     log.info({ address, uiUrl, dbFilename: options.dbFilename ?? 'memory' }, 'temporal dev server started');
-    return { address, uiUrl, owned: true, route: cli.route, stop: () => stopChild(child) };
+    const ownerFile = options.ownerFile;
+    return {
+      address,
+      uiUrl,
+      owned: true,
+      route: cli.route,
+      async stop() {
+        await stopChild(child);
+        if (ownerFile) fs.rmSync(ownerFile, { force: true });
+      },
+    };
   }
   return startWithSdkDownload(options, address, uiUrl);
 }
