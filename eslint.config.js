@@ -11,7 +11,9 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
-    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
@@ -21,7 +23,10 @@ export default tseslint.config(
       '@typescript-eslint/ban-ts-comment': 'error',
       // An async function that does not await is how an interface's async member is met here.
       '@typescript-eslint/require-await': 'off',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       curly: ['error', 'multi-line'],
     },
   },
@@ -36,11 +41,27 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          paths: nodeBuiltins.map((name) => ({ name, message: 'workflow code is deterministic: no Node built-ins' })),
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'workflow code is deterministic: no Node built-ins',
+          })),
           patterns: [
-            { group: ['pg', 'pg-*', 'fastify', '@temporalio/activity', '@temporalio/client', '@temporalio/worker'],
-              message: 'workflow code does no I/O: call an activity' },
-            { regex: '^\\.\\./activities/', allowTypeImports: true, message: 'import activities as types only' },
+            {
+              group: [
+                'pg',
+                'pg-*',
+                'fastify',
+                '@temporalio/activity',
+                '@temporalio/client',
+                '@temporalio/worker',
+              ],
+              message: 'workflow code does no I/O: call an activity',
+            },
+            {
+              regex: '^\\.\\./activities/',
+              allowTypeImports: true,
+              message: 'import activities as types only',
+            },
           ],
         },
       ],

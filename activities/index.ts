@@ -21,7 +21,10 @@ function orchestrationActivities(deps: ActivityDeps) {
 }
 
 /** The activities one queue's worker runs. */
-export function activitiesFor(kind: QueueKind, deps: ActivityDeps): Record<string, (...args: never[]) => unknown> {
+export function activitiesFor(
+  kind: QueueKind,
+  deps: ActivityDeps,
+): Record<string, (...args: never[]) => unknown> {
   switch (kind) {
     case 'orchestration':
       return orchestrationActivities(deps);

@@ -8,7 +8,10 @@ export function registryActivities({ pool, codeCommit, log }: ActivityDeps) {
     /** Registers the run's model version and returns its number. */
     async registerModelVersion(input: Omit<NewVersion, 'codeCommit'>): Promise<number> {
       const version = await registerVersion(pool, { ...input, codeCommit });
-      log.info({ model: input.model, version: version.version, runKey: input.runKey }, 'model version registered');
+      log.info(
+        { model: input.model, version: version.version, runKey: input.runKey },
+        'model version registered',
+      );
       return version.version;
     },
   };

@@ -56,24 +56,39 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
   return {
     /** Materializes the training set under `setKey`; a retry returns the set already written. */
     async buildTrainingSet(input: BuildTrainingSetInput): Promise<TrainingSetSummary> {
-      const existing = await pool.query<SetRow>('select * from training_sets where set_key = $1', [input.setKey]);
+      const existing = await pool.query<SetRow>('select * from training_sets where set_key = $1', [
+        input.setKey,
+      ]);
       if (existing.rows[0]) return enoughRows(existing.rows[0], input.model);
       const range = await defaultRange(pool, input.source, {
         ...(input.trainUntil ? { trainUntil: new Date(input.trainUntil) } : {}),
         ...(input.validateUntil ? { validateUntil: new Date(input.validateUntil) } : {}),
       });
       if (!range) {
-        throw failure(FAILURE_TYPES.insufficientData, `source "${input.source}" has no rated events to train on`);
+        throw failure(
+          FAILURE_TYPES.insufficientData,
+          `source "${input.source}" has no rated events to train on`,
+        );
       }
       const row = await withTransaction(pool, async (client) => {
         await client.query('select pg_advisory_xact_lock(hashtext($1))', [input.setKey]);
-        const again = await client.query<SetRow>('select * from training_sets where set_key = $1', [input.setKey]);
+        const again = await client.query<SetRow>('select * from training_sets where set_key = $1', [
+          input.setKey,
+        ]);
         if (again.rows[0]) return again.rows[0];
         await client.query(
           `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
              features, train_rows, validate_rows)
            values ($1, $2, $3, $4, $5, $6, $7, 0, 0)`,
-          [input.setKey, input.model, input.source, range.trainFrom, range.trainUntil, range.validateUntil, FEATURES],
+          [
+            input.setKey,
+            input.model,
+            input.source,
+            range.trainFrom,
+            range.trainUntil,
+            range.validateUntil,
+            FEATURES,
+          ],
         );
         const counts = await materializeExamples(client, input.setKey, input.source, range);
         const updated = await client.query<SetRow>(
@@ -82,7 +97,10 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
         );
         return updated.rows[0] as SetRow;
       });
-      log.info({ setKey: input.setKey, train: row.train_rows, validate: row.validate_rows }, 'training set built');
+      log.info(
+        { setKey: input.setKey, train: row.train_rows, validate: row.validate_rows },
+        'training set built',
+      );
       return enoughRows(row, input.model);
     },
 

@@ -23,7 +23,12 @@ import {
   type EvaluationMetrics,
   type TrainingOptions,
 } from '../domain/retrain.js';
-import { type ExampleMatrix, FEATURES, loadExamples, POPULARITY_FEATURE_INDEX } from '../domain/training-set.js';
+import {
+  type ExampleMatrix,
+  FEATURES,
+  loadExamples,
+  POPULARITY_FEATURE_INDEX,
+} from '../domain/training-set.js';
 import { type ActivityDeps, callerWorkflow } from './deps.js';
 
 export interface TrainInput {
@@ -69,7 +74,14 @@ async function loadCheckpoint(pool: Pool, runKey: string): Promise<ResumePoint |
   return found.rows[0];
 }
 
-async function saveCheckpoint(pool: Pool, runKey: string, epoch: number, epochs: number, state: Buffer, loss: number) {
+async function saveCheckpoint(
+  pool: Pool,
+  runKey: string,
+  epoch: number,
+  epochs: number,
+  state: Buffer,
+  loss: number,
+) {
   await pool.query(
     `insert into training_checkpoints (run_key, epoch, total_epochs, state, loss) values ($1, $2, $3, $4, $5)
      on conflict (run_key) do update set epoch = excluded.epoch, state = excluded.state, loss = excluded.loss,
@@ -100,13 +112,26 @@ export async function readArtifact(pool: Pool, sha256: string): Promise<ModelArt
     weight_specs: WeightSpec[];
     weights: Buffer;
     preprocessing: Preprocessing;
-  }>('select topology, weight_specs, weights, preprocessing from model_artifacts where sha256 = $1', [sha256]);
+  }>(
+    'select topology, weight_specs, weights, preprocessing from model_artifacts where sha256 = $1',
+    [sha256],
+  );
   const row = found.rows[0];
   if (!row) throw failure(FAILURE_TYPES.notFound, `model artifact ${sha256} not found`);
-  return { sha256, topology: row.topology, weightSpecs: row.weight_specs, weights: row.weights, preprocessing: row.preprocessing };
+  return {
+    sha256,
+    topology: row.topology,
+    weightSpecs: row.weight_specs,
+    weights: row.weights,
+    preprocessing: row.preprocessing,
+  };
 }
 
-function metricsOf(data: ExampleMatrix, scores: Float32Array, probabilities: Float32Array): EvaluationMetrics {
+function metricsOf(
+  data: ExampleMatrix,
+  scores: Float32Array,
+  probabilities: Float32Array,
+): EvaluationMetrics {
   const ndcg = ndcgAtK({ groups: data.persons, items: data.items, relevance: data.rating, scores });
   return {
     auc: auc(data.y, scores),
@@ -121,12 +146,19 @@ function metricsOf(data: ExampleMatrix, scores: Float32Array, probabilities: Flo
  * The popularity baseline: score = the item's number of ratings before t; its probability is the
  * positive rate of training examples in the same popularity decile (so its log loss is meaningful).
  */
-function popularityBaseline(train: ExampleMatrix, validate: ExampleMatrix): { scores: Float32Array; probabilities: Float32Array } {
-  const column = (m: ExampleMatrix) => Float32Array.from({ length: m.n }, (_, i) => m.x[i * m.dim + POPULARITY_FEATURE_INDEX] ?? 0);
+function popularityBaseline(
+  train: ExampleMatrix,
+  validate: ExampleMatrix,
+): { scores: Float32Array; probabilities: Float32Array } {
+  const column = (m: ExampleMatrix) =>
+    Float32Array.from({ length: m.n }, (_, i) => m.x[i * m.dim + POPULARITY_FEATURE_INDEX] ?? 0);
   const trainPop = column(train);
   const edges = Array.from(trainPop).sort((a, b) => a - b);
   const bins = 10;
-  const cut = Array.from({ length: bins - 1 }, (_, k) => edges[Math.floor(((k + 1) * edges.length) / bins)] ?? 0);
+  const cut = Array.from(
+    { length: bins - 1 },
+    (_, k) => edges[Math.floor(((k + 1) * edges.length) / bins)] ?? 0,
+  );
   const binOf = (v: number) => cut.filter((c) => v >= c).length;
   const positives = new Array<number>(bins).fill(1);
   const totals = new Array<number>(bins).fill(2); // Laplace smoothing: no empty bin predicts 0 or 1
@@ -148,7 +180,10 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
   return {
     /** Trains the run's model; resumes from its last checkpoint; a finished run returns its result. */
     async trainModel(input: TrainInput): Promise<TrainOutput> {
-      const done = await pool.query<ResultRow>('select * from training_results where run_key = $1', [input.runKey]);
+      const done = await pool.query<ResultRow>(
+        'select * from training_results where run_key = $1',
+        [input.runKey],
+      );
       if (done.rows[0]) return output(done.rows[0]);
 
       const ctx = Context.current();
@@ -157,7 +192,12 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
       const preprocessing = fitPreprocessing([...FEATURES], data.x, data.n);
       const x = applyPreprocessing(preprocessing, data.x, data.n);
       const resumeFrom = await loadCheckpoint(pool, input.runKey);
-      if (resumeFrom) log.info({ runKey: input.runKey, epoch: resumeFrom.epoch }, 'resuming training from checkpoint');
+      if (resumeFrom) {
+        log.info(
+          { runKey: input.runKey, epoch: resumeFrom.epoch },
+          'resuming training from checkpoint',
+        );
+      }
       const { workflowId } = callerWorkflow();
       const beat = setInterval(() => ctx.heartbeat({ epoch: resumeFrom?.epoch ?? 0 }), 1000);
       try {
@@ -171,14 +211,28 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
           ...(resumeFrom ? { resumeFrom } : {}),
           isCancelled: () => ctx.cancellationSignal.aborted,
           onEpochEnd: async (report) => {
-            await saveCheckpoint(pool, input.runKey, report.epoch, input.options.epochs, report.state, report.loss);
+            await saveCheckpoint(
+              pool,
+              input.runKey,
+              report.epoch,
+              input.options.epochs,
+              report.state,
+              report.loss,
+            );
             ctx.heartbeat({ epoch: report.epoch, loss: report.loss });
-            const progress: EpochProgress = { epoch: report.epoch, epochs: input.options.epochs, loss: report.loss };
+            const progress: EpochProgress = {
+              epoch: report.epoch,
+              epochs: input.options.epochs,
+              loss: report.loss,
+            };
             await temporal?.workflow
               .getHandle(workflowId)
               .signal(EPOCH_SIGNAL, progress)
               .catch((err: Error) => log.warn({ err: err.message }, 'progress signal failed'));
-            log.info({ runKey: input.runKey, epoch: report.epoch, loss: report.loss, backend }, 'epoch trained');
+            log.info(
+              { runKey: input.runKey, epoch: report.epoch, loss: report.loss, backend },
+              'epoch trained',
+            );
           },
         });
         const artifact = await toArtifact(tf, result.model, preprocessing);
@@ -190,7 +244,15 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
            values ($1, $2, $3, $4, $5, $6, $7)
            on conflict (run_key) do update set run_key = excluded.run_key
            returning *`,
-          [input.runKey, artifact.sha256, backend, input.options.epochs, result.examplesPerSecond, result.finalLoss, result.resumedFromEpoch],
+          [
+            input.runKey,
+            artifact.sha256,
+            backend,
+            input.options.epochs,
+            result.examplesPerSecond,
+            result.finalLoss,
+            result.resumedFromEpoch,
+          ],
         );
         return output(saved.rows[0] as ResultRow);
       } finally {

@@ -11,7 +11,13 @@ import type { Pool } from '../common/db.js';
 import { describeZodError } from '../common/failures.js';
 import type { Logger } from '../common/logger.js';
 import { modelNameSchema, retrainInputSchema } from '../domain/retrain.js';
-import { declareModel, getVersion, listModels, listVersions, modelExists } from '../domain/registry.js';
+import {
+  declareModel,
+  getVersion,
+  listModels,
+  listVersions,
+  modelExists,
+} from '../domain/registry.js';
 
 export const ERROR_CODES = {
   validation: 400,
@@ -34,13 +40,17 @@ export class ApiError extends Error {
 
 function parse<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
   const result = schema.safeParse(input);
-  if (!result.success) throw new ApiError('validation', `invalid ${what}: ${describeZodError(result.error, input)}`);
+  if (!result.success) {
+    throw new ApiError('validation', `invalid ${what}: ${describeZodError(result.error, input)}`);
+  }
   return result.data;
 }
 
 function isUnavailable(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  if (code === 'ECONNREFUSED' || code === '57P01' || code === '57P03' || code === 'ETIMEDOUT') return true;
+  if (code === 'ECONNREFUSED' || code === '57P01' || code === '57P03' || code === 'ETIMEDOUT') {
+    return true;
+  }
   return err instanceof ServiceError;
 }
 
@@ -58,7 +68,10 @@ export interface ApiDeps {
 }
 
 const retrainBody = z.object({}).passthrough();
-const versionParams = z.object({ name: modelNameSchema, version: z.coerce.number().int().positive() });
+const versionParams = z.object({
+  name: modelNameSchema,
+  version: z.coerce.number().int().positive(),
+});
 const declareBody = z.object({
   name: modelNameSchema,
   source: z.string().trim().min(1).max(200),
@@ -72,20 +85,30 @@ const TEMPORAL_DEADLINE_MS = 5000;
 export function buildApi(deps: ApiDeps) {
   const temporal = <T>(call: () => Promise<T>, ms = TEMPORAL_DEADLINE_MS) =>
     deps.temporal.connection.withDeadline(Date.now() + ms, call);
-  const app = Fastify({ loggerInstance: deps.log.child({ component: 'api' }), bodyLimit: 256 * 1024 });
+  const app = Fastify({
+    loggerInstance: deps.log.child({ component: 'api' }),
+    bodyLimit: 256 * 1024,
+  });
 
   app.setErrorHandler((err: Error, _request, reply) => {
     if (err instanceof ApiError) return send(reply, err.code, err.message);
     const status = (err as { statusCode?: number }).statusCode;
     if (status && status >= 400 && status < 500) return send(reply, 'validation', err.message);
-    if (isUnavailable(err)) return send(reply, 'unavailable', `a backing service is unavailable: ${err.message}`);
+    if (isUnavailable(err)) {
+      return send(reply, 'unavailable', `a backing service is unavailable: ${err.message}`);
+    }
     deps.log.error({ err }, 'api request failed');
     return send(reply, 'internal', 'internal error');
   });
-  app.setNotFoundHandler((request, reply) => send(reply, 'not_found', `no route ${request.method} ${request.url}`));
+  app.setNotFoundHandler((request, reply) =>
+    send(reply, 'not_found', `no route ${request.method} ${request.url}`),
+  );
 
   app.get('/healthz', async (_request, reply) => {
-    const database = await deps.pool.query('select 1').then(() => 'ok', (e: Error) => e.message);
+    const database = await deps.pool.query('select 1').then(
+      () => 'ok',
+      (e: Error) => e.message,
+    );
     const server = await temporal(() => deps.temporal.workflowService.getSystemInfo({}), 2000).then(
       () => 'ok',
       (e: Error) => e.message,
@@ -98,7 +121,10 @@ export function buildApi(deps: ApiDeps) {
     const body = parse(retrainBody, request.body ?? {}, 'body');
     const input = parse(retrainInputSchema, { requestedBy: deps.actor, ...body }, 'body');
     if (!(await modelExists(deps.pool, input.model))) {
-      throw new ApiError('not_found', `model "${input.model}" is not declared (POST /v1/models first)`);
+      throw new ApiError(
+        'not_found',
+        `model "${input.model}" is not declared (POST /v1/models first)`,
+      );
     }
     const started = await temporal(() => startRetrain(deps.temporal, deps.queuePrefix, input));
     return reply.status(started.attached ? 200 : 202).send(started);
@@ -118,14 +144,21 @@ export function buildApi(deps: ApiDeps) {
     const body = parse(declareBody, request.body ?? {}, 'body');
     const declared = await declareModel(deps.pool, { ...body, createdBy: deps.actor });
     if (!declared.created && declared.source !== body.source) {
-      throw new ApiError('conflict', `model "${body.name}" is declared with source "${declared.source}"`);
+      throw new ApiError(
+        'conflict',
+        `model "${body.name}" is declared with source "${declared.source}"`,
+      );
     }
-    return reply.status(declared.created ? 201 : 200).send({ name: body.name, source: declared.source });
+    return reply
+      .status(declared.created ? 201 : 200)
+      .send({ name: body.name, source: declared.source });
   });
 
   app.get('/v1/models/:name/versions', async (request) => {
     const { name } = parse(z.object({ name: modelNameSchema }), request.params, 'path');
-    if (!(await modelExists(deps.pool, name))) throw new ApiError('not_found', `model "${name}" is not declared`);
+    if (!(await modelExists(deps.pool, name))) {
+      throw new ApiError('not_found', `model "${name}" is not declared`);
+    }
     return { model: name, versions: await listVersions(deps.pool, name) };
   });
 

@@ -18,7 +18,9 @@ import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
 
-const DATA = process.env['POPS_BENCH_DATA'] ?? fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
+const DATA =
+  process.env['POPS_BENCH_DATA'] ??
+  fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
 function line(name: string, value: string, goal = '') {
   process.stdout.write(`${name.padEnd(44)} ${value.padStart(16)}  ${goal}\n`);
@@ -28,7 +30,9 @@ function line(name: string, value: string, goal = '') {
 function throughput(backend: string): string {
   const script = fileURLToPath(new URL('./train-throughput.ts', import.meta.url));
   try {
-    const out = execFileSync(process.execPath, ['--import', 'tsx', script, backend], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(process.execPath, ['--import', 'tsx', script, backend], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const match = /(\d+) examples\/s/.exec(out.toString());
     return match?.[1] ? Number(match[1]).toLocaleString('en') : 'unavailable';
   } catch {
@@ -53,34 +57,65 @@ async function benchDatabase(rt: Runtime): Promise<{ url: string; drop(): Promis
 }
 
 async function main() {
-  if (!fs.existsSync(path.join(DATA, 'ratings.csv'))) throw new Error(`no ratings.csv in ${DATA} (set POPS_BENCH_DATA)`);
+  if (!fs.existsSync(path.join(DATA, 'ratings.csv'))) {
+    throw new Error(`no ratings.csv in ${DATA} (set POPS_BENCH_DATA)`);
+  }
   const rt = await openRuntime();
   const db = await benchDatabase(rt);
   const pool = createPool(db.url);
   const bench: Runtime = { ...rt, pool, prefix: `bench-${randomBytes(3).toString('hex')}` };
   const workers = await runWorkers(bench);
-  const api = buildApi({ pool, temporal: rt.client, queuePrefix: bench.prefix, log: rt.log.child({ level: 'warn' }), actor: 'bench' });
+  const api = buildApi({
+    pool,
+    temporal: rt.client,
+    queuePrefix: bench.prefix,
+    log: rt.log.child({ level: 'warn' }),
+    actor: 'bench',
+  });
   const base = await api.listen({ host: '127.0.0.1', port: 0 });
   try {
     process.stdout.write(`pops bench on ${DATA}\n`);
     const imported = await importMovieLens(pool, DATA, { source: 'bench' });
-    line('import (rows/s, ratings + movies)', Math.round((imported.ratings.read + imported.movies.read) / imported.seconds).toLocaleString('en'), 'goal >= 200,000');
+    line(
+      'import (rows/s, ratings + movies)',
+      Math.round((imported.ratings.read + imported.movies.read) / imported.seconds).toLocaleString(
+        'en',
+      ),
+      'goal >= 200,000',
+    );
     const again = await importMovieLens(pool, DATA, { source: 'bench' });
-    line('re-import of the same files (rows/s, 0 new)', Math.round(again.ratings.read / again.seconds).toLocaleString('en'));
+    line(
+      're-import of the same files (rows/s, 0 new)',
+      Math.round(again.ratings.read / again.seconds).toLocaleString('en'),
+    );
 
     for (const backend of ['tensorflow', 'wasm', 'cpu']) {
-      line(`training throughput, ${backend} (examples/s)`, throughput(backend), '80k synthetic rows, MLP [64, 32], batch 512');
+      line(
+        `training throughput, ${backend} (examples/s)`,
+        throughput(backend),
+        '80k synthetic rows, MLP [64, 32], batch 512',
+      );
     }
 
     await declareModel(pool, { name: 'bench-ranker', source: 'bench', createdBy: 'bench' });
-    const input = retrainInputSchema.parse({ model: 'bench-ranker', reason: 'bench', requestedBy: 'bench' });
+    const input = retrainInputSchema.parse({
+      model: 'bench-ranker',
+      reason: 'bench',
+      requestedBy: 'bench',
+    });
     const started = performance.now();
     const run = await startRetrain(rt.client, bench.prefix, input);
     const result = await waitForRetrain(rt.client, run.workflowId, run.runId);
     const wall = (performance.now() - started) / 1000;
     line('retrain, full MovieLens latest-small (s)', wall.toFixed(1), 'goal < 60 s');
-    line(`  trained on backend ${result.backend} (examples/s)`, Math.round(result.examplesPerSecond).toLocaleString('en'));
-    line('  AUC model / popularity', `${result.metrics.auc.toFixed(4)} / ${result.baseline.auc.toFixed(4)}`);
+    line(
+      `  trained on backend ${result.backend} (examples/s)`,
+      Math.round(result.examplesPerSecond).toLocaleString('en'),
+    );
+    line(
+      '  AUC model / popularity',
+      `${result.metrics.auc.toFixed(4)} / ${result.baseline.auc.toFixed(4)}`,
+    );
 
     const posted = performance.now();
     const response = await fetch(`${base}/v1/retrains`, {
@@ -90,7 +125,10 @@ async function main() {
     });
     const body = (await response.json()) as { workflowId: string; runId: string };
     await waitForRetrain(rt.client, body.workflowId, body.runId);
-    line('POST /v1/retrains -> workflow completed (s)', ((performance.now() - posted) / 1000).toFixed(1));
+    line(
+      'POST /v1/retrains -> workflow completed (s)',
+      ((performance.now() - posted) / 1000).toFixed(1),
+    );
   } finally {
     await api.close();
     await workers.stop();

@@ -49,8 +49,7 @@ export function syntheticLogisticData(n: number, d: number, seed: number): Synth
   if (d < 4) throw new Error(`syntheticLogisticData needs d >= 4 features; got ${d}`);
   const random = mulberry32(seed);
   // Box–Muller; 1 - random() keeps the log's argument in (0, 1].
-  const normal = () =>
-    Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const normal = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
 
   const x = new Float32Array(n * d);
   const y = new Float32Array(n);

@@ -3,7 +3,13 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import { verifyAudit } from '../domain/audit.js';
 import { modelNameSchema } from '../domain/retrain.js';
-import { declareModel, getVersion, listModels, listVersions, modelExists } from '../domain/registry.js';
+import {
+  declareModel,
+  getVersion,
+  listModels,
+  listVersions,
+  modelExists,
+} from '../domain/registry.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { parseArgs, print, progressBar, table, UsageError } from './output.js';
@@ -11,13 +17,20 @@ import { openDatabase } from './runtime.js';
 
 /** Fails as bad input when the path does not exist (before any service starts). */
 function mustExist(what: string, target: string): void {
-  if (!fs.existsSync(target)) throw new UsageError(`${what} ${JSON.stringify(target)}: no such file or directory`);
+  if (!fs.existsSync(target)) {
+    throw new UsageError(`${what} ${JSON.stringify(target)}: no such file or directory`);
+  }
 }
 
-const sourceName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'letters, digits, dot, dash, underscore');
+const sourceName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'letters, digits, dot, dash, underscore');
 
 /** `pops import movielens <dir>`. */
-export async function importMovieLensCommand(dir: string, options: { source?: string; json?: boolean }) {
+export async function importMovieLensCommand(
+  dir: string,
+  options: { source?: string; json?: boolean },
+) {
   const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
   mustExist('<dir>', dir);
   const rt = await openDatabase();
@@ -42,7 +55,10 @@ export async function importMovieLensCommand(dir: string, options: { source?: st
 }
 
 /** `pops import events <file.ndjson>`. */
-export async function importEventsCommand(file: string, options: { source?: string; json?: boolean }) {
+export async function importEventsCommand(
+  file: string,
+  options: { source?: string; json?: boolean },
+) {
   const source = options.source === undefined ? undefined : parseArgs(sourceName, options.source);
   mustExist('<file>', file);
   const rt = await openDatabase();
@@ -53,8 +69,11 @@ export async function importEventsCommand(file: string, options: { source?: stri
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();
-    print(Boolean(options.json), result, () =>
-      `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
+    print(
+      Boolean(options.json),
+      result,
+      () =>
+        `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
         `${result.read - result.inserted} already stored (deduplicated on messageId), in ${result.seconds.toFixed(2)} s`,
     );
   } finally {
@@ -64,7 +83,10 @@ export async function importEventsCommand(file: string, options: { source?: stri
 }
 
 /** `pops models create <name> --source <source>`. */
-export async function createModelCommand(name: string, options: { source: string; description?: string; json?: boolean }) {
+export async function createModelCommand(
+  name: string,
+  options: { source: string; description?: string; json?: boolean },
+) {
   const model = parseArgs(modelNameSchema, name);
   const source = parseArgs(sourceName, options.source);
   const rt = await openDatabase();
@@ -79,7 +101,9 @@ export async function createModelCommand(name: string, options: { source: string
       throw new UsageError(`model "${model}" is already declared with source "${declared.source}"`);
     }
     print(Boolean(options.json), { name: model, source, created: declared.created }, () =>
-      declared.created ? `declared model ${model} over source ${source}` : `model ${model} already declared`,
+      declared.created
+        ? `declared model ${model} over source ${source}`
+        : `model ${model} already declared`,
     );
   } finally {
     await rt.close();
@@ -96,7 +120,12 @@ export async function listModelsCommand(options: { json?: boolean }) {
         ? 'no models declared (pops models create <name> --source <source>)'
         : table(
             ['model', 'source', 'latest', 'versions'],
-            models.map((m) => [m.name, m.source, m.latestVersion === 0 ? '-' : m.latestVersion, m.versions]),
+            models.map((m) => [
+              m.name,
+              m.source,
+              m.latestVersion === 0 ? '-' : m.latestVersion,
+              m.versions,
+            ]),
           ),
     );
   } finally {
@@ -105,34 +134,62 @@ export async function listModelsCommand(options: { json?: boolean }) {
 }
 
 /** `pops models show <name> [--version N]`. */
-export async function showModelCommand(name: string, options: { version?: string; json?: boolean }) {
+export async function showModelCommand(
+  name: string,
+  options: { version?: string; json?: boolean },
+) {
   const model = parseArgs(modelNameSchema, name);
-  const version = options.version === undefined ? undefined : parseArgs(z.coerce.number().int().positive(), options.version);
+  const version =
+    options.version === undefined
+      ? undefined
+      : parseArgs(z.coerce.number().int().positive(), options.version);
   const rt = await openDatabase();
   try {
-    const versions = version === undefined ? await listVersions(rt.pool, model) : [await getVersion(rt.pool, model, version)];
+    const versions =
+      version === undefined
+        ? await listVersions(rt.pool, model)
+        : [await getVersion(rt.pool, model, version)];
     const found = versions.filter((v) => v !== undefined);
-    if (!(await modelExists(rt.pool, model))) throw new UsageError(`model "${model}" is not declared`);
-    if (version !== undefined && found.length === 0) throw new UsageError(`model "${model}" has no version ${version}`);
-    print(Boolean(options.json), version === undefined ? { model, versions: found } : found[0], () =>
-      found.length === 0
-        ? `model ${model} has no versions yet (pops retrain --model ${model} --reason …)`
-        : table(
-            ['version', 'created', 'auc', 'base auc', 'ndcg@10', 'log loss', 'train', 'validate', 'trained until', 'backend', 'commit'],
-            found.map((v) => [
-              v.version,
-              v.createdAt.slice(0, 19),
-              v.metrics.auc.toFixed(4),
-              v.baselineMetrics.auc.toFixed(4),
-              v.metrics.ndcgAt10.toFixed(4),
-              v.metrics.logLoss.toFixed(4),
-              v.rowCounts.train,
-              v.rowCounts.validate,
-              v.dataRange.trainUntil.slice(0, 19),
-              v.backend,
-              (v.codeCommit ?? '').slice(0, 12),
-            ]),
-          ),
+    if (!(await modelExists(rt.pool, model))) {
+      throw new UsageError(`model "${model}" is not declared`);
+    }
+    if (version !== undefined && found.length === 0) {
+      throw new UsageError(`model "${model}" has no version ${version}`);
+    }
+    print(
+      Boolean(options.json),
+      version === undefined ? { model, versions: found } : found[0],
+      () =>
+        found.length === 0
+          ? `model ${model} has no versions yet (pops retrain --model ${model} --reason …)`
+          : table(
+              [
+                'version',
+                'created',
+                'auc',
+                'base auc',
+                'ndcg@10',
+                'log loss',
+                'train',
+                'validate',
+                'trained until',
+                'backend',
+                'commit',
+              ],
+              found.map((v) => [
+                v.version,
+                v.createdAt.slice(0, 19),
+                v.metrics.auc.toFixed(4),
+                v.baselineMetrics.auc.toFixed(4),
+                v.metrics.ndcgAt10.toFixed(4),
+                v.metrics.logLoss.toFixed(4),
+                v.rowCounts.train,
+                v.rowCounts.validate,
+                v.dataRange.trainUntil.slice(0, 19),
+                v.backend,
+                (v.codeCommit ?? '').slice(0, 12),
+              ]),
+            ),
     );
   } finally {
     await rt.close();
@@ -145,7 +202,9 @@ export async function verifyAuditCommand(options: { json?: boolean }) {
   try {
     const result = await verifyAudit(rt.pool);
     print(Boolean(options.json), result, () =>
-      result.ok ? `ok, ${result.rows} rows` : `broken at row ${result.seq}: ${result.reason} (${result.rows} rows verified before it)`,
+      result.ok
+        ? `ok, ${result.rows} rows`
+        : `broken at row ${result.seq}: ${result.reason} (${result.rows} rows verified before it)`,
     );
     if (!result.ok) process.exitCode = 1;
   } finally {

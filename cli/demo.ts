@@ -25,7 +25,11 @@ const demoArgs = z.object({
 
 const SIMULATED_SOURCE = 'pops-sim';
 
-async function ensureData(rt: Runtime, dataDir: string | undefined, json: boolean): Promise<{ source: string; dir: string; imported: boolean }> {
+async function ensureData(
+  rt: Runtime,
+  dataDir: string | undefined,
+  json: boolean,
+): Promise<{ source: string; dir: string; imported: boolean }> {
   let dir = dataDir ? path.resolve(dataDir) : path.join(stateDir(rt.config), 'sim');
   const source = dataDir ? path.basename(dir) : SIMULATED_SOURCE;
   if (dataDir && !fs.existsSync(path.join(dir, 'ratings.csv'))) {
@@ -50,7 +54,10 @@ async function ensureData(rt: Runtime, dataDir: string | undefined, json: boolea
       source,
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
-    rt.log.info({ source, ratings: result.ratings.inserted, seconds: result.seconds }, 'data imported');
+    rt.log.info(
+      { source, ratings: result.ratings.inserted, seconds: result.seconds },
+      'data imported',
+    );
   } finally {
     bar.stop();
   }
@@ -67,7 +74,11 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
     try {
       const data = await ensureData(rt, args.data, args.json);
       const model = `${data.source.toLowerCase().replace(/[^a-z0-9._-]/g, '-')}-ranker`;
-      await declareModel(rt.pool, { name: model, source: data.source, createdBy: rt.config.POPS_ACTOR });
+      await declareModel(rt.pool, {
+        name: model,
+        source: data.source,
+        createdBy: rt.config.POPS_ACTOR,
+      });
       const request = retrainInputSchema.parse({
         model,
         reason: 'pops demo',
@@ -80,7 +91,15 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
       const ui = rt.services.temporalUiUrl
         ? `${rt.services.temporalUiUrl}/namespaces/${rt.config.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(run.workflowId)}`
         : undefined;
-      const report = { workflowId: run.workflowId, runId: run.runId, source: data.source, dataImported: data.imported, wallSeconds, temporalUi: ui, result };
+      const report = {
+        workflowId: run.workflowId,
+        runId: run.runId,
+        source: data.source,
+        dataImported: data.imported,
+        wallSeconds,
+        temporalUi: ui,
+        result,
+      };
       print(args.json, report, () =>
         [
           `workflow ${run.workflowId} (run ${run.runId})`,
@@ -90,7 +109,9 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
             : '  the model does NOT beat the popularity baseline on AUC',
           `data: source ${data.source} (${data.imported ? 'imported now' : 'reused from an earlier run'})`,
           `wall time ${wallSeconds.toFixed(1)} s`,
-          ui ? `Temporal UI: ${ui} (while pops runs: npm start)` : `Temporal: ${rt.services.temporalAddress}`,
+          ui
+            ? `Temporal UI: ${ui} (while pops runs: npm start)`
+            : `Temporal: ${rt.services.temporalAddress}`,
         ].join('\n'),
       );
     } finally {

@@ -33,13 +33,18 @@ program.hook('preAction', (_program, action) => {
 
 program
   .command('demo')
-  .description('import data (simulated, or --data <MovieLens dir>), retrain a model, print the report')
+  .description(
+    'import data (simulated, or --data <MovieLens dir>), retrain a model, print the report',
+  )
   .option('--data <dir>', 'a MovieLens-format directory (ratings.csv, optional movies.csv)')
   .option('--epochs <n>', 'training epochs')
   .option('--json', 'machine-readable output')
   .action(lazy(demo, 'demoCommand'));
 
-program.command('serve').description('run every worker and the HTTP API until Ctrl-C').action(lazy(serve, 'serveCommand'));
+program
+  .command('serve')
+  .description('run every worker and the HTTP API until Ctrl-C')
+  .action(lazy(serve, 'serveCommand'));
 
 program
   .command('worker')

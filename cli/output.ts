@@ -14,7 +14,9 @@ export class UsageError extends Error {}
 /** Parses CLI values with zod, or throws a UsageError naming each wrong option. */
 export function parseArgs<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
   const result = schema.safeParse(input);
-  if (!result.success) throw new UsageError(`invalid arguments: ${describeZodError(result.error, input)}`);
+  if (!result.success) {
+    throw new UsageError(`invalid arguments: ${describeZodError(result.error, input)}`);
+  }
   return result.data;
 }
 
@@ -51,7 +53,9 @@ export function progressBar(label: string, enabled: boolean, unit = ''): Progres
 
 /** Turns an error into the message and exit code the CLI ends with. */
 export function exitFor(err: unknown): { message: string; code: number } {
-  if (err instanceof UsageError || err instanceof ConfigError) return { message: err.message, code: 2 };
+  if (err instanceof UsageError || err instanceof ConfigError) {
+    return { message: err.message, code: 2 };
+  }
   if (err instanceof ZodError) return { message: describeZodError(err, undefined), code: 2 };
   if (err instanceof Error && err.name === 'ImportError') return { message: err.message, code: 2 };
   const message = err instanceof Error ? err.message : String(err);
@@ -65,5 +69,12 @@ export function exitFor(err: unknown): { message: string; code: number } {
 export function table(headers: string[], rows: Array<Array<string | number>>): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

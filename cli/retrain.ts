@@ -1,6 +1,11 @@
 /** `pops retrain` and `pops status`: start or attach to a retraining, watch it, read its state. */
 import { z } from 'zod';
-import { startRetrain, type StartedRetrain, waitForRetrain, workflowStatus } from '../client/retrain.js';
+import {
+  startRetrain,
+  type StartedRetrain,
+  waitForRetrain,
+  workflowStatus,
+} from '../client/retrain.js';
 import { modelExists } from '../domain/registry.js';
 import { type RetrainProgress, type RetrainResult, retrainInputSchema } from '../domain/retrain.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
@@ -29,7 +34,11 @@ export async function watchRetrain(
   const timer = setInterval(() => {
     handle
       .query<RetrainProgress>('progress')
-      .then((p) => bar.update(p.epoch, p.epochs, { detail: `${p.stage}${p.loss ? ` loss ${p.loss.toFixed(4)}` : ''}` }))
+      .then((p) =>
+        bar.update(p.epoch, p.epochs, {
+          detail: `${p.stage}${p.loss ? ` loss ${p.loss.toFixed(4)}` : ''}`,
+        }),
+      )
       .catch(() => undefined);
   }, 500);
   try {
@@ -44,7 +53,8 @@ export async function watchRetrain(
 export function describeResult(result: RetrainResult): string {
   const m = result.metrics;
   const b = result.baseline;
-  const row = (name: string, a: number, c: number) => `  ${name.padEnd(9)} ${a.toFixed(4).padStart(8)} ${c.toFixed(4).padStart(10)}`;
+  const row = (name: string, a: number, c: number) =>
+    `  ${name.padEnd(9)} ${a.toFixed(4).padStart(8)} ${c.toFixed(4).padStart(10)}`;
   return [
     `model ${result.model} version ${result.version} (artifact sha256 ${result.artifactSha256.slice(0, 12)}…)`,
     `  trained on ${result.trainingSet.trainRows} examples, validated on ${result.trainingSet.validateRows}` +
@@ -71,12 +81,24 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
   const rt = await openRuntime();
   try {
     if (!(await modelExists(rt.pool, input.model))) {
-      throw new UsageError(`model "${input.model}" is not declared; run: pops models create ${input.model} --source <source>`);
+      throw new UsageError(
+        `model "${input.model}" is not declared; run: pops models create ${input.model} --source <source>`,
+      );
     }
-    const started = await startRetrain(rt.client, rt.prefix, { ...input, requestedBy: rt.config.POPS_ACTOR });
+    const started = await startRetrain(rt.client, rt.prefix, {
+      ...input,
+      requestedBy: rt.config.POPS_ACTOR,
+    });
     if (!args.wait) {
-      if (!(await hasPollers(rt))) rt.log.warn('no worker polls the orchestration queue; start one with: npm start');
-      print(args.json, started, () => `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`);
+      if (!(await hasPollers(rt))) {
+        rt.log.warn('no worker polls the orchestration queue; start one with: npm start');
+      }
+      print(
+        args.json,
+        started,
+        () =>
+          `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`,
+      );
       return;
     }
     const local = (await hasPollers(rt)) ? undefined : await runWorkers(rt);
@@ -92,22 +114,33 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
 }
 
 /** `pops status <workflowId>`. */
-export async function statusCommand(workflowId: string, options: { json?: boolean }): Promise<void> {
+export async function statusCommand(
+  workflowId: string,
+  options: { json?: boolean },
+): Promise<void> {
   const rt = await openRuntime();
   try {
     const status = await workflowStatus(rt.client, workflowId);
     if (!status) throw new UsageError(`workflow "${workflowId}" not found`);
     print(Boolean(options.json), status, () => {
       const closed = status.closeTime ? `, closed ${status.closeTime}` : '';
-      const lines = [`${status.workflowId} (${status.type}) ${status.status}: started ${status.startTime}${closed}`];
+      const lines = [
+        `${status.workflowId} (${status.type}) ${status.status}: started ${status.startTime}${closed}`,
+      ];
       if (status.progress) {
-        lines.push(`  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`);
+        lines.push(
+          `  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`,
+        );
       }
       if (status.failure) lines.push(`  failure: ${status.failure}`);
-      if (status.result && status.type === 'retrainModel') lines.push(describeResult(status.result as RetrainResult));
+      if (status.result && status.type === 'retrainModel') {
+        lines.push(describeResult(status.result as RetrainResult));
+      }
       return lines.join('\n');
     });
-    if (['FAILED', 'TERMINATED', 'TIMED_OUT', 'CANCELLED'].includes(status.status)) process.exitCode = 1;
+    if (['FAILED', 'TERMINATED', 'TIMED_OUT', 'CANCELLED'].includes(status.status)) {
+      process.exitCode = 1;
+    }
   } finally {
     await rt.close();
   }

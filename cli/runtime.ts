@@ -50,7 +50,10 @@ export async function openRuntime(): Promise<Runtime> {
   const pool = createPool(services.databaseUrl);
   let client: Client;
   try {
-    client = await connectClient(config, { address: services.temporalAddress, namespace: config.TEMPORAL_NAMESPACE });
+    client = await connectClient(config, {
+      address: services.temporalAddress,
+      namespace: config.TEMPORAL_NAMESPACE,
+    });
   } catch (err) {
     await pool.end();
     await services.stop();
@@ -72,7 +75,10 @@ export async function openRuntime(): Promise<Runtime> {
 }
 
 /** Runs workers for the given queues in this process until `stop()`. */
-export async function runWorkers(rt: Runtime, queues: readonly QueueKind[] = QUEUE_KINDS): Promise<RunningWorkers> {
+export async function runWorkers(
+  rt: Runtime,
+  queues: readonly QueueKind[] = QUEUE_KINDS,
+): Promise<RunningWorkers> {
   installTemporalLogging(rt.log);
   const connection = await connectWorker(rt.config, {
     address: rt.services.temporalAddress,

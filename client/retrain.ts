@@ -19,7 +19,11 @@ export interface StartedRetrain {
 }
 
 /** Starts retraining of `request.model`, or returns the one already running for that model. */
-export async function startRetrain(client: Client, prefix: string, request: RetrainRequest): Promise<StartedRetrain> {
+export async function startRetrain(
+  client: Client,
+  prefix: string,
+  request: RetrainRequest,
+): Promise<StartedRetrain> {
   const workflowId = retrainWorkflowId(request.model);
   const running = await describeIfRunning(client, workflowId);
   if (running) return { workflowId, runId: running, attached: true };
@@ -56,7 +60,10 @@ export interface WorkflowStatus {
 }
 
 /** The workflow's status; its progress while it runs, its result or failure once it is closed. */
-export async function workflowStatus(client: Client, workflowId: string): Promise<WorkflowStatus | undefined> {
+export async function workflowStatus(
+  client: Client,
+  workflowId: string,
+): Promise<WorkflowStatus | undefined> {
   const handle = client.workflow.getHandle(workflowId);
   let description;
   try {
@@ -87,7 +94,11 @@ export async function workflowStatus(client: Client, workflowId: string): Promis
 }
 
 /** Waits for a retraining run to finish and returns its result (throws its failure). */
-export async function waitForRetrain(client: Client, workflowId: string, runId: string): Promise<RetrainResult> {
+export async function waitForRetrain(
+  client: Client,
+  workflowId: string,
+  runId: string,
+): Promise<RetrainResult> {
   return client.workflow.getHandle<() => Promise<RetrainResult>>(workflowId, runId).result();
 }
 

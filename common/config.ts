@@ -15,10 +15,16 @@ const optionalText = z
 
 export const envSchema = z.object({
   DATABASE_URL: optionalText.pipe(
-    z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+      .optional(),
   ),
   TEMPORAL_ADDRESS: optionalText.pipe(
-    z.string().regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port, e.g. localhost:7233').optional(),
+    z
+      .string()
+      .regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port, e.g. localhost:7233')
+      .optional(),
   ),
   TEMPORAL_NAMESPACE: z.string().trim().min(1).default('default'),
   TEMPORAL_TLS_CERT: optionalText,
@@ -26,7 +32,11 @@ export const envSchema = z.object({
   TEMPORAL_TLS_CA: optionalText,
   TEMPORAL_API_KEY: optionalText,
   POPS_STATE_DIR: z.string().trim().min(1).default('.pops'),
-  POPS_CACHE_DIR: z.string().trim().min(1).default(path.join(os.homedir(), '.cache', 'pops')),
+  POPS_CACHE_DIR: z
+    .string()
+    .trim()
+    .min(1)
+    .default(path.join(os.homedir(), '.cache', 'pops')),
   POPS_TEMPORAL_CLI: optionalText,
   POPS_PG_PORT: port.default(54329),
   POPS_TEMPORAL_PORT: port.default(7233),
@@ -38,7 +48,11 @@ export const envSchema = z.object({
     .regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes')
     .default('pops'),
   POPS_TRAIN_BACKEND: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
-  POPS_ACTOR: z.string().trim().min(1).default(os.userInfo().username || 'unknown'),
+  POPS_ACTOR: z
+    .string()
+    .trim()
+    .min(1)
+    .default(os.userInfo().username || 'unknown'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

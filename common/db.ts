@@ -22,7 +22,10 @@ export function createPool(databaseUrl: string, max = 10): Pool {
 }
 
 /** Runs `work` inside one transaction: commit on return, rollback on throw. */
-export async function withTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+export async function withTransaction<T>(
+  pool: Pool,
+  work: (client: PoolClient) => Promise<T>,
+): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query('begin');
@@ -52,9 +55,11 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
   try {
     const found = await admin.query('select 1 from pg_database where datname = $1', [name]);
     if (found.rowCount === 0) {
-      await admin.query(`create database ${pg.escapeIdentifier(name)}`).catch((err: { code?: string }) => {
-        if (err.code !== '42P04') throw err; // created concurrently by another process
-      });
+      await admin
+        .query(`create database ${pg.escapeIdentifier(name)}`)
+        .catch((err: { code?: string }) => {
+          if (err.code !== '42P04') throw err; // created concurrently by another process
+        });
     }
   } finally {
     await admin.end();

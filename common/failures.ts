@@ -16,7 +16,12 @@ export type FailureType = (typeof FAILURE_TYPES)[keyof typeof FAILURE_TYPES];
 
 /** A non-retryable failure of the given type with a message that names the field and value. */
 export function failure(type: FailureType, message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
+  return ApplicationFailure.create({
+    type,
+    message,
+    nonRetryable: true,
+    details: details ? [details] : [],
+  });
 }
 
 /** Formats zod issues as `field: problem (got value)` lines, never echoing long values. */
@@ -41,8 +46,15 @@ function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 /** Parses with zod or throws a non-retryable ValidationFailure that names each wrong field. */
-export function parseOrFail<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
+export function parseOrFail<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  what: string,
+): z.output<S> {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
-  throw failure(FAILURE_TYPES.validation, `invalid ${what}: ${describeZodError(result.error, input)}`);
+  throw failure(
+    FAILURE_TYPES.validation,
+    `invalid ${what}: ${describeZodError(result.error, input)}`,
+  );
 }

@@ -14,5 +14,7 @@ export function queueName(prefix: string, kind: QueueKind): string {
 /** The prefix of an orchestration queue name; workflow code uses it to route activities. */
 export function prefixOf(orchestrationQueue: string): string {
   const suffix = '-orchestration';
-  return orchestrationQueue.endsWith(suffix) ? orchestrationQueue.slice(0, -suffix.length) : orchestrationQueue;
+  return orchestrationQueue.endsWith(suffix)
+    ? orchestrationQueue.slice(0, -suffix.length)
+    : orchestrationQueue;
 }

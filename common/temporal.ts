@@ -21,7 +21,9 @@ function tlsOptions(config: Config) {
   }
   return {
     ...(ca ? { serverRootCACertificate: fs.readFileSync(ca) } : {}),
-    ...(cert && key ? { clientCertPair: { crt: fs.readFileSync(cert), key: fs.readFileSync(key) } } : {}),
+    ...(cert && key
+      ? { clientCertPair: { crt: fs.readFileSync(cert), key: fs.readFileSync(key) } }
+      : {}),
   };
 }
 

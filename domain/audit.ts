@@ -85,13 +85,18 @@ function fromDb(row: DbRow): AuditRow {
 }
 
 /** Appends one row (or returns the row already written under the same idempotency key). */
-export async function appendAudit(pool: Pool, entry: AuditEntry, now: Date = new Date()): Promise<AuditRow> {
+export async function appendAudit(
+  pool: Pool,
+  entry: AuditEntry,
+  now: Date = new Date(),
+): Promise<AuditRow> {
   return withTransaction(pool, async (client) => {
     await client.query('select pg_advisory_xact_lock($1::bigint)', [APPEND_LOCK]);
     if (entry.idempotencyKey) {
-      const existing = await client.query<DbRow>('select * from audit_log where idempotency_key = $1', [
-        entry.idempotencyKey,
-      ]);
+      const existing = await client.query<DbRow>(
+        'select * from audit_log where idempotency_key = $1',
+        [entry.idempotencyKey],
+      );
       if (existing.rows[0]) return fromDb(existing.rows[0]);
     }
     const last = await client.query<{ seq: number; hash: string }>(
@@ -144,17 +149,22 @@ export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<Verif
   let expectedSeq = 1;
   let rows = 0;
   for (;;) {
-    const page = await db.query<DbRow>('select * from audit_log where seq >= $1 order by seq limit $2', [
-      expectedSeq,
-      pageSize,
-    ]);
+    const page = await db.query<DbRow>(
+      'select * from audit_log where seq >= $1 order by seq limit $2',
+      [expectedSeq, pageSize],
+    );
     for (const raw of page.rows) {
       const row = fromDb(raw);
       if (row.seq !== expectedSeq) {
         return { ok: false, rows, seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
       }
       if (row.prevHash !== prevHash) {
-        return { ok: false, rows, seq: row.seq, reason: 'prev_hash does not match the hash of the row before' };
+        return {
+          ok: false,
+          rows,
+          seq: row.seq,
+          reason: 'prev_hash does not match the hash of the row before',
+        };
       }
       if (auditHash(prevHash, row) !== row.hash) {
         return { ok: false, rows, seq: row.seq, reason: 'hash does not match the row contents' };
@@ -168,7 +178,10 @@ export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<Verif
 }
 
 /** The audit rows about one subject or one workflow, oldest first. */
-export async function auditTrail(db: Queryable, filter: { subject?: string; workflowId?: string }): Promise<AuditRow[]> {
+export async function auditTrail(
+  db: Queryable,
+  filter: { subject?: string; workflowId?: string },
+): Promise<AuditRow[]> {
   const result = await db.query<DbRow>(
     `select * from audit_log
       where ($1::text is null or subject = $1) and ($2::text is null or workflow_id = $2)

@@ -169,7 +169,10 @@ function idealDcg(relevance: ArrayLike<number>, rows: number[], k: number): numb
 }
 
 function dcg(relevance: ArrayLike<number>, ranked: number[], k: number): number {
-  return dcgOfGains(ranked.map((i) => relevance[i] ?? 0), k);
+  return dcgOfGains(
+    ranked.map((i) => relevance[i] ?? 0),
+    k,
+  );
 }
 
 function dcgOfGains(gains: number[], k: number): number {

@@ -93,7 +93,9 @@ export async function declareModel(
      on conflict (name) do nothing`,
     [model.name, model.source, model.description ?? '', model.createdBy],
   );
-  const found = await db.query<{ source: string }>('select source from models where name = $1', [model.name]);
+  const found = await db.query<{ source: string }>('select source from models where name = $1', [
+    model.name,
+  ]);
   return { created: inserted.rowCount === 1, source: found.rows[0]?.source ?? model.source };
 }
 
@@ -101,7 +103,10 @@ export async function declareModel(
 export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelVersion> {
   return withTransaction(pool, async (client) => {
     await client.query('select pg_advisory_xact_lock(hashtext($1))', [`registry/${v.model}`]);
-    const existing = await client.query<VersionRow>('select * from model_versions where run_key = $1', [v.runKey]);
+    const existing = await client.query<VersionRow>(
+      'select * from model_versions where run_key = $1',
+      [v.runKey],
+    );
     if (existing.rows[0]) return fromRow(existing.rows[0]);
     const set = v.trainingSet;
     const inserted = await client.query<VersionRow>(
@@ -121,7 +126,11 @@ export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelV
         set.features,
         JSON.stringify(v.metrics),
         JSON.stringify(v.baselineMetrics),
-        JSON.stringify({ trainFrom: set.trainFrom, trainUntil: set.trainUntil, validateUntil: set.validateUntil }),
+        JSON.stringify({
+          trainFrom: set.trainFrom,
+          trainUntil: set.trainUntil,
+          validateUntil: set.validateUntil,
+        }),
         JSON.stringify({ train: set.trainRows, validate: set.validateRows }),
         v.reason,
         v.workflowId,
@@ -142,23 +151,33 @@ export async function listModels(
        from models m left join model_versions v on v.model = m.name
       group by m.name, m.source order by m.name`,
   );
-  return result.rows.map((r) => ({ name: r.name, source: r.source, latestVersion: r.latest, versions: r.versions }));
+  return result.rows.map((r) => ({
+    name: r.name,
+    source: r.source,
+    latestVersion: r.latest,
+    versions: r.versions,
+  }));
 }
 
 /** The versions of one model, newest first. */
 export async function listVersions(db: Queryable, model: string): Promise<ModelVersion[]> {
-  const result = await db.query<VersionRow>('select * from model_versions where model = $1 order by version desc', [
-    model,
-  ]);
+  const result = await db.query<VersionRow>(
+    'select * from model_versions where model = $1 order by version desc',
+    [model],
+  );
   return result.rows.map(fromRow);
 }
 
 /** One version, or undefined. */
-export async function getVersion(db: Queryable, model: string, version: number): Promise<ModelVersion | undefined> {
-  const result = await db.query<VersionRow>('select * from model_versions where model = $1 and version = $2', [
-    model,
-    version,
-  ]);
+export async function getVersion(
+  db: Queryable,
+  model: string,
+  version: number,
+): Promise<ModelVersion | undefined> {
+  const result = await db.query<VersionRow>(
+    'select * from model_versions where model = $1 and version = $2',
+    [model, version],
+  );
   return result.rows[0] ? fromRow(result.rows[0]) : undefined;
 }
 

@@ -4,18 +4,29 @@
  */
 import { z } from 'zod';
 
-const isoInstant = z.iso.datetime({ offset: true, message: 'must be an ISO-8601 instant with a zone' });
+const isoInstant = z.iso.datetime({
+  offset: true,
+  message: 'must be an ISO-8601 instant with a zone',
+});
 
 export const modelNameSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'lowercase letters, digits, dot, dash, underscore; 1-63 chars');
+  .regex(
+    /^[a-z0-9][a-z0-9._-]{0,62}$/,
+    'lowercase letters, digits, dot, dash, underscore; 1-63 chars',
+  );
 
 export const trainingOptionsSchema = z.object({
   epochs: z.number().int().min(1).max(200).default(8),
   batchSize: z.number().int().min(16).max(8192).default(512),
   learningRate: z.number().positive().max(1).default(0.005),
   hiddenUnits: z.array(z.number().int().min(1).max(1024)).min(1).max(4).default([64, 32]),
-  seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .default(42),
 });
 
 export const retrainInputSchema = z

@@ -218,7 +218,10 @@ async function writeRatings(
 function makeUser(id: number, settings: Settings, random: Random): User {
   // Mild tastes everywhere, plus two loved genres and one disliked one.
   const taste = MOVIELENS_GENRES.map(() => 0.25 * normal(random));
-  for (const [shift, times] of [[0.9, 2], [-0.9, 1]] as const) {
+  for (const [shift, times] of [
+    [0.9, 2],
+    [-0.9, 1],
+  ] as const) {
     for (let i = 0; i < times; i += 1) {
       const genre = Math.floor(random() * taste.length);
       taste[genre] = (taste[genre] ?? 0) + shift;

@@ -61,7 +61,8 @@ export async function defaultRange(
   if (!first || !last) return undefined;
   const validateUntil = overrides.validateUntil ?? last;
   const trainUntil =
-    overrides.trainUntil ?? new Date(first.getTime() + 0.8 * (validateUntil.getTime() - first.getTime()));
+    overrides.trainUntil ??
+    new Date(first.getTime() + 0.8 * (validateUntil.getTime() - first.getTime()));
   return { trainFrom: first, trainUntil, validateUntil };
 }
 
@@ -155,8 +156,18 @@ export interface ExampleMatrix {
 }
 
 /** Reads one split of a training set into row-major arrays, in event order. */
-export async function loadExamples(db: Queryable, setKey: string, split: 'train' | 'validate'): Promise<ExampleMatrix> {
-  const result = await db.query<{ person_id: string; item_id: string; rating: number; label: number; features: number[] }>(
+export async function loadExamples(
+  db: Queryable,
+  setKey: string,
+  split: 'train' | 'validate',
+): Promise<ExampleMatrix> {
+  const result = await db.query<{
+    person_id: string;
+    item_id: string;
+    rating: number;
+    label: number;
+    features: number[];
+  }>(
     `select person_id, item_id, rating, label, features from training_examples
       where set_key = $1 and split = $2 order by ts, event_id`,
     [setKey, split],

@@ -71,10 +71,7 @@ const identifier = z
 const jsonObject = z.record(z.string(), z.unknown(), { error: 'is not a JSON object' }).nullish();
 
 const properties = z
-  .looseObject(
-    { item_id: identifier, product_id: identifier },
-    { error: 'is not a JSON object' },
-  )
+  .looseObject({ item_id: identifier, product_id: identifier }, { error: 'is not a JSON object' })
   .nullish();
 
 const timestamp = text('is missing')

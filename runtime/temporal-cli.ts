@@ -50,13 +50,19 @@ export function goInstallCli(cacheDir: string, log: Logger): string | undefined 
   if (!go) return undefined;
   const bin = path.dirname(cachedCliPath(cacheDir));
   fs.mkdirSync(bin, { recursive: true });
-  log.info({ module: TEMPORAL_CLI_MODULE, into: bin }, 'building the Temporal CLI with go install (first time takes minutes)');
+  log.info(
+    { module: TEMPORAL_CLI_MODULE, into: bin },
+    'building the Temporal CLI with go install (first time takes minutes)',
+  );
   const result = spawnSync(go, ['install', TEMPORAL_CLI_MODULE], {
     env: { ...process.env, GOBIN: bin, CGO_ENABLED: '0' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   if (result.status !== 0) {
-    log.warn({ status: result.status, error: result.error?.message }, 'go install of the Temporal CLI failed');
+    log.warn(
+      { status: result.status, error: result.error?.message },
+      'go install of the Temporal CLI failed',
+    );
     return undefined;
   }
   const built = cachedCliPath(cacheDir);
@@ -64,11 +70,17 @@ export function goInstallCli(cacheDir: string, log: Logger): string | undefined 
 }
 
 /** Returns the CLI by the first route that works, or undefined when none of them does. */
-export function resolveTemporalCli(options: { explicit?: string; cacheDir: string; log: Logger }): ResolvedCli | undefined {
+export function resolveTemporalCli(options: {
+  explicit?: string;
+  cacheDir: string;
+  log: Logger;
+}): ResolvedCli | undefined {
   const { explicit, cacheDir, log } = options;
   if (explicit) {
     if (!isExecutable(explicit)) {
-      throw new Error(`POPS_TEMPORAL_CLI=${JSON.stringify(explicit)}: no executable file at that path`);
+      throw new Error(
+        `POPS_TEMPORAL_CLI=${JSON.stringify(explicit)}: no executable file at that path`,
+      );
     }
     return { path: explicit, route: 'env' };
   }

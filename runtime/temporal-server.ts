@@ -52,17 +52,27 @@ export async function temporalAnswers(address: string, timeoutMs = 1500): Promis
   }
 }
 
-async function waitUntilReady(address: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+async function waitUntilReady(
+  address: string,
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`temporal dev server exited with code ${child.exitCode} during start`);
+    if (child.exitCode !== null) {
+      throw new Error(`temporal dev server exited with code ${child.exitCode} during start`);
+    }
     if (await temporalAnswers(address, 1000)) return;
     await sleep(250);
   }
   throw new Error(`temporal dev server did not answer at ${address} within ${timeoutMs} ms`);
 }
 
-function startWithCli(cli: string, options: TemporalServerOptions, address: string): Promise<ChildProcess> {
+function startWithCli(
+  cli: string,
+  options: TemporalServerOptions,
+  address: string,
+): Promise<ChildProcess> {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(options.port)];
   args.push('--ui-port', String(options.uiPort), '--log-level', 'warn', '--namespace', 'default');
   if (options.dbFilename) {
@@ -95,7 +105,10 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
-  const killed = await Promise.race([exited.then(() => true), sleep(10_000, false, { ref: false })]);
+  const killed = await Promise.race([
+    exited.then(() => true),
+    sleep(10_000, false, { ref: false }),
+  ]);
   if (!killed) {
     child.kill('SIGKILL');
     await exited;
@@ -103,7 +116,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** Starts (or finds) the dev server; fails with what to install when no route gives a CLI. */
-export async function startEmbeddedTemporal(options: TemporalServerOptions): Promise<RunningTemporal> {
+export async function startEmbeddedTemporal(
+  options: TemporalServerOptions,
+): Promise<RunningTemporal> {
   const { log, port, uiPort } = options;
   const address = `127.0.0.1:${port}`;
   const uiUrl = `http://127.0.0.1:${uiPort}`;
@@ -117,12 +132,21 @@ export async function startEmbeddedTemporal(options: TemporalServerOptions): Pro
     log.info({ address }, 'temporal server already running, reusing it');
     return { address, uiUrl, owned: false, route: 'reused', stop: async () => undefined };
   }
-  const cli = resolveTemporalCli({ explicit: options.explicitCli, cacheDir: options.cacheDir, log });
+  const cli = resolveTemporalCli({
+    explicit: options.explicitCli,
+    cacheDir: options.cacheDir,
+    log,
+  });
   if (cli) {
     log.info({ route: cli.route, path: cli.path }, 'temporal cli resolved');
     const child = await startWithCli(cli.path, options, address);
-    if (options.ownerFile) fs.writeFileSync(options.ownerFile, JSON.stringify({ port, pid: child.pid }));
-    log.info({ address, uiUrl, dbFilename: options.dbFilename ?? 'memory' }, 'temporal dev server started');
+    if (options.ownerFile) {
+      fs.writeFileSync(options.ownerFile, JSON.stringify({ port, pid: child.pid }));
+    }
+    log.info(
+      { address, uiUrl, dbFilename: options.dbFilename ?? 'memory' },
+      'temporal dev server started',
+    );
     const ownerFile = options.ownerFile;
     return {
       address,
@@ -138,7 +162,11 @@ export async function startEmbeddedTemporal(options: TemporalServerOptions): Pro
   return startWithSdkDownload(options, address, uiUrl);
 }
 
-async function startWithSdkDownload(options: TemporalServerOptions, address: string, uiUrl: string): Promise<RunningTemporal> {
+async function startWithSdkDownload(
+  options: TemporalServerOptions,
+  address: string,
+  uiUrl: string,
+): Promise<RunningTemporal> {
   const { log } = options;
   log.info({ downloadDir: options.cacheDir }, 'no temporal cli found; trying the SDK download');
   try {

@@ -7,9 +7,15 @@ import { logger } from '../common/logger.js';
 import { resolveTemporalCli } from '../runtime/temporal-cli.js';
 
 const config = loadConfig();
-const found = resolveTemporalCli({ explicit: config.POPS_TEMPORAL_CLI, cacheDir: config.POPS_CACHE_DIR, log: logger() });
+const found = resolveTemporalCli({
+  explicit: config.POPS_TEMPORAL_CLI,
+  cacheDir: config.POPS_CACHE_DIR,
+  log: logger(),
+});
 if (!found) {
-  process.stderr.write('no Temporal CLI: install Go (for go install), put temporal on PATH, or set POPS_TEMPORAL_CLI\n');
+  process.stderr.write(
+    'no Temporal CLI: install Go (for go install), put temporal on PATH, or set POPS_TEMPORAL_CLI\n',
+  );
   process.exit(1);
 }
 process.stdout.write(`temporal cli: ${found.path} (route: ${found.route})\n`);

@@ -3,7 +3,12 @@ import { Client, Connection } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
 import { movieLensSlice, prepareModel, startWorkers } from './retrain-support.js';
-import { createTestDatabase, testQueuePrefix, testTemporalClient, type TestDatabase } from './support.js';
+import {
+  createTestDatabase,
+  testQueuePrefix,
+  testTemporalClient,
+  type TestDatabase,
+} from './support.js';
 
 let db: TestDatabase;
 let client: Client;
@@ -27,7 +32,13 @@ beforeAll(async () => {
   client = await testTemporalClient();
   await prepareModel(db.pool, movieLensSlice(30).dir, 'ml-api', model);
   workers = await startWorkers(db.pool, prefix, client);
-  api = buildApi({ pool: db.pool, temporal: client, queuePrefix: prefix, log: logger('silent'), actor: 'api-test' });
+  api = buildApi({
+    pool: db.pool,
+    temporal: client,
+    queuePrefix: prefix,
+    log: logger('silent'),
+    actor: 'api-test',
+  });
   base = await api.listen({ host: '127.0.0.1', port: 0 });
 });
 
@@ -40,11 +51,18 @@ afterAll(async () => {
 
 describe('the HTTP API', () => {
   it('answers health with both backing services', async () => {
-    expect(await call('GET', '/healthz')).toEqual({ status: 200, body: { ok: true, database: 'ok', temporal: 'ok' } });
+    expect(await call('GET', '/healthz')).toEqual({
+      status: 200,
+      body: { ok: true, database: 'ok', temporal: 'ok' },
+    });
   });
 
   it('starts a retraining, attaches a second request, and serves the registered version', async () => {
-    const started = await call('POST', '/v1/retrains', { model, reason: 'api test', training: { epochs: 2 } });
+    const started = await call('POST', '/v1/retrains', {
+      model,
+      reason: 'api test',
+      training: { epochs: 2 },
+    });
     expect(started.status).toBe(202);
     expect(started.body).toMatchObject({ workflowId: `retrain/${model}`, attached: false });
     const again = await call('POST', '/v1/retrains', { model, reason: 'again' });
@@ -57,26 +75,48 @@ describe('the HTTP API', () => {
       status = await call('GET', `/v1/workflows/${id}`);
     }
     expect(status.status).toBe(200);
-    expect(status.body).toMatchObject({ status: 'COMPLETED', type: 'retrainModel', result: { version: 1 } });
+    expect(status.body).toMatchObject({
+      status: 'COMPLETED',
+      type: 'retrainModel',
+      result: { version: 1 },
+    });
 
     const models = await call('GET', '/v1/models');
-    expect(models.body['models']).toEqual([{ name: model, source: 'ml-api', latestVersion: 1, versions: 1 }]);
+    expect(models.body['models']).toEqual([
+      { name: model, source: 'ml-api', latestVersion: 1, versions: 1 },
+    ]);
     const version = await call('GET', `/v1/models/${model}/versions/1`);
     expect(version.status).toBe(200);
-    expect(version.body).toMatchObject({ model, version: 1, createdBy: 'api-test', reason: 'api test' });
+    expect(version.body).toMatchObject({
+      model,
+      version: 1,
+      createdBy: 'api-test',
+      reason: 'api test',
+    });
   });
 
   it('answers bad input with 400 naming the field and the value', async () => {
     const missing = await call('POST', '/v1/retrains', { model });
     expect(missing.status).toBe(400);
-    expect(missing.body).toMatchObject({ error: { code: 'validation', message: expect.stringContaining('reason') } });
-    const badEpochs = await call('POST', '/v1/retrains', { model, reason: 'x', training: { epochs: 0 } });
+    expect(missing.body).toMatchObject({
+      error: { code: 'validation', message: expect.stringContaining('reason') },
+    });
+    const badEpochs = await call('POST', '/v1/retrains', {
+      model,
+      reason: 'x',
+      training: { epochs: 0 },
+    });
     expect(badEpochs.status).toBe(400);
-    expect(String((badEpochs.body['error'] as { message: string }).message)).toContain('training.epochs');
+    expect(String((badEpochs.body['error'] as { message: string }).message)).toContain(
+      'training.epochs',
+    );
     const badJson = await call('POST', '/v1/retrains', undefined, '{"model": ');
     expect(badJson.status).toBe(400);
     const badVersion = await call('GET', `/v1/models/${model}/versions/zero`);
-    expect(badVersion).toMatchObject({ status: 400, body: { error: { message: expect.stringContaining('version') } } });
+    expect(badVersion).toMatchObject({
+      status: 400,
+      body: { error: { message: expect.stringContaining('version') } },
+    });
   });
 
   it('answers 404 for unknown things and 409 for a conflicting declaration', async () => {
@@ -90,8 +130,16 @@ describe('the HTTP API', () => {
   });
 
   it('answers 503 when Temporal is unreachable', async () => {
-    const dead = new Client({ connection: Connection.lazy({ address: '127.0.0.1:1', connectTimeout: 500 }) });
-    const broken = buildApi({ pool: db.pool, temporal: dead, queuePrefix: prefix, log: logger('silent'), actor: 'x' });
+    const dead = new Client({
+      connection: Connection.lazy({ address: '127.0.0.1:1', connectTimeout: 500 }),
+    });
+    const broken = buildApi({
+      pool: db.pool,
+      temporal: dead,
+      queuePrefix: prefix,
+      log: logger('silent'),
+      actor: 'x',
+    });
     const health = await broken.inject({ method: 'GET', url: '/healthz' });
     expect(health.statusCode).toBe(503);
     const status = await broken.inject({ method: 'GET', url: '/v1/workflows/retrain%2Fx' });

@@ -27,12 +27,18 @@ async function tamper(sql: string, params: unknown[] = []): Promise<void> {
 describe('the hash-chained audit log', () => {
   it('hashes the first row as sha256 of the genesis hash and the row in canonical JSON', async () => {
     const at = new Date('2026-01-02T03:04:05.678Z');
-    const row = await appendAudit(db.pool, { actor: 'ana', action: 'x.did', subject: 'model/m', outputs: { b: 2, a: 1 } }, at);
+    const row = await appendAudit(
+      db.pool,
+      { actor: 'ana', action: 'x.did', subject: 'model/m', outputs: { b: 2, a: 1 } },
+      at,
+    );
     // Canonical JSON written out by hand: keys sorted, no spaces, nulls kept.
     const canonical =
       '{"action":"x.did","actor":"ana","at":"2026-01-02T03:04:05.678Z","idempotencyKey":null,"inputs":{},' +
       '"outputs":{"a":1,"b":2},"runId":null,"seq":1,"subject":"model/m","workflowId":null}';
-    const expected = createHash('sha256').update(GENESIS_HASH + canonical).digest('hex');
+    const expected = createHash('sha256')
+      .update(GENESIS_HASH + canonical)
+      .digest('hex');
     expect(row.seq).toBe(1);
     expect(row.prevHash).toBe(GENESIS_HASH);
     expect(row.hash).toBe(expected);
@@ -41,7 +47,12 @@ describe('the hash-chained audit log', () => {
   it('verifies a chain appended concurrently, with gapless sequence numbers', async () => {
     await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        appendAudit(db.pool, { actor: 'bot', action: 'step', subject: `s/${i}`, inputs: { i, nested: { z: [1, 'x'] } } }),
+        appendAudit(db.pool, {
+          actor: 'bot',
+          action: 'step',
+          subject: `s/${i}`,
+          inputs: { i, nested: { z: [1, 'x'] } },
+        }),
       ),
     );
     const result = await verifyAudit(db.pool, 7);
@@ -51,30 +62,55 @@ describe('the hash-chained audit log', () => {
   });
 
   it('writes one row for a retried append with the same idempotency key', async () => {
-    const first = await appendAudit(db.pool, { actor: 'a', action: 'once', subject: 's', idempotencyKey: 'k-1' });
-    const again = await appendAudit(db.pool, { actor: 'a', action: 'once', subject: 's', idempotencyKey: 'k-1' });
+    const first = await appendAudit(db.pool, {
+      actor: 'a',
+      action: 'once',
+      subject: 's',
+      idempotencyKey: 'k-1',
+    });
+    const again = await appendAudit(db.pool, {
+      actor: 'a',
+      action: 'once',
+      subject: 's',
+      idempotencyKey: 'k-1',
+    });
     expect(again.seq).toBe(first.seq);
-    const count = await db.pool.query<{ n: number }>(`select count(*)::int as n from audit_log where idempotency_key = 'k-1'`);
+    const count = await db.pool.query<{ n: number }>(
+      `select count(*)::int as n from audit_log where idempotency_key = 'k-1'`,
+    );
     expect(count.rows[0]?.n).toBe(1);
   });
 
   it('refuses updates, deletes and truncation through the database', async () => {
-    await expect(db.pool.query(`update audit_log set actor = 'mallory' where seq = 1`)).rejects.toThrow(/append-only/);
-    await expect(db.pool.query('delete from audit_log where seq = 1')).rejects.toThrow(/append-only/);
+    await expect(
+      db.pool.query(`update audit_log set actor = 'mallory' where seq = 1`),
+    ).rejects.toThrow(/append-only/);
+    await expect(db.pool.query('delete from audit_log where seq = 1')).rejects.toThrow(
+      /append-only/,
+    );
     await expect(db.pool.query('truncate audit_log')).rejects.toThrow(/append-only/);
   });
 
   it('reports the first edited row', async () => {
     await tamper(`update audit_log set outputs = '{"a":1,"b":3}'::jsonb where seq = 1`);
     const result = await verifyAudit(db.pool);
-    expect(result).toEqual({ ok: false, rows: 0, seq: 1, reason: 'hash does not match the row contents' });
+    expect(result).toEqual({
+      ok: false,
+      rows: 0,
+      seq: 1,
+      reason: 'hash does not match the row contents',
+    });
     await tamper(`update audit_log set outputs = '{"a":1,"b":2}'::jsonb where seq = 1`);
     expect((await verifyAudit(db.pool)).ok).toBe(true);
   });
 
   it('reports a removed row and a relinked chain', async () => {
     await tamper('delete from audit_log where seq = 5');
-    expect(await verifyAudit(db.pool)).toMatchObject({ ok: false, seq: 5, reason: 'row 5 is missing' });
+    expect(await verifyAudit(db.pool)).toMatchObject({
+      ok: false,
+      seq: 5,
+      reason: 'row 5 is missing',
+    });
     await tamper('update audit_log set seq = 5 where seq = 6');
     expect(await verifyAudit(db.pool)).toMatchObject({ ok: false, seq: 5 });
   });

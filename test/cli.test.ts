@@ -39,7 +39,11 @@ describe('the pops command line', () => {
   it('declares a model and lists it as JSON', async () => {
     const created = await pops(['models', 'create', 'cli-model', '--source', 'cli-src', '--json']);
     expect(created.code).toBe(0);
-    expect(JSON.parse(created.stdout)).toEqual({ name: 'cli-model', source: 'cli-src', created: true });
+    expect(JSON.parse(created.stdout)).toEqual({
+      name: 'cli-model',
+      source: 'cli-src',
+      created: true,
+    });
     const listed = await pops(['models', 'list', '--json']);
     expect(JSON.parse(listed.stdout)).toEqual({
       models: [{ name: 'cli-model', source: 'cli-src', latestVersion: 0, versions: 0 }],
@@ -50,10 +54,26 @@ describe('the pops command line', () => {
     const badName = await pops(['models', 'create', 'Bad Name!', '--source', 's']);
     expect(badName.code).toBe(2);
     expect(badName.stderr).toContain('"Bad Name!"');
-    const badEpochs = await pops(['retrain', '--model', 'cli-model', '--reason', 'r', '--epochs', '0']);
+    const badEpochs = await pops([
+      'retrain',
+      '--model',
+      'cli-model',
+      '--reason',
+      'r',
+      '--epochs',
+      '0',
+    ]);
     expect(badEpochs.code).toBe(2);
     expect(badEpochs.stderr).toMatch(/training\.epochs.*got 0/);
-    const badInstant = await pops(['retrain', '--model', 'cli-model', '--reason', 'r', '--train-until', '2020-01-01']);
+    const badInstant = await pops([
+      'retrain',
+      '--model',
+      'cli-model',
+      '--reason',
+      'r',
+      '--train-until',
+      '2020-01-01',
+    ]);
     expect(badInstant.code).toBe(2);
     expect(badInstant.stderr).toMatch(/trainUntil.*"2020-01-01"/);
     const unknown = await pops(['retrain', '--model', 'ghost', '--reason', 'r']);

@@ -8,7 +8,12 @@ import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { listVersions } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { movieLensSlice, prepareModel, startWorkers } from './retrain-support.js';
-import { createTestDatabase, testQueuePrefix, testTemporalClient, type TestDatabase } from './support.js';
+import {
+  createTestDatabase,
+  testQueuePrefix,
+  testTemporalClient,
+  type TestDatabase,
+} from './support.js';
 
 let db: TestDatabase;
 let client: Client;
@@ -17,16 +22,20 @@ const model = 'crash-model';
 
 /** Starts a worker for every queue in a child process and resolves once it polls. */
 async function workerProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/worker-process.ts')], {
-    env: {
-      ...process.env,
-      POPS_TEST_DB_URL: db.url,
-      POPS_TEST_TEMPORAL: inject('temporalAddress'),
-      POPS_TEST_PREFIX: prefix,
-      POPS_TEST_BUNDLE: inject('workflowBundlePath'),
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures/worker-process.ts')],
+    {
+      env: {
+        ...process.env,
+        POPS_TEST_DB_URL: db.url,
+        POPS_TEST_TEMPORAL: inject('temporalAddress'),
+        POPS_TEST_PREFIX: prefix,
+        POPS_TEST_BUNDLE: inject('workflowBundlePath'),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  );
   await new Promise<void>((resolve, reject) => {
     child.stdout?.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('ready')) resolve();
@@ -37,7 +46,9 @@ async function workerProcess(): Promise<ChildProcess> {
 }
 
 async function checkpointEpoch(): Promise<number> {
-  const found = await db.pool.query<{ epoch: number }>('select max(epoch)::int as epoch from training_checkpoints');
+  const found = await db.pool.query<{ epoch: number }>(
+    'select max(epoch)::int as epoch from training_checkpoints',
+  );
   return found.rows[0]?.epoch ?? 0;
 }
 
@@ -83,7 +94,9 @@ describe('a worker crash during training', () => {
     }
 
     expect(await listVersions(db.pool, model)).toHaveLength(1);
-    const trained = (await auditTrail(db.pool, { workflowId: run.workflowId })).filter((r) => r.action === 'retrain.trained');
+    const trained = (await auditTrail(db.pool, { workflowId: run.workflowId })).filter(
+      (r) => r.action === 'retrain.trained',
+    );
     expect(trained).toHaveLength(1);
     expect(await verifyAudit(db.pool)).toMatchObject({ ok: true });
     const history = await client.workflow.getHandle(run.workflowId, run.runId).fetchHistory();

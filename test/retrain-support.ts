@@ -16,7 +16,10 @@ import { createWorkers, runWorkers, type RunningWorkers } from '../workers/creat
 export const MOVIELENS = path.resolve(import.meta.dirname, '../../shared/data/movielens-small');
 
 /** Writes the ratings of users 1..maxUser (and all movies) to a temp dir; returns it and the rows. */
-export function movieLensSlice(maxUser: number): { dir: string; ratings: Array<{ user: number; ts: number; rating: number }> } {
+export function movieLensSlice(maxUser: number): {
+  dir: string;
+  ratings: Array<{ user: number; ts: number; rating: number }>;
+} {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-ml-slice-'));
   const lines = fs.readFileSync(path.join(MOVIELENS, 'ratings.csv'), 'utf8').trimEnd().split('\n');
   const header = lines[0] ?? '';
@@ -31,13 +34,22 @@ export function movieLensSlice(maxUser: number): { dir: string; ratings: Array<{
 }
 
 /** Imports the slice under `source` and declares `model` over it. */
-export async function prepareModel(pool: Pool, dir: string, source: string, model: string): Promise<void> {
+export async function prepareModel(
+  pool: Pool,
+  dir: string,
+  source: string,
+  model: string,
+): Promise<void> {
   await importMovieLens(pool, dir, { source });
   await declareModel(pool, { name: model, source, createdBy: 'test' });
 }
 
 /** Workers for every queue in this process; `stop()` shuts them down. */
-export async function startWorkers(pool: Pool, prefix: string, client: Client): Promise<RunningWorkers> {
+export async function startWorkers(
+  pool: Pool,
+  prefix: string,
+  client: Client,
+): Promise<RunningWorkers> {
   installTemporalLogging(logger('warn'));
   const connection = await NativeConnection.connect({ address: inject('temporalAddress') });
   const workers = await createWorkers({

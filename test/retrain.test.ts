@@ -5,7 +5,12 @@ import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { listVersions, registerVersion } from '../domain/registry.js';
 import { retrainInputSchema, retrainWorkflowId } from '../domain/retrain.js';
 import { movieLensSlice, prepareModel, startWorkers } from './retrain-support.js';
-import { createTestDatabase, testQueuePrefix, testTemporalClient, type TestDatabase } from './support.js';
+import {
+  createTestDatabase,
+  testQueuePrefix,
+  testTemporalClient,
+  type TestDatabase,
+} from './support.js';
 
 let db: TestDatabase;
 let client: Client;
@@ -28,7 +33,13 @@ afterAll(async () => {
 });
 
 const request = (over: Record<string, unknown> = {}) =>
-  retrainInputSchema.parse({ model, reason: 'test', requestedBy: 'tester', training: { epochs: 3 }, ...over });
+  retrainInputSchema.parse({
+    model,
+    reason: 'test',
+    requestedBy: 'tester',
+    training: { epochs: 3 },
+    ...over,
+  });
 
 describe('retrainModel on a MovieLens slice', () => {
   it('trains, evaluates, registers version 1 and audits every step; a second request attaches', async () => {
@@ -58,7 +69,12 @@ describe('retrainModel on a MovieLens slice', () => {
     expect(result.backend).toBe('cpu');
 
     const [version] = await listVersions(db.pool, model);
-    expect(version).toMatchObject({ version: 1, artifactSha256: result.artifactSha256, backend: 'cpu', createdBy: 'tester' });
+    expect(version).toMatchObject({
+      version: 1,
+      artifactSha256: result.artifactSha256,
+      backend: 'cpu',
+      createdBy: 'tester',
+    });
     expect(version?.rowCounts).toEqual({ train, validate: times.length - train });
     expect(version?.codeCommit).toMatch(/^([0-9a-f]{40}(-dirty)?|unknown)$/);
 
@@ -104,7 +120,11 @@ describe('retrainModel on a MovieLens slice', () => {
   });
 
   it('fails without retrying for an undeclared model, naming it', async () => {
-    const run = await startRetrain(client, prefix, retrainInputSchema.parse({ model: 'nobody', reason: 'test' }));
+    const run = await startRetrain(
+      client,
+      prefix,
+      retrainInputSchema.parse({ model: 'nobody', reason: 'test' }),
+    );
     const err = await waitForRetrain(client, run.workflowId, run.runId).catch((e: Error) => e);
     expect(rootCause(err)).toMatchObject({
       message: expect.stringContaining('model "nobody" is not declared'),
@@ -121,7 +141,10 @@ describe('retrainModel on a MovieLens slice', () => {
       args: [{ model: 'Bad Name!', reason: '' }],
     });
     await expect(handle.result()).rejects.toMatchObject({
-      cause: { message: expect.stringMatching(/model: .*Bad Name!.*reason/s), type: 'ValidationFailure' },
+      cause: {
+        message: expect.stringMatching(/model: .*Bad Name!.*reason/s),
+        type: 'ValidationFailure',
+      },
     });
   });
 });

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../common/db.js';
-import { FEATURES, loadExamples, materializeExamples, type TimeRange } from '../domain/training-set.js';
+import {
+  FEATURES,
+  loadExamples,
+  materializeExamples,
+  type TimeRange,
+} from '../domain/training-set.js';
 import { createTestDatabase, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
@@ -23,7 +28,11 @@ const GENRES: Record<string, string[]> = {
 
 async function seed(source: string, ratings: Rating[]): Promise<void> {
   for (const [item, genres] of Object.entries(GENRES)) {
-    await db.pool.query('insert into items (source, item_id, genres) values ($1, $2, $3)', [source, item, genres]);
+    await db.pool.query('insert into items (source, item_id, genres) values ($1, $2, $3)', [
+      source,
+      item,
+      genres,
+    ]);
   }
   for (const r of ratings) {
     await db.pool.query(
@@ -161,7 +170,9 @@ describe('point-in-time training sets', () => {
       if (!r) throw new Error(`unexpected event ${row.event_id}`);
       expect(row.split).toBe(r.ts * 1000 < range.trainUntil.getTime() ? 'train' : 'validate');
       const want = reference(ratings, r);
-      row.features.forEach((v, j) => expect(v, `event ${r.id} feature ${FEATURES[j]}`).toBeCloseTo(want[j] ?? NaN, 4));
+      row.features.forEach((v, j) =>
+        expect(v, `event ${r.id} feature ${FEATURES[j]}`).toBeCloseTo(want[j] ?? NaN, 4),
+      );
     }
   });
 });

@@ -36,7 +36,10 @@ export function codeCommit(): string {
   if (process.env['POPS_CODE_COMMIT']) return process.env['POPS_CODE_COMMIT'];
   try {
     const cwd = fileURLToPath(new URL('..', import.meta.url));
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd, stdio: ['ignore', 'pipe', 'ignore'] });
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
       cwd,
       stdio: ['ignore', 'pipe', 'ignore'],

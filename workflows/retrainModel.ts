@@ -26,7 +26,12 @@ import {
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 export const epochSignal = defineSignal<[EpochProgress]>(EPOCH_SIGNAL);
 
-const NON_RETRYABLE = ['ValidationFailure', 'NotFoundFailure', 'ConflictFailure', 'InsufficientDataFailure'];
+const NON_RETRYABLE = [
+  'ValidationFailure',
+  'NotFoundFailure',
+  'ConflictFailure',
+  'InsufficientDataFailure',
+];
 
 /** Retrains one model end to end; see the module comment. */
 export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
@@ -49,15 +54,24 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
   const progress: RetrainProgress = { stage: 'starting', epoch: 0, epochs: input.training.epochs };
   setHandler(progressQuery, () => progress);
   setHandler(epochSignal, (p) => {
-    if (p.epoch > progress.epoch) Object.assign(progress, { epoch: p.epoch, epochs: p.epochs, loss: p.loss });
+    if (p.epoch > progress.epoch) {
+      Object.assign(progress, { epoch: p.epoch, epochs: p.epochs, loss: p.loss });
+    }
   });
 
   const subject = `model/${input.model}`;
-  const audit = (action: string, inputs: Record<string, unknown>, outputs: Record<string, unknown> = {}) =>
-    local.recordAudit({ actor: input.requestedBy, action, subject, inputs, outputs });
+  const audit = (
+    action: string,
+    inputs: Record<string, unknown>,
+    outputs: Record<string, unknown> = {},
+  ) => local.recordAudit({ actor: input.requestedBy, action, subject, inputs, outputs });
 
   const model = await local.lookupModel(input.model);
-  await audit('retrain.started', { reason: input.reason, training: input.training, source: model.source });
+  await audit('retrain.started', {
+    reason: input.reason,
+    training: input.training,
+    source: model.source,
+  });
 
   const runKey = `${workflowId}/${runId}`;
   progress.stage = 'building-training-set';
@@ -71,12 +85,19 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
   await audit('retrain.training-set-built', { source: model.source }, { ...trainingSet });
 
   progress.stage = 'training';
-  const trained = await heavy.trainModel({ runKey, setKey: trainingSet.setKey, options: input.training });
+  const trained = await heavy.trainModel({
+    runKey,
+    setKey: trainingSet.setKey,
+    options: input.training,
+  });
   progress.epoch = trained.epochs;
   await audit('retrain.trained', { options: input.training }, { ...trained });
 
   progress.stage = 'evaluating';
-  const evaluation = await heavy.evaluateModel({ setKey: trainingSet.setKey, artifactSha256: trained.artifactSha256 });
+  const evaluation = await heavy.evaluateModel({
+    setKey: trainingSet.setKey,
+    artifactSha256: trained.artifactSha256,
+  });
   await audit('retrain.evaluated', { artifactSha256: trained.artifactSha256 }, { ...evaluation });
 
   progress.stage = 'registering';
@@ -93,7 +114,11 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
     runId,
     createdBy: input.requestedBy,
   });
-  await audit('model.version-registered', { runKey }, { version, artifactSha256: trained.artifactSha256 });
+  await audit(
+    'model.version-registered',
+    { runKey },
+    { version, artifactSha256: trained.artifactSha256 },
+  );
 
   progress.stage = 'done';
   log.info('retrain finished', { model: input.model, version, auc: evaluation.model.auc });

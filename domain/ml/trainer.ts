@@ -298,7 +298,9 @@ function startState(
   const { header, values } = decodeCheckpoint(resumeFrom.state);
   assertResumable(header, identity, resumeFrom.epoch, weights);
   const restored = splitValues(values, header.shapes);
-  weights.forEach((w, i) => tf.tidy(() => w.assign(tf.tensor(restored[i] ?? [], w.shape as number[]))));
+  weights.forEach((w, i) =>
+    tf.tidy(() => w.assign(tf.tensor(restored[i] ?? [], w.shape as number[]))),
+  );
   const moments = (offset: number) =>
     weights.map((w, i) =>
       tf.tidy(() => tf.variable(tf.tensor(restored[offset + i] ?? [], w.shape as number[]), false)),
