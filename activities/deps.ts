@@ -23,3 +23,19 @@ export function callerWorkflow(): { workflowId: string; runId: string } {
   if (!execution) throw new Error('this activity must be called from a workflow');
   return { workflowId: execution.workflowId, runId: execution.runId };
 }
+
+/**
+ * Runs `work` while heartbeating every few seconds, so that a long SQL statement's activity is
+ * known to be alive, and one whose worker died is retried after the heartbeat timeout instead of
+ * the whole start-to-close timeout.
+ */
+export async function withHeartbeat<T>(work: () => Promise<T>, everyMs = 5000): Promise<T> {
+  const ctx = Context.current();
+  const timer = setInterval(() => ctx.heartbeat(), everyMs);
+  try {
+    ctx.heartbeat();
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}

@@ -1,9 +1,14 @@
 /** Builds point-in-time training sets in PostgreSQL, once per retraining run. */
-import { withTransaction } from '../common/db.js';
+import { type Queryable, withTransaction } from '../common/db.js';
 import { FAILURE_TYPES, failure } from '../common/failures.js';
 import type { TrainingSetSummary } from '../domain/retrain.js';
-import { defaultRange, FEATURES, materializeExamples } from '../domain/training-set.js';
-import type { ActivityDeps } from './deps.js';
+import {
+  classCounts,
+  defaultRange,
+  FEATURES,
+  materializeExamples,
+} from '../domain/training-set.js';
+import { type ActivityDeps, withHeartbeat } from './deps.js';
 
 export interface BuildTrainingSetInput {
   setKey: string;
@@ -39,14 +44,28 @@ function summary(row: SetRow): TrainingSetSummary {
 
 const MIN_ROWS = 20;
 
-/** The set's summary, or an InsufficientDataFailure when a split is too small to learn or judge. */
-function enoughRows(row: SetRow, model: string): TrainingSetSummary {
+/**
+ * The set's summary, or an InsufficientDataFailure when a split is too small, or has only one
+ * class, to learn from or judge by (AUC needs both).
+ */
+async function enoughRows(db: Queryable, row: SetRow, model: string): Promise<TrainingSetSummary> {
   if (row.train_rows < MIN_ROWS || row.validate_rows < MIN_ROWS) {
     throw failure(
       FAILURE_TYPES.insufficientData,
       `training set of "${model}" has ${row.train_rows} train and ${row.validate_rows} validation rows;` +
         ` at least ${MIN_ROWS} of each are needed (check trainUntil/validateUntil)`,
     );
+  }
+  const counts = await classCounts(db, row.set_key);
+  for (const split of ['train', 'validate'] as const) {
+    const { positive, negative } = counts[split];
+    if (positive === 0 || negative === 0) {
+      throw failure(
+        FAILURE_TYPES.insufficientData,
+        `the ${split} split of "${model}" has ${positive} positive and ${negative} negative examples;` +
+          ' both classes are needed (check trainUntil/validateUntil)',
+      );
+    }
   }
   return summary(row);
 }
@@ -59,7 +78,7 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
       const existing = await pool.query<SetRow>('select * from training_sets where set_key = $1', [
         input.setKey,
       ]);
-      if (existing.rows[0]) return enoughRows(existing.rows[0], input.model);
+      if (existing.rows[0]) return enoughRows(pool, existing.rows[0], input.model);
       const range = await defaultRange(pool, input.source, {
         ...(input.trainUntil ? { trainUntil: new Date(input.trainUntil) } : {}),
         ...(input.validateUntil ? { validateUntil: new Date(input.validateUntil) } : {}),
@@ -70,38 +89,41 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
           `source "${input.source}" has no rated events to train on`,
         );
       }
-      const row = await withTransaction(pool, async (client) => {
-        await client.query('select pg_advisory_xact_lock(hashtext($1))', [input.setKey]);
-        const again = await client.query<SetRow>('select * from training_sets where set_key = $1', [
-          input.setKey,
-        ]);
-        if (again.rows[0]) return again.rows[0];
-        await client.query(
-          `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
+      const row = await withHeartbeat(() =>
+        withTransaction(pool, async (client) => {
+          await client.query('select pg_advisory_xact_lock(hashtext($1))', [input.setKey]);
+          const again = await client.query<SetRow>(
+            'select * from training_sets where set_key = $1',
+            [input.setKey],
+          );
+          if (again.rows[0]) return again.rows[0];
+          await client.query(
+            `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
              features, train_rows, validate_rows)
            values ($1, $2, $3, $4, $5, $6, $7, 0, 0)`,
-          [
-            input.setKey,
-            input.model,
-            input.source,
-            range.trainFrom,
-            range.trainUntil,
-            range.validateUntil,
-            FEATURES,
-          ],
-        );
-        const counts = await materializeExamples(client, input.setKey, input.source, range);
-        const updated = await client.query<SetRow>(
-          `update training_sets set train_rows = $2, validate_rows = $3 where set_key = $1 returning *`,
-          [input.setKey, counts.train, counts.validate],
-        );
-        return updated.rows[0] as SetRow;
-      });
+            [
+              input.setKey,
+              input.model,
+              input.source,
+              range.trainFrom,
+              range.trainUntil,
+              range.validateUntil,
+              FEATURES,
+            ],
+          );
+          const counts = await materializeExamples(client, input.setKey, input.source, range);
+          const updated = await client.query<SetRow>(
+            `update training_sets set train_rows = $2, validate_rows = $3 where set_key = $1 returning *`,
+            [input.setKey, counts.train, counts.validate],
+          );
+          return updated.rows[0] as SetRow;
+        }),
+      );
       log.info(
         { setKey: input.setKey, train: row.train_rows, validate: row.validate_rows },
         'training set built',
       );
-      return enoughRows(row, input.model);
+      return enoughRows(pool, row, input.model);
     },
 
     /** The model's declaration, or a NotFoundFailure that says how to declare it. */

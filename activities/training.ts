@@ -29,7 +29,7 @@ import {
   loadExamples,
   POPULARITY_FEATURE_INDEX,
 } from '../domain/training-set.js';
-import { type ActivityDeps, callerWorkflow } from './deps.js';
+import { type ActivityDeps, callerWorkflow, withHeartbeat } from './deps.js';
 
 export interface TrainInput {
   runKey: string;
@@ -265,21 +265,23 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
       model: EvaluationMetrics;
       baseline: EvaluationMetrics;
     }> {
-      const { tf } = await loadTensorflow(trainBackend, log);
-      const artifact = await readArtifact(pool, input.artifactSha256);
-      const train = await loadExamples(pool, input.setKey, 'train');
-      const validate = await loadExamples(pool, input.setKey, 'validate');
-      const scorer = await fromArtifact(tf, artifact);
-      try {
-        const probabilities = scorer.predict(validate.x, validate.n);
-        const baseline = popularityBaseline(train, validate);
-        return {
-          model: metricsOf(validate, probabilities, probabilities),
-          baseline: metricsOf(validate, baseline.scores, baseline.probabilities),
-        };
-      } finally {
-        scorer.dispose();
-      }
+      return withHeartbeat(async () => {
+        const { tf } = await loadTensorflow(trainBackend, log);
+        const artifact = await readArtifact(pool, input.artifactSha256);
+        const train = await loadExamples(pool, input.setKey, 'train');
+        const validate = await loadExamples(pool, input.setKey, 'validate');
+        const scorer = await fromArtifact(tf, artifact);
+        try {
+          const probabilities = scorer.predict(validate.x, validate.n);
+          const baseline = popularityBaseline(train, validate);
+          return {
+            model: metricsOf(validate, probabilities, probabilities),
+            baseline: metricsOf(validate, baseline.scores, baseline.probabilities),
+          };
+        } finally {
+          scorer.dispose();
+        }
+      });
     },
   };
 }

@@ -10,7 +10,7 @@ import { startRetrain, workflowStatus } from '../client/retrain.js';
 import type { Pool } from '../common/db.js';
 import { describeZodError } from '../common/failures.js';
 import type { Logger } from '../common/logger.js';
-import { modelNameSchema, retrainInputSchema } from '../domain/retrain.js';
+import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
   declareModel,
   getVersion,
@@ -70,12 +70,14 @@ export interface ApiDeps {
 const retrainBody = z.object({}).passthrough();
 const versionParams = z.object({
   name: modelNameSchema,
-  version: z.coerce.number().int().positive(),
+  version: z.coerce.number().int().positive().max(2_147_483_647),
 });
 const declareBody = z.object({
   name: modelNameSchema,
-  source: z.string().trim().min(1).max(200),
-  description: z.string().max(2000).optional(),
+  source: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'letters, digits, dot, dash, underscore'),
+  description: plainText(2000).optional(),
 });
 
 /** How long a request waits for Temporal before it answers 503. */
@@ -119,7 +121,8 @@ export function buildApi(deps: ApiDeps) {
 
   app.post('/v1/retrains', async (request, reply) => {
     const body = parse(retrainBody, request.body ?? {}, 'body');
-    const input = parse(retrainInputSchema, { requestedBy: deps.actor, ...body }, 'body');
+    // Who asked is the caller's identity, never a field of the body.
+    const input = parse(retrainInputSchema, { ...body, requestedBy: deps.actor }, 'body');
     if (!(await modelExists(deps.pool, input.model))) {
       throw new ApiError(
         'not_found',

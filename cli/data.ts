@@ -142,7 +142,7 @@ export async function showModelCommand(
   const version =
     options.version === undefined
       ? undefined
-      : parseArgs(z.coerce.number().int().positive(), options.version);
+      : parseArgs(z.coerce.number().int().positive().max(2_147_483_647), options.version);
   const rt = await openDatabase();
   try {
     const versions =

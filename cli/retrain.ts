@@ -101,12 +101,14 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
       );
       return;
     }
-    const local = (await hasPollers(rt)) ? undefined : await runWorkers(rt);
+    // Workers in this process guarantee progress: a poller Temporal still lists may belong to a
+    // process that died a minute ago. Beside a running `npm start` they only add capacity.
+    const local = await runWorkers(rt);
     try {
       const result = await watchRetrain(rt, started, args.json, input.training.epochs);
       print(args.json, { ...started, result }, () => describeResult(result));
     } finally {
-      await local?.stop();
+      await local.stop();
     }
   } finally {
     await rt.close();
@@ -131,6 +133,12 @@ export async function statusCommand(
         lines.push(
           `  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`,
         );
+      }
+      for (const a of status.pendingActivities ?? []) {
+        const retrying = a.lastFailure
+          ? `, attempt ${a.attempt}, last failure: ${a.lastFailure}`
+          : '';
+        lines.push(`  running ${a.type}${retrying}`);
       }
       if (status.failure) lines.push(`  failure: ${status.failure}`);
       if (status.result && status.type === 'retrainModel') {

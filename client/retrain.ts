@@ -55,6 +55,8 @@ export interface WorkflowStatus {
   startTime: string;
   closeTime?: string;
   progress?: RetrainProgress;
+  /** Activities still to finish, with their attempt and the last failure when they are retrying. */
+  pendingActivities?: Array<{ type: string; attempt: number; lastFailure?: string }>;
   result?: unknown;
   failure?: string;
 }
@@ -83,6 +85,13 @@ export async function workflowStatus(
   if (status.status === 'RUNNING' && description.type === 'retrainModel') {
     status.progress = await handle.query<RetrainProgress>('progress').catch(() => undefined);
   }
+  if (status.status === 'RUNNING') {
+    status.pendingActivities = (description.raw.pendingActivities ?? []).map((a) => ({
+      type: a.activityType?.name ?? '?',
+      attempt: a.attempt ?? 1,
+      ...(a.lastFailure?.message ? { lastFailure: rootMessage(a.lastFailure) } : {}),
+    }));
+  }
   if (status.status === 'COMPLETED') status.result = await handle.result();
   if (status.status === 'FAILED') {
     status.failure = await handle.result().then(
@@ -107,4 +116,13 @@ export function rootCause(err: unknown): Error {
   let current = err instanceof Error ? err : new Error(String(err));
   while (current.cause instanceof Error) current = current.cause;
   return current;
+}
+
+/** The innermost message of a failure as the server reports it. */
+function rootMessage(failure: { message?: string | null; cause?: unknown }): string {
+  let current = failure;
+  while (current.cause && typeof current.cause === 'object') {
+    current = current.cause as typeof failure;
+  }
+  return current.message ?? '';
 }

@@ -18,6 +18,11 @@ export function createPool(databaseUrl: string, max = 10): Pool {
   pool.on('error', () => {
     // An idle client lost its connection (for example a database restart); the pool replaces it.
   });
+  pool.on('connect', (client) => {
+    // A checked-out client whose server dies emits 'error'; unheard, that would end the process.
+    // The query in flight rejects with the same error, which is where it is handled.
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 

@@ -61,7 +61,19 @@ export function installTemporalLogging(log: Logger): void {
   const logger = new DefaultLogger(level, (entry) => {
     // A training or io worker has no workflows by design; the SDK warns about it on every start.
     if (entry.message.startsWith('No workflows registered')) return;
-    const attributes = { ...(entry.meta ?? {}) };
+    // Errors would serialize as {}: keep what a reader needs.
+    const attributes = Object.fromEntries(
+      Object.entries(entry.meta ?? {}).map(([key, value]) => [
+        key,
+        value instanceof Error
+          ? {
+              message: value.message,
+              type: value.name,
+              cause: value.cause instanceof Error ? value.cause.message : undefined,
+            }
+          : value,
+      ]),
+    );
     if (entry.level === 'ERROR') sdk.error(attributes, entry.message);
     else if (entry.level === 'WARN') sdk.warn(attributes, entry.message);
     else sdk.debug(attributes, entry.message);

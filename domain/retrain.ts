@@ -9,6 +9,16 @@ const isoInstant = z.iso.datetime({
   message: 'must be an ISO-8601 instant with a zone',
 });
 
+/** Text a person typed: trimmed, bounded, and free of NUL (which PostgreSQL cannot store). */
+export function plainText(max: number) {
+  return z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .refine((v) => !v.includes('\u0000'), 'must not contain NUL characters');
+}
+
 export const modelNameSchema = z
   .string()
   .regex(
@@ -32,18 +42,22 @@ export const trainingOptionsSchema = z.object({
 export const retrainInputSchema = z
   .object({
     model: modelNameSchema,
-    reason: z.string().trim().min(1, 'say why this retrain runs').max(500),
-    requestedBy: z.string().trim().min(1).max(200).default('unknown'),
+    reason: plainText(500),
+    requestedBy: plainText(200).default('unknown'),
     trainUntil: isoInstant.optional(),
     validateUntil: isoInstant.optional(),
     training: trainingOptionsSchema.default(trainingOptionsSchema.parse({})),
     /** How long a silent training attempt is presumed dead before it is retried elsewhere. */
-    heartbeatTimeoutSeconds: z.number().int().min(1).max(3600).default(30),
+    heartbeatTimeoutSeconds: z.number().int().min(10).max(3600).default(30),
   })
-  .refine((v) => !v.trainUntil || !v.validateUntil || v.trainUntil < v.validateUntil, {
-    message: 'trainUntil must be before validateUntil',
-    path: ['trainUntil'],
-  });
+  .refine(
+    (v) =>
+      !v.trainUntil || !v.validateUntil || Date.parse(v.trainUntil) < Date.parse(v.validateUntil),
+    {
+      message: 'trainUntil must be before validateUntil',
+      path: ['trainUntil'],
+    },
+  );
 
 export type RetrainInput = z.input<typeof retrainInputSchema>;
 export type RetrainRequest = z.output<typeof retrainInputSchema>;

@@ -16,7 +16,8 @@
  *   (a rating counts once per shared genre), smoothed toward 3.5 with weight 5
  * - user_genre_count_log: ln(1 + number of those genre-matching prior ratings)
  *
- * Label: rating >= 4. Split by time: [trainFrom, trainUntil) trains, [trainUntil, validateUntil] validates.
+ * Label: rating >= 4. Split by time: [trainFrom, trainUntil) trains, [trainUntil, validateUntil]
+ * validates. A `rated` event whose rating is not a JSON number is not an example.
  * The popularity baseline scores an item by item_prior_count_log.
  */
 import type { PoolClient, Queryable } from '../common/db.js';
@@ -53,7 +54,8 @@ export async function defaultRange(
   overrides: { trainUntil?: Date; validateUntil?: Date },
 ): Promise<TimeRange | undefined> {
   const span = await db.query<{ first: Date | null; last: Date | null }>(
-    `select min(ts) as first, max(ts) as last from events where source = $1 and event = 'rated'`,
+    `select min(ts) as first, max(ts) as last from events
+      where source = $1 and event = 'rated' and jsonb_typeof(properties -> 'rating') = 'number'`,
     [source],
   );
   const first = span.rows[0]?.first;
@@ -89,6 +91,7 @@ export async function materializeExamples(
               ((e.properties ->> 'rating')::real >= ${POSITIVE_RATING})::int as positive
          from events e
         where e.source = $2 and e.event = 'rated' and e.ts <= $4::timestamptz
+          and jsonb_typeof(e.properties -> 'rating') = 'number'
      ),
      with_user as (
        select r.*, count(*) over w as u_n, sum(rating) over w as u_total,
@@ -143,6 +146,28 @@ export async function materializeExamples(
   );
   const count = (split: string) => result.rows.find((r) => r.split === split)?.n ?? 0;
   return { train: count('train'), validate: count('validate') };
+}
+
+/** Positive and negative examples per split, to refuse a set that cannot be learned or judged. */
+export async function classCounts(
+  db: Queryable,
+  setKey: string,
+): Promise<Record<'train' | 'validate', { positive: number; negative: number }>> {
+  const result = await db.query<{
+    split: 'train' | 'validate';
+    positive: number;
+    negative: number;
+  }>(
+    `select split, count(*) filter (where label = 1)::int as positive,
+            count(*) filter (where label = 0)::int as negative
+       from training_examples where set_key = $1 group by split`,
+    [setKey],
+  );
+  const of = (split: 'train' | 'validate') => {
+    const row = result.rows.find((r) => r.split === split);
+    return { positive: row?.positive ?? 0, negative: row?.negative ?? 0 };
+  };
+  return { train: of('train'), validate: of('validate') };
 }
 
 export interface ExampleMatrix {

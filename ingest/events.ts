@@ -63,9 +63,18 @@ function text(missing: string) {
     .min(1, { error: 'is empty' });
 }
 
-// Segment ids are strings, but many senders write numeric ids; both are stored as text.
+// Segment ids are strings, but many senders write numeric ids; both are stored as text. A number
+// past 2^53 has already lost digits when JSON is parsed, which could merge two people: refused.
 const identifier = z
-  .union([z.string().min(1), z.number()], { error: 'is not a non-empty string or a number' })
+  .union(
+    [
+      z.string().min(1),
+      z.number().refine(Number.isSafeInteger, {
+        error: 'is a number that is not a whole number below 2^53 (send the id as a string)',
+      }),
+    ],
+    { error: 'is not a non-empty string or a number' },
+  )
   .nullish();
 
 const jsonObject = z.record(z.string(), z.unknown(), { error: 'is not a JSON object' }).nullish();

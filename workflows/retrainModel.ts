@@ -38,10 +38,21 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
   const input = parseOrFail(retrainInputSchema, raw, 'retrainModel input');
   const { workflowId, runId, taskQueue } = workflowInfo();
   const prefix = prefixOf(taskQueue);
-  const retry = { nonRetryableErrorTypes: NON_RETRYABLE, maximumInterval: '30s' };
+  // Deterministic refusals are non-retryable; anything else gets a bounded number of tries, so a
+  // failure nobody foresaw ends the run with its message instead of retrying forever.
+  const retry = {
+    nonRetryableErrorTypes: NON_RETRYABLE,
+    maximumInterval: '30s',
+    maximumAttempts: 8,
+  };
 
   const local = proxyActivities<Activities>({
-    startToCloseTimeout: '10 minutes',
+    startToCloseTimeout: '2 minutes',
+    retry,
+  });
+  const sql = proxyActivities<Activities>({
+    startToCloseTimeout: '1 hour',
+    heartbeatTimeout: '30s',
     retry,
   });
   const heavy = proxyActivities<Activities>({
@@ -75,7 +86,7 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
 
   const runKey = `${workflowId}/${runId}`;
   progress.stage = 'building-training-set';
-  const trainingSet = await local.buildTrainingSet({
+  const trainingSet = await sql.buildTrainingSet({
     setKey: runKey,
     model: input.model,
     source: model.source,
