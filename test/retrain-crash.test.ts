@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
@@ -66,11 +66,14 @@ afterAll(async () => {
 describe('a worker crash during training', () => {
   it('resumes from the last checkpointed epoch on another worker and registers exactly one version', async () => {
     const doomed = await workerProcess();
+    onTestFinished(() => {
+      doomed.kill('SIGKILL');
+    });
     const input = retrainInputSchema.parse({
       model,
       reason: 'crash test',
       training: { epochs: 6, batchSize: 256 },
-      heartbeatTimeoutSeconds: 3,
+      heartbeatTimeoutSeconds: 10,
     });
     const run = await startRetrain(client, prefix, input);
 
