@@ -5,6 +5,7 @@
 import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
 import type { ActivityDeps } from './deps.js';
+import { identityActivities } from './identity.js';
 import { registryActivities } from './registry.js';
 import { trainingActivities } from './training.js';
 import { trainingSetActivities } from './training-set.js';
@@ -17,7 +18,12 @@ export function createActivities(deps: ActivityDeps) {
 export type Activities = ReturnType<typeof createActivities>;
 
 function orchestrationActivities(deps: ActivityDeps) {
-  return { ...auditActivities(deps), ...trainingSetActivities(deps), ...registryActivities(deps) };
+  return {
+    ...auditActivities(deps),
+    ...trainingSetActivities(deps),
+    ...registryActivities(deps),
+    ...identityActivities(deps),
+  };
 }
 
 /** The activities one queue's worker runs. */

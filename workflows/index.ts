@@ -1,2 +1,3 @@
 /** Every pops workflow, for the worker's bundle. One workflow per file. */
 export { retrainModel } from './retrainModel.js';
+export { mergeIdentities } from './mergeIdentities.js';

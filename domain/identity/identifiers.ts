@@ -1,0 +1,142 @@
+/**
+ * Identifiers: what one event says about who sent it. Extraction reads an event row, normalizes each
+ * value and drops junk, so that resolution only ever sees values that may link two messages.
+ *
+ * Sources: `user_id`; `anonymous_id`; the alias `previous_id` (typed by `aliasPreviousIdAs`);
+ * `context.device.id` as `device_id`; `traits.email` and `context.traits.email` (where Segment
+ * puts traits on track and page calls) as `email`; and custom types from their configured path.
+ *
+ * Normalization: every value is trimmed; emails are also lower-cased and must look like an address
+ * (no plus-tag or dot stripping: those would merge mailboxes that may belong to different people).
+ */
+import { type IdentityRules, ruleOf } from './rules.js';
+
+export interface Identifier {
+  type: string;
+  value: string;
+}
+
+/** The columns of `events` that identity resolution reads. */
+export interface IdentityEventRow {
+  id: number;
+  messageId: string;
+  ts: Date;
+  userId: string | null;
+  anonymousId: string | null;
+  previousId: string | null;
+  traits: Record<string, unknown> | null;
+  context: Record<string, unknown> | null;
+  properties: Record<string, unknown> | null;
+}
+
+export interface ExtractedIdentifiers {
+  /** Distinct, normalized, non-junk identifiers, highest priority first (ties: extraction order). */
+  identifiers: Identifier[];
+  /** Values present in the event that were dropped as junk, invalid or too long. */
+  rejected: number;
+}
+
+/** Longer values are refused: no real id is this long, and the btree key must stay small. */
+export const MAX_VALUE_LENGTH = 512;
+
+const JUNK_VALUES = [
+  '',
+  'null',
+  'undefined',
+  'none',
+  'nan',
+  '0',
+  '-1',
+  'anonymous',
+  'guest',
+  '[object object]',
+];
+const ZERO_UUID = /^\{?0{8}-?0{4}-?0{4}-?0{4}-?0{12}\}?$/;
+// Deliberately loose: one @, no spaces, a dot in the domain. Deliverability is not our question.
+const EMAIL = /^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$/;
+
+/** A predicate for junk values: the built-in list, all-zero UUIDs and the block list, any case. */
+export function junkFilter(blockList: readonly string[]): (value: string) => boolean {
+  const junk = new Set([...JUNK_VALUES, ...blockList.map((v) => v.trim().toLowerCase())]);
+  return (value) => {
+    const key = value.trim().toLowerCase();
+    return junk.has(key) || ZERO_UUID.test(key);
+  };
+}
+
+/** The normalized form of an email address, or null when it does not look like one. */
+export function normalizeEmail(raw: string): string | null {
+  const email = raw.trim().toLowerCase();
+  return email.length <= 254 && EMAIL.test(email) ? email : null;
+}
+
+/** A JSON value as an identifier string: strings and finite numbers only. */
+function asText(value: unknown): string | null | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return null; // present but not an id (an object, a boolean): counted as rejected
+}
+
+function at(root: Record<string, unknown> | null, path: readonly string[]): unknown {
+  let current: unknown = root;
+  for (const key of path) {
+    if (current === null || typeof current !== 'object' || Array.isArray(current)) return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+/** Builds the extractor for a set of rules (the junk filter is compiled once). */
+export function identifierExtractor(
+  rules: IdentityRules,
+): (row: IdentityEventRow) => ExtractedIdentifiers {
+  const isJunk = junkFilter(rules.blockList);
+  const custom = Object.entries(rules.custom).map(([type, rule]) => ({
+    type,
+    from: rule.from,
+    path: rule.path.split('.'),
+  }));
+
+  return (row) => {
+    const raw: Array<[string, unknown]> = [
+      ['user_id', row.userId],
+      ['email', at(row.traits, ['email'])],
+      ['email', at(row.context, ['traits', 'email'])],
+      ['anonymous_id', row.anonymousId],
+      [rules.aliasPreviousIdAs, row.previousId],
+      ['device_id', at(row.context, ['device', 'id'])],
+      ...custom.map(({ type, from, path }): [string, unknown] => [type, at(row[from], path)]),
+    ];
+    const seen = new Set<string>();
+    const identifiers: Identifier[] = [];
+    let rejected = 0;
+    for (const [type, value] of raw) {
+      const text = asText(value);
+      if (text === undefined) continue;
+      const normalized = text === null ? null : normalize(type, text, isJunk);
+      if (normalized === null) {
+        rejected += 1;
+        continue;
+      }
+      const key = identifierKey({ type, value: normalized });
+      if (seen.has(key)) continue;
+      seen.add(key);
+      identifiers.push({ type, value: normalized });
+    }
+    const priority = (type: string) => ruleOf(rules, type)?.priority ?? 0;
+    identifiers.sort((a, b) => priority(b.type) - priority(a.type));
+    return { identifiers, rejected };
+  };
+}
+
+function normalize(type: string, text: string, isJunk: (value: string) => boolean): string | null {
+  const value = type === 'email' ? normalizeEmail(text) : text.trim();
+  if (value === null || value.length > MAX_VALUE_LENGTH || isJunk(value)) return null;
+  return value;
+}
+
+/** One string per identifier, for maps and sets: type and value cannot collide across the NUL. */
+export function identifierKey(identifier: Identifier): string {
+  return `${identifier.type}\u0000${identifier.value}`;
+}

@@ -1,0 +1,77 @@
+/**
+ * mergeIdentities: resolves the events written since the identity watermark into persons, chunk by
+ * chunk, auditing each chunk, until it has caught up; after `chunksPerRun` chunks it continues as new
+ * with its totals. Each chunk is one activity and one transaction, applied exactly once (see
+ * domain/identity/chunk.ts). Workflow code: no I/O, clocks or randomness.
+ */
+import { continueAsNew, defineQuery, log, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import { parseOrFail } from '../common/failures.js';
+import {
+  IDENTITY_AUDIT_SUBJECT,
+  type MergeIdentitiesInput,
+  type MergeIdentitiesResult,
+  type MergeProgress,
+  mergeIdentitiesInputSchema,
+  noTotals,
+} from '../domain/identity/merge.js';
+
+export const mergeProgressQuery = defineQuery<MergeProgress>('mergeProgress');
+
+const NON_RETRYABLE = ['ValidationFailure', 'ConflictFailure'];
+const COUNTED = ['events', 'personsCreated', 'identifiersAdded', 'merges', 'conflicts'] as const;
+
+function addChunk(progress: MergeProgress, chunk: Pick<MergeProgress, (typeof COUNTED)[number]>) {
+  for (const key of COUNTED) progress[key] += chunk[key];
+  progress.chunks += 1;
+}
+
+/** Resolves identities up to the newest settled event; see the module comment. */
+export async function mergeIdentities(raw: MergeIdentitiesInput): Promise<MergeIdentitiesResult> {
+  const input = parseOrFail(mergeIdentitiesInputSchema, raw, 'mergeIdentities input');
+  // Refusals are non-retryable; anything else gets bounded tries (an import holding `events` for a
+  // while is waited out), so an unforeseen failure ends the run with its message.
+  const retry = {
+    nonRetryableErrorTypes: NON_RETRYABLE,
+    maximumInterval: '30s',
+    maximumAttempts: 8,
+  };
+  const act = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+  const sql = proxyActivities<Activities>({
+    startToCloseTimeout: '30 minutes',
+    heartbeatTimeout: '30s',
+    retry,
+  });
+  const totals = input.totals ?? noTotals();
+  totals.runs += 1;
+  const progress: MergeProgress = { ...totals, watermark: await act.readIdentityWatermark() };
+  setHandler(mergeProgressQuery, () => progress);
+
+  for (let i = 0; i < input.chunksPerRun; i += 1) {
+    const after = progress.watermark;
+    const chunk = await sql.resolveIdentityChunk({
+      after,
+      limit: input.chunkSize,
+      rules: input.rules,
+    });
+    if (chunk.events > 0) {
+      addChunk(progress, chunk);
+      await act.recordAudit({
+        actor: input.requestedBy,
+        action: 'identity.chunk-resolved',
+        subject: IDENTITY_AUDIT_SUBJECT,
+        inputs: { after, chunkSize: input.chunkSize, rulesSha256: chunk.rulesSha256 },
+        outputs: { ...chunk },
+        step: String(after),
+      });
+    }
+    progress.watermark = chunk.through;
+    if (chunk.events < input.chunkSize) {
+      log.info('identities resolved', { watermark: progress.watermark, chunks: progress.chunks });
+      return { ...progress };
+    }
+  }
+
+  const { watermark: _watermark, ...carried } = progress;
+  return continueAsNew<typeof mergeIdentities>({ ...input, totals: carried });
+}
