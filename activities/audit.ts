@@ -8,7 +8,7 @@ export interface AuditInput {
   subject: string;
   inputs?: Record<string, unknown>;
   outputs?: Record<string, unknown>;
-  /** Distinguishes two rows of the same action in one run (for example per epoch); defaults to ''. */
+  /** Tells two rows of one action in one run apart (for example per epoch); default ''. */
   step?: string;
 }
 

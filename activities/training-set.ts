@@ -52,7 +52,8 @@ async function enoughRows(db: Queryable, row: SetRow, model: string): Promise<Tr
   if (row.train_rows < MIN_ROWS || row.validate_rows < MIN_ROWS) {
     throw failure(
       FAILURE_TYPES.insufficientData,
-      `training set of "${model}" has ${row.train_rows} train and ${row.validate_rows} validation rows;` +
+      `training set of "${model}" has ${row.train_rows} train` +
+        ` and ${row.validate_rows} validation rows;` +
         ` at least ${MIN_ROWS} of each are needed (check trainUntil/validateUntil)`,
     );
   }
@@ -62,7 +63,8 @@ async function enoughRows(db: Queryable, row: SetRow, model: string): Promise<Tr
     if (positive === 0 || negative === 0) {
       throw failure(
         FAILURE_TYPES.insufficientData,
-        `the ${split} split of "${model}" has ${positive} positive and ${negative} negative examples;` +
+        `the ${split} split of "${model}" has ${positive} positive` +
+          ` and ${negative} negative examples;` +
           ' both classes are needed (check trainUntil/validateUntil)',
       );
     }
@@ -98,7 +100,8 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
           );
           if (again.rows[0]) return again.rows[0];
           await client.query(
-            `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
+            `insert into training_sets (set_key, model, source, train_from, train_until,
+               validate_until,
              features, train_rows, validate_rows)
            values ($1, $2, $3, $4, $5, $6, $7, 0, 0)`,
             [
@@ -113,7 +116,8 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
           );
           const counts = await materializeExamples(client, input.setKey, input.source, range);
           const updated = await client.query<SetRow>(
-            `update training_sets set train_rows = $2, validate_rows = $3 where set_key = $1 returning *`,
+            `update training_sets set train_rows = $2, validate_rows = $3
+              where set_key = $1 returning *`,
             [input.setKey, counts.train, counts.validate],
           );
           return updated.rows[0] as SetRow;
@@ -136,7 +140,8 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
       if (!row) {
         throw failure(
           FAILURE_TYPES.notFound,
-          `model "${name}" is not declared; declare it with: pops models create ${name} --source <source>`,
+          `model "${name}" is not declared; declare it with:` +
+            ` pops models create ${name} --source <source>`,
         );
       }
       return row;

@@ -83,8 +83,10 @@ async function saveCheckpoint(
   loss: number,
 ) {
   await pool.query(
-    `insert into training_checkpoints (run_key, epoch, total_epochs, state, loss) values ($1, $2, $3, $4, $5)
-     on conflict (run_key) do update set epoch = excluded.epoch, state = excluded.state, loss = excluded.loss,
+    `insert into training_checkpoints (run_key, epoch, total_epochs, state, loss)
+     values ($1, $2, $3, $4, $5)
+     on conflict (run_key) do update
+       set epoch = excluded.epoch, state = excluded.state, loss = excluded.loss,
        updated_at = now()
      where training_checkpoints.epoch < excluded.epoch`,
     [runKey, epoch, epochs, state, loss],
@@ -239,7 +241,8 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
         result.model.dispose();
         await saveArtifact(pool, artifact);
         const saved = await pool.query<ResultRow>(
-          `insert into training_results (run_key, artifact_sha256, backend, epochs, examples_per_second, final_loss,
+          `insert into training_results (run_key, artifact_sha256, backend, epochs,
+               examples_per_second, final_loss,
              resumed_from_epoch)
            values ($1, $2, $3, $4, $5, $6, $7)
            on conflict (run_key) do update set run_key = excluded.run_key

@@ -74,7 +74,8 @@ export async function importEventsCommand(
       result,
       () =>
         `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
-        `${result.read - result.inserted} already stored (deduplicated on messageId), in ${result.seconds.toFixed(2)} s`,
+        `${result.read - result.inserted} already stored (deduplicated on messageId),` +
+        ` in ${result.seconds.toFixed(2)} s`,
     );
   } finally {
     bar.stop();

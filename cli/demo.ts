@@ -89,7 +89,8 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
       const result = await watchRetrain(rt, run, args.json, request.training.epochs);
       const wallSeconds = (Date.now() - started) / 1000;
       const ui = rt.services.temporalUiUrl
-        ? `${rt.services.temporalUiUrl}/namespaces/${rt.config.TEMPORAL_NAMESPACE}/workflows/${encodeURIComponent(run.workflowId)}`
+        ? `${rt.services.temporalUiUrl}/namespaces/${rt.config.TEMPORAL_NAMESPACE}` +
+          `/workflows/${encodeURIComponent(run.workflowId)}`
         : undefined;
       const report = {
         workflowId: run.workflowId,
@@ -100,14 +101,15 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
         temporalUi: ui,
         result,
       };
+      const aucGain = result.metrics.auc - result.baseline.auc;
       print(args.json, report, () =>
         [
           `workflow ${run.workflowId} (run ${run.runId})`,
           describeResult(result),
           result.metrics.auc > result.baseline.auc
-            ? `  the model beats the popularity baseline by ${(result.metrics.auc - result.baseline.auc).toFixed(4)} AUC`
+            ? `  the model beats the popularity baseline by ${aucGain.toFixed(4)} AUC`
             : '  the model does NOT beat the popularity baseline on AUC',
-          `data: source ${data.source} (${data.imported ? 'imported now' : 'reused from an earlier run'})`,
+          `data: source ${data.source} (${data.imported ? 'imported now' : 'reused from before'})`,
           `wall time ${wallSeconds.toFixed(1)} s`,
           ui
             ? `Temporal UI: ${ui} (while pops runs: npm start)`

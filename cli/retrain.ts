@@ -56,8 +56,10 @@ export function describeResult(result: RetrainResult): string {
   const row = (name: string, a: number, c: number) =>
     `  ${name.padEnd(9)} ${a.toFixed(4).padStart(8)} ${c.toFixed(4).padStart(10)}`;
   return [
-    `model ${result.model} version ${result.version} (artifact sha256 ${result.artifactSha256.slice(0, 12)}…)`,
-    `  trained on ${result.trainingSet.trainRows} examples, validated on ${result.trainingSet.validateRows}` +
+    `model ${result.model} version ${result.version}` +
+      ` (artifact sha256 ${result.artifactSha256.slice(0, 12)}…)`,
+    `  trained on ${result.trainingSet.trainRows} examples,` +
+      ` validated on ${result.trainingSet.validateRows}` +
       ` (from ${result.trainingSet.trainUntil})`,
     `  backend ${result.backend}, ${Math.round(result.examplesPerSecond)} examples/s` +
       (result.resumedFromEpoch > 0 ? `, resumed from epoch ${result.resumedFromEpoch}` : ''),
@@ -82,7 +84,8 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
   try {
     if (!(await modelExists(rt.pool, input.model))) {
       throw new UsageError(
-        `model "${input.model}" is not declared; run: pops models create ${input.model} --source <source>`,
+        `model "${input.model}" is not declared; run:` +
+          ` pops models create ${input.model} --source <source>`,
       );
     }
     const started = await startRetrain(rt.client, rt.prefix, {
@@ -97,7 +100,8 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
         args.json,
         started,
         () =>
-          `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`,
+          `${started.attached ? 'attached to' : 'started'} ${started.workflowId}` +
+          ` (run ${started.runId})`,
       );
       return;
     }
@@ -127,11 +131,13 @@ export async function statusCommand(
     print(Boolean(options.json), status, () => {
       const closed = status.closeTime ? `, closed ${status.closeTime}` : '';
       const lines = [
-        `${status.workflowId} (${status.type}) ${status.status}: started ${status.startTime}${closed}`,
+        `${status.workflowId} (${status.type}) ${status.status}:` +
+          ` started ${status.startTime}${closed}`,
       ];
       if (status.progress) {
         lines.push(
-          `  stage ${status.progress.stage}, epoch ${status.progress.epoch}/${status.progress.epochs}`,
+          `  stage ${status.progress.stage},` +
+            ` epoch ${status.progress.epoch}/${status.progress.epochs}`,
         );
       }
       for (const a of status.pendingActivities ?? []) {

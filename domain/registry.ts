@@ -110,9 +110,11 @@ export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelV
     if (existing.rows[0]) return fromRow(existing.rows[0]);
     const set = v.trainingSet;
     const inserted = await client.query<VersionRow>(
-      `insert into model_versions (model, version, run_key, artifact_sha256, set_key, backend, code_commit,
-         features, metrics, baseline_metrics, data_range, row_counts, reason, workflow_id, run_id, created_by)
-       select $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb,
+      `insert into model_versions (model, version, run_key, artifact_sha256, set_key, backend,
+         code_commit, features, metrics, baseline_metrics, data_range, row_counts, reason,
+         workflow_id, run_id, created_by)
+       select $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7,
+              $8::jsonb, $9::jsonb, $10::jsonb,
               $11::jsonb, $12, $13, $14, $15
          from model_versions where model = $1
        returning *`,
@@ -147,7 +149,8 @@ export async function listModels(
   db: Queryable,
 ): Promise<Array<{ name: string; source: string; latestVersion: number; versions: number }>> {
   const result = await db.query<{ name: string; source: string; latest: number; versions: number }>(
-    `select m.name, m.source, coalesce(max(v.version), 0)::int as latest, count(v.version)::int as versions
+    `select m.name, m.source, coalesce(max(v.version), 0)::int as latest,
+            count(v.version)::int as versions
        from models m left join model_versions v on v.model = m.name
       group by m.name, m.source order by m.name`,
   );

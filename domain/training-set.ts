@@ -120,7 +120,8 @@ export async function materializeExamples(
         group by id
      ),
      examples as (
-       insert into training_examples (set_key, event_id, split, person_id, item_id, ts, rating, label, features)
+       insert into training_examples
+         (set_key, event_id, split, person_id, item_id, ts, rating, label, features)
        select $1, x.id,
               case when x.ts < $3::timestamptz then 'train' else 'validate' end,
               x.person_id, x.item_id, x.ts, x.rating, x.positive,

@@ -85,7 +85,8 @@ export async function startEmbeddedPostgres(
   if (running !== undefined) {
     if (path.resolve(running) !== path.resolve(dataDir)) {
       throw new Error(
-        `port ${port} is taken by a PostgreSQL whose data is in ${running}, not ${path.resolve(dataDir)}` +
+        `port ${port} is taken by a PostgreSQL whose data is in ${running},` +
+          ` not ${path.resolve(dataDir)}` +
           ' (another pops state folder?): set POPS_PG_PORT to a free port, or DATABASE_URL',
       );
     }

@@ -126,7 +126,8 @@ export async function startEmbeddedTemporal(
     if (options.ownerFile && !startedFromHere(options.ownerFile, port)) {
       throw new Error(
         `port ${port} is taken by a Temporal server that this state folder did not start ` +
-          `(${options.ownerFile} does not name it): set POPS_TEMPORAL_PORT to a free port, or TEMPORAL_ADDRESS`,
+          `(${options.ownerFile} does not name it):` +
+          ' set POPS_TEMPORAL_PORT to a free port, or TEMPORAL_ADDRESS',
       );
     }
     log.info({ address }, 'temporal server already running, reusing it');
@@ -184,9 +185,10 @@ async function startWithSdkDownload(
     return { address, uiUrl, owned: true, route: 'sdk-download', stop: () => env.teardown() };
   } catch (err) {
     throw new Error(
-      'no Temporal CLI could be found or obtained. Install Go (https://go.dev/dl) so pops can run ' +
-        `'go install ${TEMPORAL_CLI_MODULE}', put 'temporal' on PATH, set POPS_TEMPORAL_CLI to its path, ` +
-        `or set TEMPORAL_ADDRESS to a running server. (SDK download failed: ${(err as Error).message})`,
+      'no Temporal CLI could be found or obtained. Install Go (https://go.dev/dl) so pops' +
+        ` can run 'go install ${TEMPORAL_CLI_MODULE}', put 'temporal' on PATH,` +
+        ' set POPS_TEMPORAL_CLI to its path, or set TEMPORAL_ADDRESS to a running server.' +
+        ` (SDK download failed: ${(err as Error).message})`,
     );
   }
 }

@@ -14,7 +14,8 @@ const found = resolveTemporalCli({
 });
 if (!found) {
   process.stderr.write(
-    'no Temporal CLI: install Go (for go install), put temporal on PATH, or set POPS_TEMPORAL_CLI\n',
+    'no Temporal CLI: install Go (for go install), put temporal on PATH,' +
+      ' or set POPS_TEMPORAL_CLI\n',
   );
   process.exit(1);
 }
