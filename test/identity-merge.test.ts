@@ -125,7 +125,11 @@ describe('resolving identities', () => {
         identifier_person_id: u1,
         attributed_person_id: u2,
         reason: 'user_id limit of 1 would be exceeded (2 values)',
-        rule: { breaches: [{ type: 'user_id', maxValues: 1, windowDays: null, wouldHold: 2 }] },
+        rule: {
+          breaches: [
+            { kind: 'limit', type: 'user_id', maxValues: 1, windowDays: null, wouldHold: 2 },
+          ],
+        },
       },
     ]);
   });
@@ -255,7 +259,11 @@ describe('resolving identities', () => {
     expect(rows).toEqual([
       {
         message_id: 'w6',
-        rule: { breaches: [{ type: 'anonymous_id', maxValues: 5, windowDays: 7, wouldHold: 6 }] },
+        rule: {
+          breaches: [
+            { kind: 'limit', type: 'anonymous_id', maxValues: 5, windowDays: 7, wouldHold: 6 },
+          ],
+        },
       },
     ]);
   });

@@ -94,7 +94,7 @@ export async function resolveAll(
 export async function resetGraph(pool: Pool): Promise<void> {
   await pool.query(
     `truncate events, persons, identifiers, event_persons, identity_merges, identity_conflicts,
-              identity_chunks restart identity`,
+              identity_chunks, identity_unmerges restart identity`,
   );
   await pool.query(`update identity_watermarks set last_event_id = 0`);
 }

@@ -13,6 +13,14 @@
  * survives, ties to the lowest id; the others point at it. A canonical id therefore changes only when
  * its person is merged into an older one, never because of arrival order within a chunk.
  *
+ * Anchors, for unmerge: a person row is a node of provenance. The message's highest-priority known
+ * identifier names its anchor node; the event is attributed to that node and its new identifiers
+ * join it. Each merge records the node of the merged part and the node of the surviving part that
+ * the message linked (`fromNode`, `intoNode`): those links form a spanning tree of each person, so
+ * undoing one cuts it into exactly the two sides it joined (domain/identity/unmerge.ts). A person
+ * split by an unmerge carries a separation; a message that would join the two sides again breaches
+ * it like a limit.
+ *
  * Messages are applied in (timestamp, messageId) order, so how they arrived within a chunk does not
  * matter. Across chunks, arrival order can matter when two merges compete for one limit (the first
  * applied wins); without limits the result is the connected components, whatever the order.
@@ -34,11 +42,19 @@ export interface ChunkEvent {
 export interface GraphSlice {
   /** The canonical persons holding any identifier of the chunk. */
   persons: Array<{ id: number; firstSeenAt: Date }>;
-  /** The chunk's stored identifiers and every limited-type identifier of those persons. */
-  identifiers: Array<Identifier & { personId: number; firstSeenAt: Date }>;
+  /**
+   * The chunk's stored identifiers and every limited-type identifier of those persons, each with
+   * the person it joined (its node) and that person's canonical person.
+   */
+  identifiers: Array<Identifier & { personId: number; canonicalId: number; firstSeenAt: Date }>;
   /** The id the next new person gets (ids are assigned in creation order). */
   nextPersonId: number;
+  /** Active unmerges touching these persons: which side of which unmerge each one holds. */
+  separations?: Array<{ personId: number; unmergeId: number; side: SeparationSide }>;
 }
+
+/** The two sides of an unmerge: the merged side (`from`) and the surviving side (`into`). */
+export type SeparationSide = 'from' | 'into';
 
 export interface PersonRow {
   id: number;
@@ -51,6 +67,9 @@ export interface PersonRow {
 export interface MergeRecord {
   mergedFrom: number;
   mergedInto: number;
+  /** The persons (nodes) in each side whose identifiers the message linked. */
+  fromNode: number;
+  intoNode: number;
   eventId: number;
   messageId: string;
   decisions: MergeDecisions;
@@ -67,12 +86,10 @@ export interface MergeDecisions {
   counts: Record<string, number>;
 }
 
-export interface Breach {
-  type: string;
-  maxValues: number;
-  windowDays: number | null;
-  wouldHold: number;
-}
+/** Why an identifier was kept out of a merge: a limit, or an unmerge that keeps two sides apart. */
+export type Breach =
+  | { kind: 'limit'; type: string; maxValues: number; windowDays: number | null; wouldHold: number }
+  | { kind: 'unmerged'; unmergeId: number };
 
 export interface ConflictRecord extends Identifier {
   eventId: number;
@@ -116,6 +133,8 @@ interface Person {
   mergedInto: Person | null;
   /** Roots only: limited type -> identifier key -> first seen (ms). */
   members: Map<string, Map<string, number>>;
+  /** Roots only: active unmerge id -> the side of it this person holds. */
+  separations: Map<number, SeparationSide>;
 }
 
 interface Known extends Identifier {
@@ -127,8 +146,11 @@ interface Known extends Identifier {
   firstEventId: number;
 }
 
-/** One side of a prospective union: a person, or an identifier that has none yet. */
-type Part = { person: Person } | { fresh: Identifier };
+/**
+ * One side of a prospective union: a person (its root, and the node of the identifier that brought
+ * it in), or an identifier that has none yet.
+ */
+type Part = { person: Person; node: Person } | { fresh: Identifier };
 
 /** Resolves a chunk against the graph slice; see the module comment for the rules. */
 export function resolveChunk(
@@ -171,15 +193,19 @@ class Resolver {
     for (const row of slice.persons) {
       this.persons.set(row.id, this.person(row.id, true, row.firstSeenAt.getTime(), 0));
     }
+    for (const { personId, unmergeId, side } of slice.separations ?? []) {
+      this.persons.get(personId)?.separations.set(unmergeId, side);
+    }
     for (const row of slice.identifiers) {
-      const person = this.persons.get(row.personId);
-      if (!person) throw new Error(`graph slice: identifier of unknown person ${row.personId}`);
+      const root = this.persons.get(row.canonicalId);
+      if (!root) throw new Error(`graph slice: identifier of unknown person ${row.canonicalId}`);
       const key = identifierKey(row);
       if (this.known.has(key)) continue;
+      const person = this.storedNode(row.personId, root);
       const firstSeenAt = row.firstSeenAt.getTime();
       const known = { type: row.type, value: row.value, key, person, firstSeenAt };
       this.known.set(key, { ...known, stored: true, moved: false, firstEventId: 0 });
-      if (this.limited.has(row.type)) this.memberOf(person, row.type).set(key, firstSeenAt);
+      if (this.limited.has(row.type)) this.memberOf(root, row.type).set(key, firstSeenAt);
     }
   }
 
@@ -204,7 +230,9 @@ class Resolver {
 
     for (const identifier of event.identifiers) {
       const known = this.known.get(identifierKey(identifier));
-      const part: Part = known ? { person: this.find(known.person) } : { fresh: identifier };
+      const part: Part = known
+        ? { person: this.find(known.person), node: known.person }
+        : { fresh: identifier };
       const joined =
         'person' in part && parts.some((p) => 'person' in p && p.person === part.person);
       const breaches = parts.length === 0 || joined ? [] : this.breaches(parts, part, t);
@@ -216,37 +244,45 @@ class Resolver {
       kept.push(identifier);
     }
 
-    const survivor = this.link(event, parts, kept, dropped);
+    const { survivor, anchor } = this.link(event, parts, kept, dropped);
     for (const identifier of kept) this.seen(identifier, t);
     if (t < survivor.firstSeenAt) this.moveFirstSeen(survivor, t);
-    this.out.attributions.push({ eventId: event.id, personId: survivor.id });
+    this.out.attributions.push({ eventId: event.id, personId: anchor.id });
     this.out.stats.attributed += 1;
     for (const { identifier, breaches } of dropped) {
-      this.conflict(event, identifier, breaches, survivor);
+      this.conflict(event, identifier, breaches, anchor);
     }
   }
 
-  /** Merges the message's persons and new identifiers into one person and returns it. */
+  /**
+   * Merges the message's persons and new identifiers into one person. Returns that person (the
+   * root) and the anchor: the node of the first known identifier, where new identifiers go.
+   */
   private link(
     event: ChunkEvent,
     parts: readonly Part[],
     kept: readonly Identifier[],
     dropped: ReadonlyArray<{ identifier: Identifier }>,
-  ): Person {
+  ): { survivor: Person; anchor: Person } {
     const t = event.ts.getTime();
-    const persons = parts.flatMap((p) => ('person' in p ? [p.person] : []));
-    const survivor =
-      persons.reduce<Person | undefined>((a, b) => (a && !older(b, a) ? a : b), undefined) ??
-      this.create(t, event.id);
-    const merged = persons.filter((p) => p !== survivor);
-    for (const p of merged) this.union(p, survivor);
-    for (const p of parts) if ('fresh' in p) this.add(p.fresh, survivor, t, event.id);
+    const linked = parts.flatMap((p) => ('person' in p ? [p] : []));
+    const first = linked.reduce<(typeof linked)[number] | undefined>(
+      (a, b) => (a && !older(b.person, a.person) ? a : b),
+      undefined,
+    );
+    const survivor = first?.person ?? this.create(t, event.id);
+    const anchor = linked[0]?.node ?? survivor;
+    const merged = linked.filter((p) => p.person !== survivor);
+    for (const p of merged) this.union(p.person, survivor);
+    for (const p of parts) if ('fresh' in p) this.add(p.fresh, anchor, survivor, t, event.id);
 
     const counts = this.counts(survivor, t);
-    for (const p of merged) {
+    for (const { person: p, node } of merged) {
       this.out.merges.push({
         mergedFrom: p.id,
         mergedInto: survivor.id,
+        fromNode: node.id,
+        intoNode: first?.node.id ?? survivor.id,
         eventId: event.id,
         messageId: event.messageId,
         decisions: {
@@ -259,7 +295,7 @@ class Resolver {
         },
       });
     }
-    return survivor;
+    return { survivor, anchor };
   }
 
   /** Records a dropped identifier; a new one founds a person of its own. */
@@ -274,36 +310,41 @@ class Resolver {
     let holder: Person;
     if (known) {
       this.seen(identifier, t);
-      holder = this.find(known.person);
+      holder = known.person;
     } else {
       holder = this.create(t, event.id);
-      this.add(identifier, holder, t, event.id);
+      this.add(identifier, holder, holder, t, event.id);
     }
     const [first] = breaches;
-    const reason = first
-      ? `${first.type} limit of ${first.maxValues}${first.windowDays === null ? '' : ` per ${first.windowDays} days`}` +
-        ` would be exceeded (${first.wouldHold} values)`
-      : 'limit exceeded';
     this.out.conflicts.push({
       ...identifier,
       eventId: event.id,
       messageId: event.messageId,
       identifierPersonId: holder.id,
       attributedPersonId: attributed.id,
-      reason,
+      reason: first ? describeBreach(first) : 'limit exceeded',
       breaches,
     });
   }
 
-  /** The limits that the union of `parts` with `part` would breach at time t. */
+  /** The limits and separations that the union of `parts` with `part` would breach at time t. */
   private breaches(parts: readonly Part[], part: Part, t: number): Breach[] {
     const found: Breach[] = [];
+    if ('person' in part) {
+      for (const [unmergeId, side] of part.person.separations) {
+        const apart = parts.some(
+          (p) => 'person' in p && p.person.separations.get(unmergeId) === opposite(side),
+        );
+        if (apart) found.push({ kind: 'unmerged', unmergeId });
+      }
+    }
     for (const [type, rule] of this.limited) {
       const adding = this.count(part, type, rule, t);
       if (adding === 0) continue;
       const holding = parts.reduce((sum, p) => sum + this.count(p, type, rule, t), 0);
       if (holding > 0 && holding + adding > rule.maxValues) {
         found.push({
+          kind: 'limit',
           type,
           maxValues: rule.maxValues,
           windowDays: rule.windowDays,
@@ -328,7 +369,7 @@ class Resolver {
   private counts(person: Person, t: number): Record<string, number> {
     const counts: Record<string, number> = {};
     for (const [type, rule] of this.limited) {
-      counts[type] = this.count({ person }, type, rule, t);
+      counts[type] = this.count({ person, node: person }, type, rule, t);
     }
     return counts;
   }
@@ -343,7 +384,20 @@ class Resolver {
       parent: null,
       mergedInto: null,
       members: new Map(),
+      separations: new Map(),
     };
+  }
+
+  /** A stored person that is (or is merged into) `root`, as a node of it. */
+  private storedNode(id: number, root: Person): Person {
+    if (id === root.id) return root;
+    let node = this.persons.get(id);
+    if (!node) {
+      node = this.person(id, true, root.firstSeenAt, 0);
+      node.parent = root;
+      this.persons.set(id, node);
+    }
+    return node;
   }
 
   private create(t: number, eventId: number): Person {
@@ -354,12 +408,13 @@ class Resolver {
     return person;
   }
 
-  private add(identifier: Identifier, root: Person, t: number, eventId: number): void {
+  /** A new identifier joins `node`, a person of the component whose root is `root`. */
+  private add(identifier: Identifier, node: Person, root: Person, t: number, eventId: number) {
     const key = identifierKey(identifier);
     this.known.set(key, {
       ...identifier,
       key,
-      person: root,
+      person: node,
       firstSeenAt: t,
       stored: false,
       moved: false,
@@ -419,6 +474,8 @@ class Resolver {
       into.members.set(type, large);
     }
     from.members = new Map();
+    for (const [unmergeId, side] of from.separations) into.separations.set(unmergeId, side);
+    from.separations = new Map();
     this.out.stats.merges += 1;
   }
 
@@ -454,6 +511,19 @@ class Resolver {
     }
     this.out.stats.conflicts = this.out.conflicts.length;
   }
+}
+
+function opposite(side: SeparationSide): SeparationSide {
+  return side === 'from' ? 'into' : 'from';
+}
+
+/** A conflict's reason, in words. */
+function describeBreach(breach: Breach): string {
+  if (breach.kind === 'unmerged') {
+    return `would join the two persons that unmerge ${breach.unmergeId} separated`;
+  }
+  const per = breach.windowDays === null ? '' : ` per ${breach.windowDays} days`;
+  return `${breach.type} limit of ${breach.maxValues}${per} would be exceeded (${breach.wouldHold} values)`;
 }
 
 /** True when `a` should survive a merge with `b`: first seen earlier, ties to the lower id. */

@@ -77,6 +77,7 @@ interface IdentifierRow {
   value: string;
   firstSeenAt: Date;
   personId: number;
+  canonicalId: number;
 }
 
 /**
@@ -89,13 +90,14 @@ export async function loadSlice(
   limited: readonly string[],
 ): Promise<GraphSlice> {
   const found = await db.query<IdentifierRow>(
-    `select i.type, i.value, i.first_seen_at as "firstSeenAt", p.canonical_id as "personId"
+    `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
+            p.canonical_id as "canonicalId"
        from unnest($1::text[], $2::text[]) as k(type, value)
        join identifiers i on i.type = k.type and i.value = k.value
        join persons p on p.id = i.person_id`,
     [identifiers.map((i) => i.type), identifiers.map((i) => i.value)],
   );
-  const roots = [...new Set(found.rows.map((r) => r.personId))];
+  const roots = [...new Set(found.rows.map((r) => r.canonicalId))];
   const persons = await db.query<{ id: number; firstSeenAt: Date }>(
     'select id, first_seen_at as "firstSeenAt" from persons where id = any($1::bigint[])',
     [roots],
@@ -104,7 +106,8 @@ export async function loadSlice(
     roots.length === 0 || limited.length === 0
       ? { rows: [] }
       : await db.query<IdentifierRow>(
-          `select i.type, i.value, i.first_seen_at as "firstSeenAt", p.canonical_id as "personId"
+          `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
+                  p.canonical_id as "canonicalId"
              from persons p
              join identifiers i on i.person_id = p.id
             where p.canonical_id = any($1::bigint[]) and i.type = any($2::text[])`,
@@ -117,7 +120,24 @@ export async function loadSlice(
     persons: persons.rows,
     identifiers: [...found.rows, ...members.rows],
     nextPersonId: next.rows[0]?.next ?? 1,
+    separations: roots.length === 0 ? [] : await loadSeparations(db, roots),
   };
+}
+
+/** The sides of active unmerges that the given canonical persons hold. */
+async function loadSeparations(
+  db: Queryable,
+  roots: readonly number[],
+): Promise<NonNullable<GraphSlice['separations']>> {
+  const { rows } = await db.query<{ personId: number; unmergeId: number; side: 'from' | 'into' }>(
+    `select p.canonical_id as "personId", u.id as "unmergeId", s.side
+       from identity_unmerges u
+       cross join lateral (values ('from', u.from_node), ('into', u.into_node)) as s(side, node)
+       join persons p on p.id = s.node
+      where u.reverted_at is null and p.canonical_id = any($1::bigint[])`,
+    [roots],
+  );
+  return rows;
 }
 
 /** Who resolved a chunk: recorded with each merge and conflict. */
@@ -232,12 +252,13 @@ async function insertMerges(
 ): Promise<void> {
   if (merges.length === 0) return;
   await client.query(
-    `insert into identity_merges (merged_from, merged_into, event_id, message_id, decisions,
-                                  workflow_id, run_id, chunk_after)
-     select m.merged_from, m.merged_into, m.event_id, m.message_id, m.decisions, $2, $3, $4
+    `insert into identity_merges (merged_from, merged_into, from_node, into_node, event_id,
+                                  message_id, decisions, workflow_id, run_id, chunk_after)
+     select m.merged_from, m.merged_into, m.from_node, m.into_node, m.event_id, m.message_id,
+            m.decisions, $2, $3, $4
        from jsonb_to_recordset($1::jsonb)
-            as m(merged_from bigint, merged_into bigint, event_id bigint, message_id text,
-                 decisions jsonb, ord int)
+            as m(merged_from bigint, merged_into bigint, from_node bigint, into_node bigint,
+                 event_id bigint, message_id text, decisions jsonb, ord int)
       order by m.ord
      on conflict (event_id, merged_from) do nothing`,
     [
@@ -245,6 +266,8 @@ async function insertMerges(
         merges.map((m, ord) => ({
           merged_from: m.mergedFrom,
           merged_into: m.mergedInto,
+          from_node: m.fromNode,
+          into_node: m.intoNode,
           event_id: m.eventId,
           message_id: m.messageId,
           decisions: m.decisions,
