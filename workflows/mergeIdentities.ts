@@ -2,7 +2,10 @@
  * mergeIdentities: resolves the events written since the identity watermark into persons, chunk by
  * chunk, auditing each chunk, until it has caught up; after `chunksPerRun` chunks it continues as new
  * with its totals. Each chunk is one activity and one transaction, applied exactly once (see
- * domain/identity/chunk.ts). Workflow code: no I/O, clocks or randomness.
+ * domain/identity/chunk.ts). Runs may overlap (the schedule's ids differ from the on-demand one):
+ * the graph lock serializes their chunks, and a run whose chunk another run resolved goes on from
+ * the moved watermark, so each chunk is counted and audited by the run that resolved it.
+ * Workflow code: no I/O, clocks or randomness.
  */
 import { continueAsNew, defineQuery, log, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
@@ -54,6 +57,13 @@ export async function mergeIdentities(raw: MergeIdentitiesInput): Promise<MergeI
       limit: input.chunkSize,
       rules: input.rules,
     });
+    if (chunk.outcome === 'moved') {
+      // Another run (a scheduled one beside an on-demand one) resolved this chunk under the graph
+      // lock: it is theirs to count and audit; go on from where they left the watermark.
+      log.info('identity watermark moved by another merge', { after, watermark: chunk.watermark });
+      progress.watermark = chunk.watermark;
+      continue;
+    }
     if (chunk.events > 0) {
       addChunk(progress, chunk);
       await act.recordAudit({

@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { startMergeIdentities, waitForMerge } from '../client/identity.js';
+import { auditTrail, verifyAudit } from '../domain/audit.js';
+import { lockGraph, readWatermark } from '../domain/identity/store.js';
+import {
+  importMessages,
+  inTimeOrder,
+  peopleStream,
+  resetGraph,
+  storedConflicts,
+  storedPartition,
+} from './identity-support.js';
+import { startWorkers } from './retrain-support.js';
+import {
+  createTestDatabase,
+  testQueuePrefix,
+  testTemporalClient,
+  type TestDatabase,
+} from './support.js';
+
+let db: TestDatabase;
+let client: Client;
+let workers: Awaited<ReturnType<typeof startWorkers>>;
+const prefix = testQueuePrefix('identity-schedule');
+// The shared test server runs other files' workflows too: ids here carry this file's prefix.
+const workflowId = `identity-merge/${prefix}`;
+
+beforeAll(async () => {
+  db = await createTestDatabase('identity-schedule');
+  client = await testTemporalClient();
+  workers = await startWorkers(db.pool, prefix, client);
+});
+
+afterAll(async () => {
+  await workers.stop();
+  await client.connection.close();
+  await db.close();
+});
+
+async function count(sql: string): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>(sql);
+  return rows[0]?.n ?? -1;
+}
+
+describe('two mergeIdentities runs at once', () => {
+  it('both finish, each chunk is resolved, counted and audited once, by one of them', async () => {
+    await resetGraph(db.pool);
+    const stream = peopleStream(31, 30, 6);
+    const messages = inTimeOrder(stream.messages);
+    await importMessages(db.pool, messages);
+    const input = { requestedBy: 'tester', chunkSize: 25, chunksPerRun: 4 };
+
+    // Both runs read the watermark and wait on the graph lock for their first chunk, so one of them
+    // surely finds that chunk resolved by the other; they race for every chunk after it too, the
+    // way a scheduled run and an on-demand one do.
+    const holder = await db.pool.connect();
+    await holder.query('begin');
+    await lockGraph(holder);
+    const runs = [
+      await startMergeIdentities(client, prefix, input, `${workflowId}/scheduled`),
+      await startMergeIdentities(client, prefix, input, `${workflowId}/on-demand`),
+    ];
+    await waitForChunkCallers(2);
+    await holder.query('commit');
+    holder.release();
+
+    const results = await Promise.all(runs.map((run) => waitForMerge(client, run)));
+    const lastEvent = await count('select max(id)::int as n from events');
+    const ledger = await db.pool.query<{ after: number; through: number; workflow_id: string }>(
+      `select after_event_id as after, through_event_id as through, workflow_id
+         from identity_chunks order by after_event_id`,
+    );
+    let after = 0;
+    for (const chunk of ledger.rows) {
+      expect(chunk.after).toBe(after);
+      after = chunk.through;
+    }
+    expect(after).toBe(lastEvent);
+    for (const [i, result] of results.entries()) {
+      const own = ledger.rows.filter((c) => c.workflow_id === runs[i]?.workflowId);
+      expect(result.watermark).toBe(lastEvent);
+      expect(result.chunks).toBe(own.length);
+      const trail = await auditTrail(db.pool, { workflowId: runs[i]?.workflowId ?? '' });
+      expect(trail.map((r) => r.inputs['after'])).toEqual(own.map((c) => c.after));
+    }
+    expect(results.reduce((n, r) => n + r.events, 0)).toBe(messages.length);
+    expect(results.reduce((n, r) => n + r.merges, 0)).toBe(
+      await count('select count(*)::int as n from identity_merges'),
+    );
+    expect(await readWatermark(db.pool)).toBe(lastEvent);
+    expect(await storedPartition(db.pool)).toEqual(stream.expected);
+    expect(await storedConflicts(db.pool)).toEqual(stream.expectedConflicts);
+    expect(await verifyAudit(db.pool)).toMatchObject({ ok: true });
+  });
+
+  it('stops with a ConflictFailure when the watermark was moved back behind a resolved chunk', async () => {
+    const rewound = await count('select min(after_event_id)::int as n from identity_chunks');
+    await db.pool.query('update identity_watermarks set last_event_id = $1', [rewound]);
+
+    const run = await startMergeIdentities(client, prefix, {}, `${workflowId}/rewound`);
+
+    await expect(waitForMerge(client, run)).rejects.toMatchObject({
+      cause: {
+        cause: {
+          type: 'ConflictFailure',
+          message: expect.stringContaining(
+            `yet the watermark is at event ${rewound}: it was moved`,
+          ),
+        },
+      },
+    });
+  });
+});
+
+/** Waits until `n` sessions wait for the identity advisory lock (chunks blocked at their start). */
+async function waitForChunkCallers(n: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (
+    (await count(
+      `select count(*)::int as n from pg_locks
+        where locktype = 'advisory' and not granted and database = (
+          select oid from pg_database where datname = current_database())`,
+    )) < n
+  ) {
+    if (Date.now() > deadline) throw new Error(`fewer than ${n} chunks waited for the graph lock`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
