@@ -1,13 +1,17 @@
 /**
- * `npm run bench`: import rate on MovieLens latest-small, training throughput per backend,
- * end-to-end retrain wall time, and POST /v1/retrains → completion latency. Runs on the embedded
- * defaults (or DATABASE_URL / TEMPORAL_ADDRESS) in a fresh database and its own task queues.
+ * `npm run bench [-- retrain|identity ...] [--quick] [--links N]`: with no name, every benchmark.
+ * - `retrain`: import rate on MovieLens latest-small, training throughput per backend, end-to-end
+ *   retrain wall time, and POST /v1/retrains → completion latency. Runs on the embedded defaults
+ *   (or DATABASE_URL / TEMPORAL_ADDRESS) in a fresh database and its own task queues.
+ * - `identity`: identity resolution of 1M generated links, a 10k-link increment and the networkx
+ *   ratio (bench/identity.ts); `--quick` makes it 100k links, `--links N` any size.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { buildApi } from '../api/server.js';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
@@ -17,10 +21,14 @@ import { migrate } from '../common/migrate.js';
 import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
+
+const BENCHMARKS = ['retrain', 'identity'] as const;
+type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
   process.stdout.write(`${name.padEnd(44)} ${value.padStart(16)}  ${goal}\n`);
@@ -56,7 +64,7 @@ async function benchDatabase(rt: Runtime): Promise<{ url: string; drop(): Promis
   };
 }
 
-async function main() {
+async function benchRetrain() {
   if (!fs.existsSync(path.join(DATA, 'ratings.csv'))) {
     throw new Error(`no ratings.csv in ${DATA} (set POPS_BENCH_DATA)`);
   }
@@ -135,6 +143,33 @@ async function main() {
     await pool.end();
     await db.drop();
     await rt.close();
+  }
+}
+
+/** The benchmarks named on the command line (all when none is), and the identity size. */
+function parseCommandLine(): { selected: Benchmark[]; links: number } {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { quick: { type: 'boolean', default: false }, links: { type: 'string' } },
+  });
+  const selected = positionals.map((name) => {
+    const found = BENCHMARKS.find((b) => b === name);
+    if (!found) throw new Error(`bench: unknown benchmark "${name}" (${BENCHMARKS.join(', ')})`);
+    return found;
+  });
+  const links = Number(values.links ?? (values.quick ? 100_000 : IDENTITY_DEFAULTS.links));
+  if (!Number.isSafeInteger(links) || links < 1) {
+    throw new Error(`bench: --links must be a positive whole number; got ${values.links}`);
+  }
+  return { selected: selected.length > 0 ? selected : [...BENCHMARKS], links };
+}
+
+async function main() {
+  const { selected, links } = parseCommandLine();
+  if (selected.includes('retrain')) await benchRetrain();
+  if (selected.includes('identity')) {
+    process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
+    await benchIdentity({ ...IDENTITY_DEFAULTS, links }, line);
   }
 }
 
