@@ -1,8 +1,18 @@
 /**
- * Client-side start of mergeIdentities, for the CLI, the API and a schedule to share: one workflow
- * id for the graph, so a second request attaches to the run in progress instead of racing it.
+ * Client-side start of mergeIdentities, for the CLI, the API and the schedule to share: one workflow
+ * id for on-demand merges, so a second request attaches to the run in progress instead of racing
+ * it; and the Temporal Schedule that starts a merge every minute (its runs have ids of their own,
+ * made harmless by the workflow: see workflows/mergeIdentities.ts).
  */
-import type { Client } from '@temporalio/client';
+import {
+  type Client,
+  ScheduleAlreadyRunning,
+  type ScheduleDescription,
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
 import { queueName } from '../common/queues.js';
 import {
   MERGE_IDENTITIES_WORKFLOW_ID,
@@ -15,24 +25,67 @@ export interface StartedMerge {
   runId: string;
 }
 
+export interface RequestedMerge extends StartedMerge {
+  /** True when a merge was already running under this id and the request attached to it. */
+  attached: boolean;
+}
+
+/** The id of the schedule of identity merges; its runs are `identity-merge/scheduled-<fire time>`. */
+export const MERGE_SCHEDULE_ID = 'identity-merge';
+export const DEFAULT_MERGE_EVERY = '1m';
+/** After an outage, only a fire time less than this late is still taken: one catch-up run at most. */
+const CATCHUP_WINDOW = '1m';
+
 /**
- * Starts mergeIdentities, or returns the run already in progress (which then keeps its input).
+ * Starts mergeIdentities, or attaches to the run already in progress (which then keeps its input).
  * `workflowId` is for tests that share a Temporal namespace; pops itself uses the one id.
  */
+export async function requestMerge(
+  client: Client,
+  prefix: string,
+  input: MergeIdentitiesInput = {},
+  workflowId = MERGE_IDENTITIES_WORKFLOW_ID,
+): Promise<RequestedMerge> {
+  // Start-or-fail tells the two cases apart exactly; a run that ends between the refused start
+  // and the describe is simply started again.
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    try {
+      const handle = await client.workflow.start('mergeIdentities', {
+        workflowId,
+        taskQueue: queueName(prefix, 'orchestration'),
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+      });
+      return { workflowId, runId: handle.firstExecutionRunId, attached: false };
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+    const running = await runningRunId(client, workflowId);
+    if (running) return { workflowId, runId: running, attached: true };
+  }
+  throw new Error(`workflow ${workflowId} kept starting and ending; try again`);
+}
+
+/** requestMerge without the `attached` flag. */
 export async function startMergeIdentities(
   client: Client,
   prefix: string,
   input: MergeIdentitiesInput = {},
   workflowId = MERGE_IDENTITIES_WORKFLOW_ID,
 ): Promise<StartedMerge> {
-  const handle = await client.workflow.start('mergeIdentities', {
-    workflowId,
-    taskQueue: queueName(prefix, 'orchestration'),
-    args: [input],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-  });
-  return { workflowId: handle.workflowId, runId: handle.firstExecutionRunId };
+  const { attached: _attached, ...run } = await requestMerge(client, prefix, input, workflowId);
+  return run;
+}
+
+async function runningRunId(client: Client, workflowId: string): Promise<string | undefined> {
+  try {
+    const description = await client.workflow.getHandle(workflowId).describe();
+    return description.status.name === 'RUNNING' ? description.runId : undefined;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
 }
 
 /** Waits for a merge to finish, following continue-as-new, and returns its totals. */
@@ -45,4 +98,128 @@ export async function waitForMerge(
       (input: MergeIdentitiesInput) => Promise<MergeIdentitiesResult>
     >(run.workflowId, run.runId)
     .result();
+}
+
+export interface MergeScheduleOptions {
+  /** Interval to apply (`1m`, `5m`); left out, an existing schedule keeps its own. */
+  every?: string;
+  /** Interval of a schedule created now when `every` is left out; default 1m. */
+  createEvery?: string;
+  /** Tests that share a Temporal namespace pass their own ids. */
+  scheduleId?: string;
+  workflowId?: string;
+}
+
+/** What `pops identity schedule` shows. */
+export interface MergeScheduleState {
+  scheduleId: string;
+  every: string;
+  paused: boolean;
+  note?: string;
+  overlap: string;
+  catchupWindow: string;
+  taskQueue: string;
+  nextRuns: string[];
+  recentRuns: Array<{ workflowId: string; scheduledAt: string }>;
+  running: string[];
+}
+
+/**
+ * Creates the schedule of identity merges, or updates it to this code's action and policies (and
+ * to `every` when given); an existing schedule stays paused or not as it was. Idempotent.
+ */
+export async function ensureMergeSchedule(
+  client: Client,
+  prefix: string,
+  options: MergeScheduleOptions = {},
+): Promise<MergeScheduleState> {
+  const scheduleId = options.scheduleId ?? MERGE_SCHEDULE_ID;
+  const action = scheduleAction(prefix, scheduleId, options.workflowId);
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: CATCHUP_WINDOW };
+  try {
+    await client.schedule.create({
+      scheduleId,
+      spec: { intervals: [{ every: options.every ?? options.createEvery ?? DEFAULT_MERGE_EVERY }] },
+      action,
+      policies,
+    });
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    await client.schedule.getHandle(scheduleId).update((previous) => ({
+      ...previous,
+      spec: options.every ? { intervals: [{ every: options.every }] } : previous.spec,
+      action,
+      policies,
+      state: { paused: previous.state.paused, note: previous.state.note },
+    }));
+  }
+  const state = await describeMergeSchedule(client, scheduleId);
+  if (!state) throw new Error(`schedule ${scheduleId} was deleted while it was being set up`);
+  return state;
+}
+
+function scheduleAction(prefix: string, scheduleId: string, workflowId?: string) {
+  return {
+    type: 'startWorkflow' as const,
+    workflowType: 'mergeIdentities',
+    // Temporal appends the fire time, so each scheduled run has its own id.
+    workflowId: workflowId ?? `${MERGE_IDENTITIES_WORKFLOW_ID}/scheduled`,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [{ requestedBy: `schedule/${scheduleId}` } satisfies MergeIdentitiesInput],
+  };
+}
+
+/** Pauses or unpauses the schedule, with a note saying who did; throws if it does not exist. */
+export async function setMergeSchedulePaused(
+  client: Client,
+  paused: boolean,
+  note: string,
+  scheduleId = MERGE_SCHEDULE_ID,
+): Promise<void> {
+  const handle = client.schedule.getHandle(scheduleId);
+  await (paused ? handle.pause(note) : handle.unpause(note));
+}
+
+/** The schedule's state, or undefined when there is none. */
+export async function describeMergeSchedule(
+  client: Client,
+  scheduleId = MERGE_SCHEDULE_ID,
+): Promise<MergeScheduleState | undefined> {
+  let description: ScheduleDescription;
+  try {
+    description = await client.schedule.getHandle(scheduleId).describe();
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) return undefined;
+    throw err;
+  }
+  const every = description.spec.intervals?.[0]?.every;
+  return {
+    scheduleId,
+    every: every === undefined ? 'none' : formatInterval(every),
+    paused: description.state.paused,
+    ...(description.state.note ? { note: description.state.note } : {}),
+    overlap: description.policies.overlap ?? 'UNSPECIFIED',
+    catchupWindow: formatInterval(description.policies.catchupWindow),
+    taskQueue: description.action.taskQueue ?? '',
+    nextRuns: description.info.nextActionTimes.map((t) => t.toISOString()),
+    recentRuns: description.info.recentActions.map((a) => ({
+      workflowId: a.action.workflow.workflowId,
+      scheduledAt: a.scheduledAt.toISOString(),
+    })),
+    running: description.info.runningActions.map((a) => a.workflow.workflowId),
+  };
+}
+
+/** Milliseconds as the largest whole unit: 60000 → 1m, 90000 → 90s. */
+export function formatInterval(ms: number): string {
+  const units: Array<[string, number]> = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ];
+  for (const [unit, size] of units) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
 }

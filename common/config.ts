@@ -13,6 +13,13 @@ const optionalText = z
   .transform((v) => (v === '' ? undefined : v))
   .optional();
 
+/** How often a schedule fires: a whole number of seconds, minutes, hours or days (30s, 1m, 1h). */
+export const intervalSchema = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[1-9][0-9]{0,5}[smhd]$/, 'must be a whole number of s, m, h or d, e.g. 30s, 1m, 1h');
+
 export const envSchema = z.object({
   DATABASE_URL: optionalText.pipe(
     z
@@ -53,6 +60,19 @@ export const envSchema = z.object({
     .trim()
     .min(1)
     .default(os.userInfo().username || 'unknown'),
+  // How often `pops serve` has the identity-merge schedule run: unset creates it every 1m if it is
+  // missing and leaves an existing one as `pops identity schedule` set it; a value is applied at
+  // each start; `off` creates none.
+  POPS_IDENTITY_MERGE_EVERY: optionalText.pipe(
+    z
+      .string()
+      .toLowerCase()
+      .regex(
+        /^(off|[1-9][0-9]{0,5}[smhd])$/,
+        'must be off, or a whole number of s, m, h or d, e.g. 1m',
+      )
+      .optional(),
+  ),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
-import { startMergeIdentities, waitForMerge } from '../client/identity.js';
+import {
+  ensureMergeSchedule,
+  setMergeSchedulePaused,
+  startMergeIdentities,
+  waitForMerge,
+} from '../client/identity.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { lockGraph, readWatermark } from '../domain/identity/store.js';
 import {
@@ -110,6 +115,74 @@ describe('two mergeIdentities runs at once', () => {
         },
       },
     });
+  });
+});
+
+describe('the identity merge schedule', () => {
+  const scheduleId = `identity-merge/${prefix}`;
+  const base = `${workflowId}/scheduled`;
+
+  afterAll(async () => {
+    await client.schedule
+      .getHandle(scheduleId)
+      .delete()
+      .catch(() => undefined);
+  });
+
+  it('is created with SKIP and a one-minute catch-up, fires on trigger and resolves the backlog', async () => {
+    await resetGraph(db.pool);
+    const stream = peopleStream(32, 20, 4);
+    await importMessages(db.pool, inTimeOrder(stream.messages));
+    const lastEvent = await count('select max(id)::int as n from events');
+
+    // An hourly interval keeps the schedule from firing on its own while the test runs.
+    const created = await ensureMergeSchedule(client, prefix, {
+      every: '1h',
+      scheduleId,
+      workflowId: base,
+    });
+    expect(created).toMatchObject({
+      scheduleId,
+      every: '1h',
+      paused: false,
+      overlap: 'SKIP',
+      catchupWindow: '1m',
+      taskQueue: `${prefix}-orchestration`,
+    });
+    await client.schedule.getHandle(scheduleId).trigger();
+
+    const deadline = Date.now() + 60_000;
+    while ((await readWatermark(db.pool)) < lastEvent) {
+      if (Date.now() > deadline) throw new Error('the triggered merge never got to the end');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const state = await ensureMergeSchedule(client, prefix, { scheduleId, workflowId: base });
+    const fired = state.recentRuns[0];
+    expect(fired?.workflowId.startsWith(`${base}-`)).toBe(true);
+    const runId = (await client.workflow.getHandle(fired?.workflowId ?? '').describe()).runId;
+    const result = await waitForMerge(client, { workflowId: fired?.workflowId ?? '', runId });
+    expect(result).toMatchObject({ watermark: lastEvent, events: stream.messages.length });
+    expect(await storedPartition(db.pool)).toEqual(stream.expected);
+    const trail = await auditTrail(db.pool, { workflowId: fired?.workflowId ?? '' });
+    expect(trail.length).toBeGreaterThan(0);
+    expect(trail.every((r) => r.actor === `schedule/${scheduleId}`)).toBe(true);
+    expect(state).toMatchObject({ every: '1h', paused: false });
+  });
+
+  it('keeps its interval unless told, and keeps a pause across updates', async () => {
+    await setMergeSchedulePaused(client, true, 'paused by the test', scheduleId);
+    const updated = await ensureMergeSchedule(client, prefix, {
+      every: '5m',
+      scheduleId,
+      workflowId: base,
+    });
+    expect(updated).toMatchObject({ every: '5m', paused: true, note: 'paused by the test' });
+    const again = await ensureMergeSchedule(client, prefix, { scheduleId, workflowId: base });
+    expect(again).toMatchObject({ every: '5m', paused: true, overlap: 'SKIP' });
+    await setMergeSchedulePaused(client, false, 'unpaused by the test', scheduleId);
+    expect(
+      await ensureMergeSchedule(client, prefix, { scheduleId, workflowId: base }),
+    ).toMatchObject({ every: '5m', paused: false });
   });
 });
 
