@@ -172,5 +172,6 @@ export function buildApi(deps: ApiDeps) {
     return found;
   });
 
+  void app.register(import('./segment.js'), { pool: deps.pool });
   return app;
 }

@@ -73,6 +73,9 @@ const commonFields = {
   anonymousId: identifier,
   previousId: identifier,
   event: text('is missing').nullish(),
+  // A page's name and category; stored in its properties (see eventRow).
+  name: z.string({ error: 'is not a string' }).nullish(),
+  category: z.string({ error: 'is not a string' }).nullish(),
   properties,
   traits: jsonObjectSchema,
   context: jsonObjectSchema,
@@ -213,7 +216,10 @@ export interface EventRow {
   context: string | null;
 }
 
-/** Maps a checked message (its messageId settled) to its events row. */
+/**
+ * Maps a checked message (its messageId settled) to its events row. A page's `name` and
+ * `category`, which events has no column for, go into its properties unless those hold them.
+ */
 export function eventRow(message: SegmentMessage & { messageId: string }): EventRow {
   const userId = idText(message.userId);
   const anonymousId = idText(message.anonymousId);
@@ -230,10 +236,17 @@ export function eventRow(message: SegmentMessage & { messageId: string }): Event
     item_id: idText(item),
     original_timestamp: message.timestamp ?? null,
     sent_at: message.sentAt ?? null,
-    properties: JSON.stringify(message.properties ?? {}),
+    properties: JSON.stringify(propertiesOf(message)),
     traits: jsonText(message.traits),
     context: jsonText(message.context),
   };
+}
+
+function propertiesOf(message: SegmentMessage): Record<string, unknown> {
+  const properties = message.properties ?? {};
+  if (message.type !== 'page') return properties;
+  const page = { name: message.name ?? undefined, category: message.category ?? undefined };
+  return { ...page, ...properties };
 }
 
 function idText(id: string | number | null | undefined): string | null {
