@@ -6,6 +6,7 @@ import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
 import type { ActivityDeps } from './deps.js';
 import { identityActivities } from './identity.js';
+import { identityEditActivities } from './identity-edits.js';
 import { registryActivities } from './registry.js';
 import { trainingActivities } from './training.js';
 import { trainingSetActivities } from './training-set.js';
@@ -23,6 +24,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...trainingSetActivities(deps),
     ...registryActivities(deps),
     ...identityActivities(deps),
+    ...identityEditActivities(deps),
   };
 }
 

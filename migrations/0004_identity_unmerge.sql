@@ -41,6 +41,8 @@ create table identity_unmerges (
   reverted_by text,
   reverted_workflow_id text,
   reverted_run_id text,
+  -- Whether the remerge restored the person rows exactly (nothing had touched either side since).
+  reverted_exact boolean,
   unique (workflow_id, run_id)
 );
 create index identity_unmerges_from_node on identity_unmerges (from_node) where reverted_at is null;

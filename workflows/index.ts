@@ -1,3 +1,5 @@
 /** Every pops workflow, for the worker's bundle. One workflow per file. */
 export { retrainModel } from './retrainModel.js';
 export { mergeIdentities } from './mergeIdentities.js';
+export { unmergeIdentity } from './unmergeIdentity.js';
+export { remergeIdentity } from './remergeIdentity.js';

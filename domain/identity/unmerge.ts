@@ -1,0 +1,469 @@
+/**
+ * Unmerge and remerge: undoing one merge of the identity graph, and undoing that undo.
+ *
+ * A person's active merges form a spanning tree over the person rows (nodes) it is made of: each
+ * merge links the node of the merged side to the node of the surviving side whose identifiers the
+ * message carried (domain/identity/resolve.ts). Unmerging a merge cuts its link, so the person falls
+ * into exactly the two sides that merge joined. Identifiers and events belong to nodes, so each side
+ * keeps its own, as they were; later merges stay on the side they linked through. The side holding
+ * the canonical person keeps it (downstream keys do not churn); the other side's canonical person is
+ * the one the merge had merged (or, if that moved to the kept side, its person first seen earliest).
+ * While the unmerge stands, a message that would join the two sides again keeps them apart and
+ * records a conflict.
+ *
+ * Remerge reverts an unmerge. When no merge has touched either side since, the person rows return
+ * to exactly what they were before the unmerge; otherwise the two sides are joined as a merge would.
+ *
+ * Both run in one transaction under the identity lock, keyed by the calling workflow run: a retry
+ * finds its own row and returns the recorded result.
+ */
+import type { PoolClient, Pool } from '../../common/db.js';
+import { withTransaction } from '../../common/db.js';
+import { lockGraph } from './store.js';
+
+/** Thrown for a request that cannot be carried out as asked; `kind` says why. */
+export class UnmergeRefusal extends Error {
+  constructor(
+    readonly kind: 'not_found' | 'conflict',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Who asks, and why: recorded with the unmerge or remerge. */
+export interface GraphEditBy {
+  reason: string;
+  requestedBy: string;
+  workflowId: string;
+  runId: string;
+}
+
+export type UnmergeTarget = { mergeId: number } | { personId: number };
+
+export interface UnmergeResult {
+  unmergeId: number;
+  mergeId: number;
+  /** The canonical person before, which the kept side still has. */
+  canonicalBefore: number;
+  keptPerson: number;
+  /** The other side's canonical person. */
+  splitPerson: number;
+  keptPersons: number;
+  splitPersons: number;
+  /** True when this run had already made the unmerge (a retry). */
+  replayed: boolean;
+}
+
+export interface RemergeResult {
+  unmergeId: number;
+  mergeId: number;
+  canonicalPerson: number;
+  /** True when the person rows were restored exactly as they were before the unmerge. */
+  exact: boolean;
+  replayed: boolean;
+}
+
+interface PersonState {
+  id: number;
+  canonical_id: number;
+  merged_into: number | null;
+  merged_at: string | null;
+  first_seen_at: string;
+}
+
+interface MergeRow {
+  id: number;
+  merged_from: number;
+  merged_into: number;
+  from_node: number;
+  into_node: number;
+  undone_by: number | null;
+}
+
+/** Splits a person back into the two persons that one merge joined; see the module comment. */
+export async function unmergeIdentity(
+  pool: Pool,
+  target: UnmergeTarget,
+  by: GraphEditBy,
+): Promise<UnmergeResult> {
+  return withTransaction(pool, async (client) => {
+    await lockGraph(client);
+    const done = await findUnmergeByRun(client, by);
+    if (done) return { ...done, replayed: true };
+    const merge = await findMerge(client, target);
+    if (merge.undone_by !== null) {
+      throw new UnmergeRefusal(
+        'conflict',
+        `merge ${merge.id} is already undone (unmerge ${merge.undone_by})`,
+      );
+    }
+    return split(client, merge, by);
+  });
+}
+
+async function split(client: PoolClient, merge: MergeRow, by: GraphEditBy) {
+  const canonical = await canonicalOf(client, merge.from_node);
+  const persons = await componentOf(client, canonical);
+  const edges = await activeEdges(client, canonical);
+  const fromSide = reachable(
+    merge.from_node,
+    edges.filter((e) => e.id !== merge.id),
+  );
+  if (fromSide.has(merge.into_node)) {
+    throw new Error(`identity graph: merge ${merge.id} is not a cut of person ${canonical}`);
+  }
+  const intoSide = new Set([...persons.keys()].filter((id) => !fromSide.has(id)));
+  const keptIsFrom = fromSide.has(canonical);
+  const [kept, other] = keptIsFrom ? [fromSide, intoSide] : [intoSide, fromSide];
+  const firstSeen = await nodeFirstSeen(client, [...persons.keys()], persons);
+  const preferred = keptIsFrom ? merge.merged_into : merge.merged_from;
+  const splitRoot = other.has(preferred) ? preferred : oldest(other, firstSeen);
+
+  const after = new Map<number, PersonState>();
+  const change = (id: number, patch: Partial<PersonState>) => {
+    const before = persons.get(id);
+    if (before) after.set(id, { ...(after.get(id) ?? before), ...patch });
+  };
+  for (const id of other) {
+    const row = persons.get(id);
+    const outside = row?.merged_into != null && !other.has(row.merged_into);
+    change(id, { canonical_id: splitRoot, ...(outside ? { merged_into: splitRoot } : {}) });
+  }
+  change(splitRoot, { merged_into: null, merged_at: null, first_seen_at: minOf(other, firstSeen) });
+  for (const id of kept) {
+    const row = persons.get(id);
+    if (row?.merged_into != null && other.has(row.merged_into)) {
+      change(id, { merged_into: canonical });
+    }
+  }
+  change(canonical, { first_seen_at: minOf(kept, firstSeen) });
+
+  const before = [...after.keys()].map((id) => persons.get(id) as PersonState);
+  const unmergeId = await insertUnmerge(client, merge, by, {
+    canonicalBefore: canonical,
+    keptPerson: canonical,
+    splitPerson: splitRoot,
+    keptPersons: kept.size,
+    splitPersons: other.size,
+    personsBefore: before,
+  });
+  await writePersons(client, [...after.values()]);
+  await client.query('update identity_merges set undone_by = $2 where id = $1', [
+    merge.id,
+    unmergeId,
+  ]);
+  return {
+    unmergeId,
+    mergeId: merge.id,
+    canonicalBefore: canonical,
+    keptPerson: canonical,
+    splitPerson: splitRoot,
+    keptPersons: kept.size,
+    splitPersons: other.size,
+    replayed: false,
+  };
+}
+
+/** Reverts an unmerge: the two sides become one person again; see the module comment. */
+export async function remergeIdentity(
+  pool: Pool,
+  unmergeId: number,
+  by: GraphEditBy,
+): Promise<RemergeResult> {
+  return withTransaction(pool, async (client) => {
+    await lockGraph(client);
+    const { rows } = await client.query<UnmergeRow>(
+      `select id, merge_id, from_node, into_node, canonical_before, persons_before, last_merge_id,
+              reverted_at, reverted_workflow_id, reverted_run_id, reverted_exact
+         from identity_unmerges
+        where id = $1 for update`,
+      [unmergeId],
+    );
+    const unmerge = rows[0];
+    if (!unmerge) throw new UnmergeRefusal('not_found', `unmerge ${unmergeId} does not exist`);
+    if (unmerge.reverted_workflow_id === by.workflowId && unmerge.reverted_run_id === by.runId) {
+      const canonicalPerson = await canonicalOf(client, unmerge.from_node);
+      const exact = unmerge.reverted_exact ?? false;
+      return remergeResult(unmerge, { canonicalPerson, exact }, true);
+    }
+    if (unmerge.reverted_at !== null) {
+      throw new UnmergeRefusal('conflict', `unmerge ${unmergeId} is already reverted`);
+    }
+    const joined = await join(client, unmerge);
+    await client.query(
+      `update identity_unmerges
+          set reverted_at = now(), reverted_reason = $2, reverted_by = $3,
+              reverted_workflow_id = $4, reverted_run_id = $5, reverted_exact = $6
+        where id = $1`,
+      [unmergeId, by.reason, by.requestedBy, by.workflowId, by.runId, joined.exact],
+    );
+    await client.query('update identity_merges set undone_by = null where id = $1', [
+      unmerge.merge_id,
+    ]);
+    return remergeResult(unmerge, joined, false);
+  });
+}
+
+interface UnmergeRow {
+  id: number;
+  merge_id: number;
+  from_node: number;
+  into_node: number;
+  canonical_before: number;
+  persons_before: PersonState[];
+  last_merge_id: number;
+  reverted_at: Date | null;
+  reverted_workflow_id: string | null;
+  reverted_run_id: string | null;
+  reverted_exact: boolean | null;
+}
+
+interface Joined {
+  canonicalPerson: number;
+  exact: boolean;
+}
+
+function remergeResult(unmerge: UnmergeRow, joined: Joined, replayed: boolean): RemergeResult {
+  return { unmergeId: unmerge.id, mergeId: unmerge.merge_id, ...joined, replayed };
+}
+
+/** Joins the two sides of an unmerge into one person. */
+async function join(client: PoolClient, unmerge: UnmergeRow): Promise<Joined> {
+  const a = await canonicalOf(client, unmerge.from_node);
+  const b = await canonicalOf(client, unmerge.into_node);
+  if (a === b) return { canonicalPerson: a, exact: false };
+  const [left, right] = [await componentOf(client, a), await componentOf(client, b)];
+  const nodes = [...left.keys(), ...right.keys()];
+  if (await untouchedSince(client, unmerge, nodes)) {
+    const roots = [left.get(a), right.get(b)] as PersonState[];
+    const earliest = roots.reduce((t, r) => (r.first_seen_at < t ? r.first_seen_at : t), '9999');
+    const restored = unmerge.persons_before.map((row) =>
+      row.id === unmerge.canonical_before
+        ? { ...row, first_seen_at: earliest < row.first_seen_at ? earliest : row.first_seen_at }
+        : row,
+    );
+    await writePersons(client, restored);
+    return { canonicalPerson: unmerge.canonical_before, exact: true };
+  }
+  const pick = [a, b].includes(unmerge.canonical_before)
+    ? unmerge.canonical_before
+    : older(left.get(a) as PersonState, right.get(b) as PersonState).id;
+  const loser = pick === a ? right.get(b) : left.get(a);
+  const winner = pick === a ? left.get(a) : right.get(b);
+  if (!loser || !winner) throw new Error('identity graph: remerge lost a side');
+  const moved = [...(pick === a ? right : left).values()].map((row) => ({
+    ...row,
+    canonical_id: pick,
+    ...(row.id === loser.id ? { merged_into: pick, merged_at: new Date().toISOString() } : {}),
+  }));
+  const first = older(loser, winner).first_seen_at;
+  await writePersons(client, [...moved, { ...winner, first_seen_at: first }]);
+  return { canonicalPerson: pick, exact: false };
+}
+
+/**
+ * True when no merge since `unmerge` touched any of the nodes, nor any later unmerge that was not
+ * itself reverted exactly (one that was left the rows as they were).
+ */
+async function untouchedSince(client: PoolClient, unmerge: UnmergeRow, nodes: number[]) {
+  const { rows } = await client.query<{ n: number }>(
+    `select (select count(*) from identity_merges
+              where id > $1 and (from_node = any($3::bigint[]) or into_node = any($3::bigint[])))
+          + (select count(*) from identity_unmerges
+              where id > $2 and reverted_exact is not true
+                and (from_node = any($3::bigint[]) or into_node = any($3::bigint[])))
+            as n`,
+    [unmerge.last_merge_id, unmerge.id, nodes],
+  );
+  return Number(rows[0]?.n ?? 1) === 0;
+}
+
+async function findUnmergeByRun(
+  client: PoolClient,
+  by: GraphEditBy,
+): Promise<Omit<UnmergeResult, 'replayed'> | undefined> {
+  const { rows } = await client.query<Omit<UnmergeResult, 'replayed'>>(
+    `select id as "unmergeId", merge_id as "mergeId", canonical_before as "canonicalBefore",
+            kept_person as "keptPerson", split_person as "splitPerson",
+            kept_persons as "keptPersons", split_persons as "splitPersons"
+       from identity_unmerges where workflow_id = $1 and run_id = $2`,
+    [by.workflowId, by.runId],
+  );
+  return rows[0];
+}
+
+async function findMerge(client: PoolClient, target: UnmergeTarget): Promise<MergeRow> {
+  const columns = 'id, merged_from, merged_into, from_node, into_node, undone_by';
+  if ('mergeId' in target) {
+    const { rows } = await client.query<MergeRow>(
+      `select ${columns} from identity_merges where id = $1 for update`,
+      [target.mergeId],
+    );
+    if (rows[0]) return rows[0];
+    throw new UnmergeRefusal('not_found', `mergeId: merge ${target.mergeId} does not exist`);
+  }
+  const { rows } = await client.query<MergeRow>(
+    `select ${columns} from identity_merges
+      where merged_from = $1 and undone_by is null
+      order by id desc limit 1 for update`,
+    [target.personId],
+  );
+  if (rows[0]) return rows[0];
+  throw new UnmergeRefusal(
+    'not_found',
+    `personId: person ${target.personId} has no merge into another person to undo`,
+  );
+}
+
+async function canonicalOf(client: PoolClient, person: number): Promise<number> {
+  const { rows } = await client.query<{ canonical_id: number }>(
+    'select canonical_id from persons where id = $1',
+    [person],
+  );
+  const row = rows[0];
+  if (!row) throw new Error(`identity graph: person ${person} does not exist`);
+  return row.canonical_id;
+}
+
+async function componentOf(client: PoolClient, canonical: number) {
+  const { rows } = await client.query<PersonState>(
+    `select id, canonical_id, merged_into, merged_at, first_seen_at
+       from persons where canonical_id = $1 for update`,
+    [canonical],
+  );
+  return new Map(rows.map((r) => [r.id, asState(r)]));
+}
+
+/** Dates as ISO text, so that rows compare and serialize the same way before and after. */
+function asState(row: PersonState): PersonState {
+  const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : (v as string | null));
+  return {
+    id: Number(row.id),
+    canonical_id: Number(row.canonical_id),
+    merged_into: row.merged_into === null ? null : Number(row.merged_into),
+    merged_at: iso(row.merged_at),
+    first_seen_at: iso(row.first_seen_at) as string,
+  };
+}
+
+async function activeEdges(client: PoolClient, canonical: number) {
+  const { rows } = await client.query<{ id: number; from_node: number; into_node: number }>(
+    `select m.id, m.from_node, m.into_node
+       from identity_merges m join persons p on p.id = m.from_node
+      where p.canonical_id = $1 and m.undone_by is null`,
+    [canonical],
+  );
+  return rows;
+}
+
+/** The nodes reachable from `start` over the edges (undirected). */
+function reachable(
+  start: number,
+  edges: ReadonlyArray<{ from_node: number; into_node: number }>,
+): Set<number> {
+  const next = new Map<number, number[]>();
+  const link = (a: number, b: number) => next.set(a, [...(next.get(a) ?? []), b]);
+  for (const e of edges) {
+    link(e.from_node, e.into_node);
+    link(e.into_node, e.from_node);
+  }
+  const seen = new Set([start]);
+  const queue = [start];
+  for (let node = queue.pop(); node !== undefined; node = queue.pop()) {
+    for (const n of next.get(node) ?? []) {
+      if (!seen.has(n)) {
+        seen.add(n);
+        queue.push(n);
+      }
+    }
+  }
+  return seen;
+}
+
+/**
+ * When each node was first seen: the earliest first sighting of its own identifiers, or its row's
+ * first_seen_at when it holds none.
+ */
+async function nodeFirstSeen(
+  client: PoolClient,
+  nodes: number[],
+  persons: Map<number, PersonState>,
+): Promise<Map<number, string>> {
+  const { rows } = await client.query<{ person_id: number; first: Date }>(
+    `select person_id, min(first_seen_at) as first from identifiers
+      where person_id = any($1::bigint[]) group by person_id`,
+    [nodes],
+  );
+  const own = new Map(rows.map((r) => [Number(r.person_id), r.first.toISOString()]));
+  return new Map(nodes.map((id) => [id, own.get(id) ?? persons.get(id)?.first_seen_at ?? '']));
+}
+
+function minOf(nodes: Set<number>, firstSeen: Map<number, string>): string {
+  return [...nodes].map((id) => firstSeen.get(id) ?? '').reduce((a, b) => (b < a ? b : a));
+}
+
+/** The node first seen earliest, ties to the lowest id: the survivor rule of resolution. */
+function oldest(nodes: Set<number>, firstSeen: Map<number, string>): number {
+  const key = (id: number) => firstSeen.get(id) ?? '';
+  return [...nodes].reduce((a, b) => (key(b) < key(a) || (key(b) === key(a) && b < a) ? b : a));
+}
+
+function older(a: PersonState, b: PersonState): PersonState {
+  if (a.first_seen_at !== b.first_seen_at) return a.first_seen_at < b.first_seen_at ? a : b;
+  return a.id < b.id ? a : b;
+}
+
+async function insertUnmerge(
+  client: PoolClient,
+  merge: MergeRow,
+  by: GraphEditBy,
+  figures: {
+    canonicalBefore: number;
+    keptPerson: number;
+    splitPerson: number;
+    keptPersons: number;
+    splitPersons: number;
+    personsBefore: PersonState[];
+  },
+): Promise<number> {
+  const { rows } = await client.query<{ id: number }>(
+    `insert into identity_unmerges
+       (merge_id, from_node, into_node, canonical_before, kept_person, split_person, kept_persons,
+        split_persons, persons_before, last_merge_id, reason, requested_by, workflow_id, run_id)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,
+             (select coalesce(max(id), 0) from identity_merges), $10, $11, $12, $13)
+     returning id`,
+    [
+      merge.id,
+      merge.from_node,
+      merge.into_node,
+      figures.canonicalBefore,
+      figures.keptPerson,
+      figures.splitPerson,
+      figures.keptPersons,
+      figures.splitPersons,
+      JSON.stringify(figures.personsBefore),
+      by.reason,
+      by.requestedBy,
+      by.workflowId,
+      by.runId,
+    ],
+  );
+  return Number(rows[0]?.id);
+}
+
+/** Writes whole person rows in one statement (so the row checks hold at the end of it). */
+async function writePersons(client: PoolClient, rows: readonly PersonState[]): Promise<void> {
+  if (rows.length === 0) return;
+  await client.query(
+    `update persons p
+        set canonical_id = r.canonical_id, merged_into = r.merged_into,
+            merged_at = r.merged_at, first_seen_at = r.first_seen_at
+       from jsonb_to_recordset($1::jsonb)
+            as r(id bigint, canonical_id bigint, merged_into bigint, merged_at timestamptz,
+                 first_seen_at timestamptz)
+      where p.id = r.id`,
+    [JSON.stringify(rows)],
+  );
+}

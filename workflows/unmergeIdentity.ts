@@ -1,0 +1,36 @@
+/**
+ * unmergeIdentity: splits a person back into the two persons that one merge joined (see
+ * domain/identity/unmerge.ts), then audits what changed, why and on whose say. Workflow code: no
+ * I/O, clocks or randomness; the one effect is an activity keyed by this run.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import { parseOrFail } from '../common/failures.js';
+import { type UnmergeInput, unmergeInputSchema } from '../domain/identity/edits.js';
+import { IDENTITY_AUDIT_SUBJECT } from '../domain/identity/merge.js';
+import type { UnmergeResult } from '../domain/identity/unmerge.js';
+
+const retry = {
+  nonRetryableErrorTypes: ['ValidationFailure', 'NotFoundFailure', 'ConflictFailure'],
+  maximumInterval: '30s',
+  maximumAttempts: 8,
+};
+
+const act = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', retry });
+
+/** Undoes one merge; see the module comment. */
+export async function unmergeIdentity(raw: UnmergeInput): Promise<UnmergeResult> {
+  const input = parseOrFail(unmergeInputSchema, raw, 'unmergeIdentity input');
+  const { reason, requestedBy } = input;
+  const target =
+    input.mergeId !== undefined ? { mergeId: input.mergeId } : { personId: input.personId ?? 0 };
+  const result = await act.applyUnmerge({ ...target, reason, requestedBy });
+  await act.recordAudit({
+    actor: requestedBy,
+    action: 'identity.unmerged',
+    subject: IDENTITY_AUDIT_SUBJECT,
+    inputs: { ...target, reason },
+    outputs: { ...result },
+  });
+  return result;
+}
