@@ -4,12 +4,13 @@
  */
 import type { Client } from '@temporalio/client';
 import { ServiceError } from '@temporalio/client';
-import Fastify, { type FastifyReply } from 'fastify';
+import Fastify from 'fastify';
 import { z } from 'zod';
 import { startRetrain, workflowStatus } from '../client/retrain.js';
 import type { Pool } from '../common/db.js';
-import { describeZodError } from '../common/failures.js';
 import type { Logger } from '../common/logger.js';
+import { ApiError, parse, send } from './errors.js';
+import { identityRoutes } from './identity.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
   declareModel,
@@ -19,33 +20,6 @@ import {
   modelExists,
 } from '../domain/registry.js';
 
-export const ERROR_CODES = {
-  validation: 400,
-  not_found: 404,
-  conflict: 409,
-  unavailable: 503,
-  internal: 500,
-} as const;
-export type ErrorCode = keyof typeof ERROR_CODES;
-
-/** An error the API answers with its own code and status. */
-export class ApiError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function parse<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
-  const result = schema.safeParse(input);
-  if (!result.success) {
-    throw new ApiError('validation', `invalid ${what}: ${describeZodError(result.error, input)}`);
-  }
-  return result.data;
-}
-
 function isUnavailable(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   if (code === 'ECONNREFUSED' || code === '57P01' || code === '57P03' || code === 'ETIMEDOUT') {
@@ -54,9 +28,7 @@ function isUnavailable(err: unknown): boolean {
   return err instanceof ServiceError;
 }
 
-function send(reply: FastifyReply, code: ErrorCode, message: string) {
-  return reply.status(ERROR_CODES[code]).send({ error: { code, message } });
-}
+export { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 
 export interface ApiDeps {
   pool: Pool;
@@ -173,5 +145,13 @@ export function buildApi(deps: ApiDeps) {
   });
 
   void app.register(import('./segment.js'), { pool: deps.pool });
+  void app.register(import('./identity-merge.js'), deps);
+  void app.register(identityRoutes, {
+    pool: deps.pool,
+    temporal: deps.temporal,
+    queuePrefix: deps.queuePrefix,
+    actor: deps.actor,
+    withDeadline: (call) => temporal(call),
+  });
   return app;
 }
