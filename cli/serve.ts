@@ -1,9 +1,10 @@
 /** `pops serve` (all workers and the HTTP API) and `pops worker --queue …` (one kind of worker). */
 import { z } from 'zod';
 import { buildApi } from '../api/server.js';
+import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
 import { parseArgs } from './output.js';
-import { openRuntime, runWorkers } from './runtime.js';
+import { openRuntime, type Runtime, runWorkers } from './runtime.js';
 
 /** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
 function untilSignal(): Promise<string> {
@@ -13,10 +14,41 @@ function untilSignal(): Promise<string> {
   });
 }
 
+/**
+ * Has the schedule of identity merges exist, unless POPS_IDENTITY_MERGE_EVERY is `off` (then an
+ * existing one is left alone, with a warning when it still runs).
+ */
+async function scheduleIdentityMerges(rt: Runtime): Promise<void> {
+  const every = rt.config.POPS_IDENTITY_MERGE_EVERY;
+  if (every === 'off') {
+    const existing = await describeMergeSchedule(rt.client);
+    if (existing && !existing.paused) {
+      rt.log.warn(
+        { schedule: existing.scheduleId, every: existing.every },
+        'POPS_IDENTITY_MERGE_EVERY is off but the identity merge schedule exists and runs;' +
+          ' pause it with: pops identity schedule --pause',
+      );
+    }
+    return;
+  }
+  const state = await ensureMergeSchedule(rt.client, rt.prefix, every ? { every } : {});
+  rt.log.info(
+    { schedule: state.scheduleId, every: state.every, paused: state.paused },
+    'identity merges are scheduled',
+  );
+}
+
 /** `pops serve`: every worker and the API in one process until Ctrl-C. */
 export async function serveCommand(): Promise<void> {
   const rt = await openRuntime();
   const workers = await runWorkers(rt);
+  try {
+    await scheduleIdentityMerges(rt);
+  } catch (err) {
+    await workers.stop();
+    await rt.close();
+    throw err;
+  }
   const api = buildApi({
     pool: rt.pool,
     temporal: rt.client,
