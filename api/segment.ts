@@ -7,6 +7,7 @@
  * parsing and limits apply to these routes only.
  */
 import { randomUUID } from 'node:crypto';
+import { createGunzip } from 'node:zlib';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Pool } from '../common/db.js';
@@ -57,6 +58,7 @@ export const segmentRoutes: FastifyPluginAsync<SegmentRoutesOptions> = async (ap
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
     done(null, body);
   });
+  app.addHook('preParsing', async (request, _reply, payload) => decoded(request, payload));
   const route = { bodyLimit: READ_LIMIT_BYTES };
 
   app.post('/v1/batch', route, (request, reply) => ingest(options.pool, request, reply, 'batch'));
@@ -66,6 +68,26 @@ export const segmentRoutes: FastifyPluginAsync<SegmentRoutesOptions> = async (ap
 };
 
 export default segmentRoutes;
+
+/**
+ * The body stream, gunzipped when the sender compressed it (Segment's HTTP API takes gzip, and
+ * some server libraries send it). The limits then apply to the JSON, not to the compressed bytes.
+ */
+function decoded(request: FastifyRequest, payload: NodeJS.ReadableStream) {
+  const encoding = request.headers['content-encoding']?.trim().toLowerCase();
+  if (encoding === undefined || encoding === '' || encoding === 'identity') return payload;
+  if (encoding !== 'gzip') {
+    const problem = `content-encoding "${encoding}" is not supported (send gzip or none)`;
+    throw Object.assign(new Error(problem), { statusCode: 400 });
+  }
+  // Fastify matches Content-Length against the bytes that arrived, which this count gives it.
+  const gunzip = Object.assign(createGunzip(), { receivedEncodedLength: 0 });
+  payload.on('data', (chunk: Buffer) => {
+    gunzip.receivedEncodedLength += chunk.length;
+  });
+  payload.on('error', (err: Error) => gunzip.destroy(err));
+  return payload.pipe(gunzip);
+}
 
 /** Authenticates, checks and stores one request; answers as Segment does. */
 async function ingest(
@@ -93,6 +115,7 @@ async function ingest(
 
 /** The body as JSON, or a problem to report once the caller is known to be allowed. */
 function parseBody(raw: Buffer): unknown {
+  if (raw.length === 0) return new Refusal(400, 'body is empty: send a JSON object');
   try {
     return JSON.parse(raw.toString('utf8'));
   } catch (err) {
@@ -147,7 +170,7 @@ const batchSchema = z.object(
   {
     batch: z
       .array(z.unknown(), {
-        error: (i) => (i.input === undefined ? 'is missing' : 'is not a list'),
+        error: (i) => (i.input === undefined ? 'is missing' : 'is not an array'),
       })
       .min(1, { error: 'is empty' }),
     context: jsonObjectSchema,
@@ -156,7 +179,7 @@ const batchSchema = z.object(
   { error: 'is not a JSON object' },
 );
 
-/** Checks a `/v1/batch` body: sizes, every message, then merges the batch context. */
+/** Checks a `/v1/batch` body: its size, then each message (the batch context merged in), in order. */
 function readBatch(body: unknown, raw: Buffer): EventRow[] {
   if (body instanceof Refusal) throw body;
   const parsed = batchSchema.safeParse(body, { reportInput: true });
@@ -179,12 +202,17 @@ function readBatch(body: unknown, raw: Buffer): EventRow[] {
 function readSingle(body: unknown, type: MessageType, raw: Buffer): EventRow {
   if (body instanceof Refusal) throw body;
   if (raw.length > MESSAGE_LIMIT_BYTES) throw tooLargeMessage('message', raw.length);
-  const given = (body as { type?: unknown } | null)?.type;
+  if (!isPlainObject(body)) throw new Refusal(400, 'message: is not a JSON object');
+  const given = body['type'];
   if (given !== undefined && given !== type) {
-    const problem = { field: 'type', value: given, problem: `is not "${type}", as /v1/${type}` };
+    const problem = {
+      field: 'type',
+      value: given,
+      problem: `is not "${type}" (sent to /v1/${type})`,
+    };
     throw new Refusal(400, `message: ${describeProblem(problem)}`);
   }
-  const input = body !== null && typeof body === 'object' ? { ...body, type } : body;
+  const input = { ...body, type };
   const checked = checkMessage(input, 'http');
   if (!checked.ok) throw new Refusal(400, `message: ${describeProblem(checked.problem)}`);
   return accept(checked.message);
@@ -223,7 +251,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 function badBatch(problem: MessageProblem): Refusal {
-  return new Refusal(400, `batch: ${describeProblem(problem)}`);
+  return new Refusal(400, `body: ${describeProblem(problem)}`);
 }
 
 function tooLargeMessage(where: string, size: number): Refusal {

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import { Analytics } from '@segment/analytics-node';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -381,7 +382,11 @@ describe('a batch', () => {
 
   it('answers bad JSON and a missing batch with 400', async () => {
     expect(await refused('/v1/batch', '{"batch": [', 400)).toMatch(/body is not JSON/);
-    expect(await refused('/v1/batch', { messages: [] }, 400)).toMatch(/field "batch" is missing/);
+    expect(await refused('/v1/batch', { messages: [] }, 400)).toMatch(
+      /^body: field "batch" is missing/,
+    );
+    expect(await refused('/v1/batch', { batch: [] }, 400)).toBe('body: field "batch": [] is empty');
+    expect(await refused('/v1/page', '', 400)).toMatch(/body is empty/);
   });
 });
 
@@ -528,7 +533,9 @@ describe('deduplication and message ids', () => {
     expect(rows).toHaveLength(1);
     expect(rows[0]?.message_id).toMatch(/^pops-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-/);
   });
+});
 
+describe('request bodies', () => {
   it('accepts JSON sent as text/plain, as browser senders do', async () => {
     const messageId = id('plain');
     const response = await fetch(`${base}/v1/track`, {
@@ -539,6 +546,33 @@ describe('deduplication and message ids', () => {
 
     expect(response.status).toBe(200);
     expect(await storedIds([messageId])).toEqual([messageId]);
+  });
+
+  it('takes a gzip body, and refuses other encodings and a corrupt gzip with 400', async () => {
+    const messageId = id('gzip');
+    const json = JSON.stringify({ batch: [{ type: 'track', messageId, userId: 'u', event: 'Z' }] });
+    const send = (encoding: string, body: Buffer) =>
+      fetch(`${base}/v1/batch`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-encoding': encoding,
+          authorization: `Basic ${Buffer.from(`${webKey}:`).toString('base64')}`,
+        },
+        body,
+      });
+
+    const gzipped = await send('gzip', gzipSync(json));
+    const brotli = await send('br', Buffer.from(json));
+    const corrupt = await send('gzip', Buffer.from(json));
+
+    expect(gzipped.status).toBe(200);
+    expect(await storedIds([messageId])).toEqual([messageId]);
+    expect(brotli.status).toBe(400);
+    expect(await brotli.json()).toMatchObject({
+      error: { code: 'validation', message: expect.stringContaining('"br" is not supported') },
+    });
+    expect(corrupt.status).toBe(400);
   });
 });
 
