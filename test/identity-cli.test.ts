@@ -36,7 +36,11 @@ describe('pops identity', () => {
     expect(shown.stdout).toMatch(/merges:\n.*\n\s*1\s+2\s+1\s+2-1\s+c3 .* active/);
     // c4: dave on carol's tablet would give one person two user ids.
     expect(shown.stdout).toContain('user_id limit of 1 would be exceeded (2 values)');
-    const json = JSON.parse((await pops(['identity', 'show', 'user_id:dave', '--json'])).stdout);
+    const json = JSON.parse(
+      (await pops(['identity', 'show', 'user_id:dave', '--json'])).stdout,
+    ) as {
+      identifiers: unknown[];
+    };
     expect(json.identifiers).toEqual([expect.objectContaining({ type: 'user_id', value: 'dave' })]);
   });
 
@@ -50,7 +54,10 @@ describe('pops identity', () => {
       '--json',
     ]);
     expect(unmerged.code).toBe(0);
-    expect(JSON.parse(unmerged.stdout).result).toMatchObject({ mergeId: 1, splitPerson: 2 });
+    expect((JSON.parse(unmerged.stdout) as { result: unknown }).result).toMatchObject({
+      mergeId: 1,
+      splitPerson: 2,
+    });
     expect(await storedPartition(db.pool)).toEqual([
       ['anonymous_id:anon-c'],
       ['device_id:tablet', 'user_id:carol'],
