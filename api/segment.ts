@@ -30,8 +30,10 @@ export interface SegmentRoutesOptions {
   pool: Pool;
 }
 
-/** Segment's limits: 32 KB per message, 500 KB per batch request. */
+/** Segment's limit on one message: 32 KB of JSON, as sent (before the batch context). */
 export const MESSAGE_LIMIT_BYTES = 32 * 1024;
+
+/** Segment's limit on one batch request: 500 KB of body (after gunzip, when compressed). */
 export const BATCH_LIMIT_BYTES = 500 * 1024;
 
 // Bodies up to this size are read, so that one over the batch limit is answered with the index
