@@ -1,10 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
-import { MERGE_SCHEDULE_ID, waitForMerge } from '../client/identity.js';
+import { describeMergeSchedule, MERGE_SCHEDULE_ID, waitForMerge } from '../client/identity.js';
 import { logger } from '../common/logger.js';
 import { auditTrail } from '../domain/audit.js';
 import { MERGE_IDENTITIES_WORKFLOW_ID } from '../domain/identity/merge.js';
@@ -136,6 +137,61 @@ describe('pops identity schedule', () => {
     const env = await pops(['identity', 'schedule'], { POPS_IDENTITY_MERGE_EVERY: 'hourly' });
     expect(env.code).toBe(2);
     expect(env.stderr).toContain('POPS_IDENTITY_MERGE_EVERY="hourly"');
+  });
+});
+
+/** Runs `pops serve` until it serves, then stops it with SIGTERM; returns its exit code. */
+async function serveOnce(env: Record<string, string>): Promise<number | null> {
+  const port = await new Promise<number>((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], {
+    env: {
+      ...process.env,
+      DATABASE_URL: db.url,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      POPS_TASK_QUEUE_PREFIX: prefix,
+      POPS_HTTP_PORT: String(port),
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('pops is serving')) resolve();
+    });
+    void exited.then((code) => reject(new Error(`pops serve exited with ${code}`)));
+  });
+  child.kill('SIGTERM');
+  return exited;
+}
+
+describe('pops serve', () => {
+  it('creates no schedule when POPS_IDENTITY_MERGE_EVERY=off, and applies its interval otherwise', async () => {
+    await client.schedule
+      .getHandle(MERGE_SCHEDULE_ID)
+      .delete()
+      .catch(() => undefined);
+
+    expect(await serveOnce({ POPS_IDENTITY_MERGE_EVERY: 'off' })).toBe(0);
+    expect(await describeMergeSchedule(client)).toBeUndefined();
+
+    expect(await serveOnce({ POPS_IDENTITY_MERGE_EVERY: '2m' })).toBe(0);
+    expect(await describeMergeSchedule(client)).toMatchObject({
+      every: '2m',
+      paused: false,
+      overlap: 'SKIP',
+      taskQueue: `${prefix}-orchestration`,
+    });
+    expect(await serveOnce({})).toBe(0);
+    expect(await describeMergeSchedule(client)).toMatchObject({ every: '2m' });
+    // Scheduled runs would race the API test's merge on these queues.
+    await client.schedule.getHandle(MERGE_SCHEDULE_ID).delete();
   });
 });
 
