@@ -19,6 +19,9 @@ const data = () => import('./data.js');
 const retrain = () => import('./retrain.js');
 const serve = () => import('./serve.js');
 const demo = () => import('./demo.js');
+const identity = () => import('./identity.js');
+const identityMerge = () => import('./identity-merge.js');
+const writeKeys = () => import('./write-keys.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -111,6 +114,63 @@ program
   .description('walk the hash chain; report the first row that does not match (exit 1)')
   .option('--json', 'machine-readable output')
   .action(lazy(data, 'verifyAuditCommand'));
+
+const identityCmd = program
+  .command('identity')
+  .description('the identity graph: persons and merges');
+identityCmd
+  .command('show <identifier>')
+  .description(
+    'the person of an identifier (type:value, or a person id): identifiers, merges, conflicts',
+  )
+  .option('--json', 'machine-readable output')
+  .action(lazy(identity, 'showIdentityCommand'));
+identityCmd
+  .command('unmerge <mergeId>')
+  .description('split a person back into the persons that a merge joined (audited)')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(identity, 'unmergeCommand'));
+identityCmd
+  .command('remerge <unmergeId>')
+  .description('undo an unmerge: join the two persons again (audited)')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(identity, 'remergeCommand'));
+identityCmd
+  .command('merge')
+  .description('resolve the events written since the last merge now (attaches to a running one)')
+  .option('--wait', 'wait for it to finish (runs workers in-process if none is running)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(identityMerge, 'mergeCommand'));
+identityCmd
+  .command('schedule')
+  .description('create or update the Temporal Schedule that runs mergeIdentities (every minute)')
+  .option('--every <interval>', 'how often, e.g. 1m, 5m, 1h (default: as it is, or 1m when new)')
+  .option('--pause', 'pause the schedule')
+  .option('--unpause', 'unpause the schedule')
+  .option('--json', 'machine-readable output')
+  .action(lazy(identityMerge, 'scheduleCommand'));
+
+const writeKeysCmd = program
+  .command('write-keys')
+  .description('Segment write keys for the HTTP ingestion endpoints');
+writeKeysCmd
+  .command('create')
+  .description('create a write key for a source (printed once)')
+  .requiredOption('--source <name>', 'the event source the key writes to')
+  .option('--json', 'machine-readable output')
+  .action(lazy(writeKeys, 'createWriteKeyCommand'));
+writeKeysCmd
+  .command('list')
+  .description('write keys (their prefixes), sources and state')
+  .option('--json', 'machine-readable output')
+  .action(lazy(writeKeys, 'listWriteKeysCommand'));
+writeKeysCmd
+  .command('revoke <prefix>')
+  .description('revoke a write key')
+  .option('--json', 'machine-readable output')
+  .action(lazy(writeKeys, 'revokeWriteKeyCommand'));
 
 try {
   await program.parseAsync(process.argv);
