@@ -1,0 +1,54 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadIdentityRules } from '../domain/identity/rules-file.js';
+import { DEFAULT_LIMITS } from '../domain/identity/rules.js';
+
+const EXAMPLE = path.join(import.meta.dirname, '../config/identity-rules.example.yaml');
+
+function file(text: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-rules-'));
+  const target = path.join(dir, 'rules.yaml');
+  fs.writeFileSync(target, text);
+  return target;
+}
+
+describe('identity rules from a file', () => {
+  it('reads the example file, whose built-in values are the documented defaults', () => {
+    const rules = loadIdentityRules(EXAMPLE);
+    expect({
+      user_id: rules.user_id,
+      email: rules.email,
+      anonymous_id: rules.anonymous_id,
+      device_id: rules.device_id,
+    }).toEqual(DEFAULT_LIMITS);
+    expect(rules.custom).toEqual({
+      crm_id: { from: 'traits', path: 'crm.id', priority: 90, maxValues: 1, windowDays: null },
+    });
+    expect(rules.blockList).toEqual(['kiosk-01', 'test@example.com']);
+  });
+
+  it('fills what a file leaves out with the defaults; no file means the defaults', () => {
+    const rules = loadIdentityRules(file('email:\n  maxValues: 2\n'));
+    expect(rules.email).toEqual({ priority: 80, maxValues: 2, windowDays: 365 });
+    expect(rules.device_id).toEqual(DEFAULT_LIMITS.device_id);
+    expect(loadIdentityRules(undefined).user_id).toEqual(DEFAULT_LIMITS.user_id);
+    expect(loadIdentityRules(file('')).email).toEqual(DEFAULT_LIMITS.email);
+  });
+
+  it('names the file, the field and the value of a mistake', () => {
+    const bad = file('email:\n  maxValues: 0\n');
+    expect(() => loadIdentityRules(bad)).toThrow(
+      `POPS_IDENTITY_RULES="${bad}": email.maxValues: Too small: expected number to be >=1 (got 0)`,
+    );
+    const custom = file(
+      'custom:\n  user_id: {from: traits, path: x, priority: 1, maxValues: 1, windowDays: null}\n',
+    );
+    expect(() => loadIdentityRules(custom)).toThrow('custom.user_id: is a built-in type');
+    expect(() => loadIdentityRules(file('email: [unclosed\n'))).toThrow('not valid YAML');
+    expect(() => loadIdentityRules('/nonexistent/rules.yaml')).toThrow(
+      'POPS_IDENTITY_RULES="/nonexistent/rules.yaml": cannot read it',
+    );
+  });
+});
