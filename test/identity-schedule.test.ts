@@ -88,6 +88,9 @@ describe('two mergeIdentities runs at once', () => {
       expect(result.chunks).toBe(own.length);
       const trail = await auditTrail(db.pool, { workflowId: runs[i]?.workflowId ?? '' });
       expect(trail.map((r) => r.inputs['after'])).toEqual(own.map((c) => c.after));
+      expect(trail.every((r) => r.outputs['replayed'] === false && !('outcome' in r.outputs))).toBe(
+        true,
+      );
     }
     expect(results.reduce((n, r) => n + r.events, 0)).toBe(messages.length);
     expect(results.reduce((n, r) => n + r.merges, 0)).toBe(

@@ -8,7 +8,9 @@
  * Workflow code: no I/O, clocks or randomness.
  */
 import { continueAsNew, defineQuery, log, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { ChunkOutcome } from '../activities/identity.js';
 import type { Activities } from '../activities/index.js';
+import type { ChunkSummary } from '../domain/identity/chunk.js';
 import { parseOrFail } from '../common/failures.js';
 import {
   IDENTITY_AUDIT_SUBJECT,
@@ -27,6 +29,12 @@ const COUNTED = ['events', 'personsCreated', 'identifiersAdded', 'merges', 'conf
 function addChunk(progress: MergeProgress, chunk: Pick<MergeProgress, (typeof COUNTED)[number]>) {
   for (const key of COUNTED) progress[key] += chunk[key];
   progress.chunks += 1;
+}
+
+/** The chunk's summary as the ledger holds it (the audit row shows it without the outcome tag). */
+function summaryOf(chunk: Extract<ChunkOutcome, { outcome: 'resolved' }>): ChunkSummary {
+  const { outcome: _outcome, ...summary } = chunk;
+  return summary;
 }
 
 /** Resolves identities up to the newest settled event; see the module comment. */
@@ -71,7 +79,7 @@ export async function mergeIdentities(raw: MergeIdentitiesInput): Promise<MergeI
         action: 'identity.chunk-resolved',
         subject: IDENTITY_AUDIT_SUBJECT,
         inputs: { after, chunkSize: input.chunkSize, rulesSha256: chunk.rulesSha256 },
-        outputs: { ...chunk },
+        outputs: { ...summaryOf(chunk) },
         step: String(after),
       });
     }
