@@ -7,6 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { requestMerge } from '../client/identity.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
 import { parse } from './errors.js';
 
 /** What the merge route needs (a subset of the API's dependencies). */
@@ -15,10 +16,12 @@ export interface IdentityMergeRouteOptions {
   queuePrefix: string;
   /** Recorded as who asked, in the audit log. */
   actor: string;
+  /** The rules a merge started here resolves with; left out, the defaults. */
+  identityRules?: IdentityRules;
 }
 
-// Rules and chunk sizes come from the workflow's defaults; the body has nothing to set yet, and
-// an unknown field is refused rather than ignored.
+// Rules come from the server's configuration (POPS_IDENTITY_RULES) and chunk sizes from the
+// workflow's defaults; the body has nothing to set, and an unknown field is refused, not ignored.
 const mergeBody = z.object({}).strict();
 
 /** The API's deadline for a Temporal call (as in api/server.ts): past it, the answer is 503. */
@@ -33,7 +36,11 @@ export const registerIdentityMerge: FastifyPluginAsync<IdentityMergeRouteOptions
     parse(mergeBody, request.body ?? {}, 'body');
     const started = await options.temporal.connection.withDeadline(
       Date.now() + TEMPORAL_DEADLINE_MS,
-      () => requestMerge(options.temporal, options.queuePrefix, { requestedBy: options.actor }),
+      () =>
+        requestMerge(options.temporal, options.queuePrefix, {
+          requestedBy: options.actor,
+          ...(options.identityRules ? { rules: options.identityRules } : {}),
+        }),
     );
     return reply.status(started.attached ? 200 : 202).send(started);
   });

@@ -10,6 +10,7 @@ import { startRetrain, workflowStatus } from '../client/retrain.js';
 import type { Pool } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { ApiError, parse, send } from './errors.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
 import { identityRoutes } from './identity.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
@@ -37,6 +38,8 @@ export interface ApiDeps {
   log: Logger;
   /** Recorded as `requestedBy` until tokens name the caller (privacy and security issue). */
   actor: string;
+  /** The identity rules merges started through the API resolve with; left out, the defaults. */
+  identityRules?: IdentityRules;
 }
 
 const retrainBody = z.object({}).passthrough();

@@ -14,7 +14,7 @@ import {
 import { intervalSchema } from '../common/config.js';
 import type { MergeIdentitiesResult } from '../domain/identity/merge.js';
 import { parseArgs, print, UsageError } from './output.js';
-import { hasPollers, openRuntime, runWorkers } from './runtime.js';
+import { configuredIdentityRules, hasPollers, openRuntime, runWorkers } from './runtime.js';
 
 const mergeArgs = z.object({
   wait: z.boolean().default(false),
@@ -42,10 +42,12 @@ export function describeMerge(result: MergeIdentitiesResult): string {
 /** `pops identity merge [--wait]`. */
 export async function mergeCommand(options: Record<string, unknown>): Promise<void> {
   const args = parseArgs(mergeArgs, options);
+  const rules = configuredIdentityRules();
   const rt = await openRuntime();
   try {
     const started = await requestMerge(rt.client, rt.prefix, {
       requestedBy: rt.config.POPS_ACTOR,
+      rules,
     });
     const line = () =>
       `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`;
@@ -91,10 +93,12 @@ export async function scheduleCommand(options: Record<string, unknown>): Promise
   if (args.pause && args.unpause) {
     throw new UsageError('--pause and --unpause: choose one');
   }
+  const rules = configuredIdentityRules();
   const rt = await openRuntime();
   try {
     const configured = rt.config.POPS_IDENTITY_MERGE_EVERY;
     await ensureMergeSchedule(rt.client, rt.prefix, {
+      rules,
       ...(args.every ? { every: args.every } : {}),
       ...(configured && configured !== 'off' ? { createEvery: configured } : {}),
     });

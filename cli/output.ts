@@ -5,6 +5,7 @@
 import cliProgress from 'cli-progress';
 import { ZodError, type z } from 'zod';
 import { ConfigError } from '../common/config.js';
+import { RulesFileError } from '../domain/identity/rules-file.js';
 import { rootCause } from '../client/retrain.js';
 import { describeZodError } from '../common/failures.js';
 
@@ -53,7 +54,7 @@ export function progressBar(label: string, enabled: boolean, unit = ''): Progres
 
 /** Turns an error into the message and exit code the CLI ends with. */
 export function exitFor(err: unknown): { message: string; code: number } {
-  if (err instanceof UsageError || err instanceof ConfigError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof RulesFileError) {
     return { message: err.message, code: 2 };
   }
   if (err instanceof ZodError) return { message: describeZodError(err, undefined), code: 2 };

@@ -8,6 +8,8 @@ import { createPool, type Pool } from '../common/db.js';
 import { type Logger, logger } from '../common/logger.js';
 import { QUEUE_KINDS, type QueueKind, queueName } from '../common/queues.js';
 import { connectClient, connectWorker, installTemporalLogging } from '../common/temporal.js';
+import { loadIdentityRules } from '../domain/identity/rules-file.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
 import { startServices, type Services } from '../runtime/services.js';
 import { createWorkers, runWorkers as run, type RunningWorkers } from '../workers/create.js';
 
@@ -22,6 +24,14 @@ export interface Runtime {
 }
 
 export type DbRuntime = Omit<Runtime, 'client'>;
+
+/**
+ * The identity rules of POPS_IDENTITY_RULES (the defaults when unset), read before any service
+ * starts so that a bad file fails at once. Throws RulesFileError naming the file and the field.
+ */
+export function configuredIdentityRules(): IdentityRules {
+  return loadIdentityRules(loadConfig().POPS_IDENTITY_RULES);
+}
 
 /** Brings up configuration and PostgreSQL only, for commands that never touch Temporal. */
 export async function openDatabase(): Promise<DbRuntime> {

@@ -4,7 +4,8 @@ import { buildApi } from '../api/server.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
 import { parseArgs } from './output.js';
-import { openRuntime, type Runtime, runWorkers } from './runtime.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
+import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
 /** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
 function untilSignal(): Promise<string> {
@@ -18,7 +19,7 @@ function untilSignal(): Promise<string> {
  * Has the schedule of identity merges exist, unless POPS_IDENTITY_MERGE_EVERY is `off` (then an
  * existing one is left alone, with a warning when it still runs).
  */
-async function scheduleIdentityMerges(rt: Runtime): Promise<void> {
+async function scheduleIdentityMerges(rt: Runtime, rules: IdentityRules): Promise<void> {
   const every = rt.config.POPS_IDENTITY_MERGE_EVERY;
   if (every === 'off') {
     const existing = await describeMergeSchedule(rt.client);
@@ -31,7 +32,10 @@ async function scheduleIdentityMerges(rt: Runtime): Promise<void> {
     }
     return;
   }
-  const state = await ensureMergeSchedule(rt.client, rt.prefix, every ? { every } : {});
+  const state = await ensureMergeSchedule(rt.client, rt.prefix, {
+    rules,
+    ...(every ? { every } : {}),
+  });
   rt.log.info(
     { schedule: state.scheduleId, every: state.every, paused: state.paused },
     'identity merges are scheduled',
@@ -40,10 +44,11 @@ async function scheduleIdentityMerges(rt: Runtime): Promise<void> {
 
 /** `pops serve`: every worker and the API in one process until Ctrl-C. */
 export async function serveCommand(): Promise<void> {
+  const identityRules = configuredIdentityRules();
   const rt = await openRuntime();
   const workers = await runWorkers(rt);
   try {
-    await scheduleIdentityMerges(rt);
+    await scheduleIdentityMerges(rt, identityRules);
   } catch (err) {
     await workers.stop();
     await rt.close();
@@ -55,6 +60,7 @@ export async function serveCommand(): Promise<void> {
     queuePrefix: rt.prefix,
     log: rt.log,
     actor: 'api',
+    identityRules,
   });
   await api.listen({ host: rt.config.POPS_HTTP_HOST, port: rt.config.POPS_HTTP_PORT });
   rt.log.info(

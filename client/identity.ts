@@ -14,6 +14,7 @@ import {
   WorkflowNotFoundError,
 } from '@temporalio/client';
 import { queueName } from '../common/queues.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
 import {
   MERGE_IDENTITIES_WORKFLOW_ID,
   type MergeIdentitiesInput,
@@ -105,6 +106,8 @@ export interface MergeScheduleOptions {
   every?: string;
   /** Interval of a schedule created now when `every` is left out; default 1m. */
   createEvery?: string;
+  /** The rules each scheduled run resolves with (fixed in the schedule until it is updated). */
+  rules?: IdentityRules;
   /** Tests that share a Temporal namespace pass their own ids. */
   scheduleId?: string;
   workflowId?: string;
@@ -134,7 +137,7 @@ export async function ensureMergeSchedule(
   options: MergeScheduleOptions = {},
 ): Promise<MergeScheduleState> {
   const scheduleId = options.scheduleId ?? MERGE_SCHEDULE_ID;
-  const action = scheduleAction(prefix, scheduleId, options.workflowId);
+  const action = scheduleAction(prefix, scheduleId, options.workflowId, options.rules);
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: CATCHUP_WINDOW };
   try {
     await client.schedule.create({
@@ -158,14 +161,24 @@ export async function ensureMergeSchedule(
   return state;
 }
 
-function scheduleAction(prefix: string, scheduleId: string, workflowId?: string) {
+function scheduleAction(
+  prefix: string,
+  scheduleId: string,
+  workflowId?: string,
+  rules?: IdentityRules,
+) {
   return {
     type: 'startWorkflow' as const,
     workflowType: 'mergeIdentities',
     // Temporal appends the fire time, so each scheduled run has its own id.
     workflowId: workflowId ?? `${MERGE_IDENTITIES_WORKFLOW_ID}/scheduled`,
     taskQueue: queueName(prefix, 'orchestration'),
-    args: [{ requestedBy: `schedule/${scheduleId}` } satisfies MergeIdentitiesInput],
+    args: [
+      {
+        requestedBy: `schedule/${scheduleId}`,
+        ...(rules ? { rules } : {}),
+      } satisfies MergeIdentitiesInput,
+    ],
   };
 }
 

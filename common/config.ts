@@ -63,6 +63,8 @@ export const envSchema = z.object({
   // How often `pops serve` has the identity-merge schedule run: unset creates it every 1m if it is
   // missing and leaves an existing one as `pops identity schedule` set it; a value is applied at
   // each start; `off` creates none.
+  /** A YAML file of identity rules (config/identity-rules.example.yaml); unset: the defaults. */
+  POPS_IDENTITY_RULES: optionalText,
   POPS_IDENTITY_MERGE_EVERY: optionalText.pipe(
     z
       .string()

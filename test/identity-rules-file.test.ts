@@ -1,9 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadIdentityRules } from '../domain/identity/rules-file.js';
 import { DEFAULT_LIMITS } from '../domain/identity/rules.js';
+import { popsRunner } from './cli-support.js';
+import { importMessages, message, storedConflicts, storedPartition } from './identity-support.js';
+import { createTestDatabase, testQueuePrefix, type TestDatabase } from './support.js';
 
 const EXAMPLE = path.join(import.meta.dirname, '../config/identity-rules.example.yaml');
 
@@ -50,5 +53,45 @@ describe('identity rules from a file', () => {
     expect(() => loadIdentityRules('/nonexistent/rules.yaml')).toThrow(
       'POPS_IDENTITY_RULES="/nonexistent/rules.yaml": cannot read it',
     );
+  });
+});
+
+describe('pops identity merge with POPS_IDENTITY_RULES', () => {
+  let db: TestDatabase;
+  const pops = popsRunner(() => ({
+    DATABASE_URL: db.url,
+    POPS_TASK_QUEUE_PREFIX: testQueuePrefix('rules-file'),
+  }));
+  beforeAll(async () => {
+    db = await createTestDatabase('rules-file');
+  });
+  afterAll(async () => {
+    await db.close();
+  });
+
+  it("resolves with the file's rules, and refuses a bad file with exit code 2", async () => {
+    await importMessages(db.pool, [
+      message({ id: 'r1', at: 0, userId: 'kim', deviceId: 'kiosk-01' }),
+      message({ id: 'r2', at: 1, userId: 'lee', deviceId: 'kiosk-01' }),
+      message({ id: 'r3', at: 2, userId: 'kim', email: 'a@example.com' }),
+      message({ id: 'r4', at: 3, userId: 'kim', email: 'b@example.com' }),
+    ]);
+    const bad = file('email:\n  maxValues: none\n');
+    const refused = await pops(['identity', 'merge', '--wait'], { POPS_IDENTITY_RULES: bad });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`POPS_IDENTITY_RULES="${bad}": email.maxValues:`);
+
+    // kiosk-01 is blocked, so it links nobody and stores nothing; one email per person: b is kept out.
+    const rules = file('blockList: [KIOSK-01]\nemail:\n  maxValues: 1\n');
+    const done = await pops(['identity', 'merge', '--wait', '--json'], {
+      POPS_IDENTITY_RULES: rules,
+    });
+    expect(done.code).toBe(0);
+    expect(await storedPartition(db.pool)).toEqual([
+      ['email:a@example.com', 'user_id:kim'],
+      ['email:b@example.com'],
+      ['user_id:lee'],
+    ]);
+    expect(await storedConflicts(db.pool)).toEqual(['r4|email:b@example.com']);
   });
 });
