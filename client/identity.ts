@@ -11,9 +11,9 @@ import {
   ScheduleNotFoundError,
   ScheduleOverlapPolicy,
   WorkflowExecutionAlreadyStartedError,
-  WorkflowNotFoundError,
 } from '@temporalio/client';
 import { queueName } from '../common/queues.js';
+import { runningRunId } from './retrain.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
 import {
   MERGE_IDENTITIES_WORKFLOW_ID,
@@ -77,16 +77,6 @@ export async function startMergeIdentities(
 ): Promise<StartedMerge> {
   const { attached: _attached, ...run } = await requestMerge(client, prefix, input, workflowId);
   return run;
-}
-
-async function runningRunId(client: Client, workflowId: string): Promise<string | undefined> {
-  try {
-    const description = await client.workflow.getHandle(workflowId).describe();
-    return description.status.name === 'RUNNING' ? description.runId : undefined;
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return undefined;
-    throw err;
-  }
 }
 
 /** Waits for a merge to finish, following continue-as-new, and returns its totals. */

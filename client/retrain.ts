@@ -25,7 +25,7 @@ export async function startRetrain(
   request: RetrainRequest,
 ): Promise<StartedRetrain> {
   const workflowId = retrainWorkflowId(request.model);
-  const running = await describeIfRunning(client, workflowId);
+  const running = await runningRunId(client, workflowId);
   if (running) return { workflowId, runId: running, attached: true };
   const handle = await client.workflow.start('retrainModel', {
     workflowId,
@@ -37,7 +37,11 @@ export async function startRetrain(
   return { workflowId, runId: handle.firstExecutionRunId, attached: false };
 }
 
-async function describeIfRunning(client: Client, workflowId: string): Promise<string | undefined> {
+/** The run id of the workflow with this id while it runs, else undefined. */
+export async function runningRunId(
+  client: Client,
+  workflowId: string,
+): Promise<string | undefined> {
   try {
     const description = await client.workflow.getHandle(workflowId).describe();
     return description.status.name === 'RUNNING' ? description.runId : undefined;

@@ -14,6 +14,17 @@ export const FAILURE_TYPES = {
 
 export type FailureType = (typeof FAILURE_TYPES)[keyof typeof FAILURE_TYPES];
 
+/**
+ * The retry policy of every pops activity: refusals are not retried, anything else a bounded
+ * number of times, so a failure nobody foresaw ends the run with its message instead of retrying
+ * forever (and a transient one, such as an import holding `events`, is waited out).
+ */
+export const ACTIVITY_RETRY = {
+  nonRetryableErrorTypes: Object.values(FAILURE_TYPES),
+  maximumInterval: '30s',
+  maximumAttempts: 8,
+};
+
 /** A non-retryable failure of the given type with a message that names the field and value. */
 export function failure(type: FailureType, message: string, details?: unknown): ApplicationFailure {
   return ApplicationFailure.create({

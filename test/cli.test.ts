@@ -1,32 +1,13 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { popsRunner } from './cli-support.js';
 import { createTestDatabase, testQueuePrefix, type TestDatabase } from './support.js';
 
-const run = promisify(execFile);
-const CLI = path.join(import.meta.dirname, '../cli/main.ts');
 let db: TestDatabase;
 
-/** Runs `pops …` in a child process against the test servers; never throws. */
-async function pops(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      env: {
-        ...process.env,
-        DATABASE_URL: db.url,
-        TEMPORAL_ADDRESS: inject('temporalAddress'),
-        POPS_TASK_QUEUE_PREFIX: testQueuePrefix('cli'),
-        LOG_LEVEL: 'warn',
-        ...env,
-      },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const pops = popsRunner(() => ({
+  DATABASE_URL: db.url,
+  POPS_TASK_QUEUE_PREFIX: testQueuePrefix('cli'),
+}));
 
 beforeAll(async () => {
   db = await createTestDatabase('cli');

@@ -1,7 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
@@ -17,6 +16,7 @@ import {
   resetGraph,
   storedPartition,
 } from './identity-support.js';
+import { popsRunner } from './cli-support.js';
 import { startWorkers } from './retrain-support.js';
 import {
   createTestDatabase,
@@ -27,32 +27,16 @@ import {
 
 // This file uses pops's own ids (`identity-merge` for the workflow and the schedule): no other test
 // file does, so it may, on its own task queues.
-const run = promisify(execFile);
 const CLI = path.join(import.meta.dirname, '../cli/main.ts');
 const prefix = testQueuePrefix('identity-merge-cli');
 let db: TestDatabase;
 let client: Client;
 
-/** Runs `pops …` in a child process against the test servers; never throws. */
-async function pops(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      env: {
-        ...process.env,
-        DATABASE_URL: db.url,
-        TEMPORAL_ADDRESS: inject('temporalAddress'),
-        POPS_TASK_QUEUE_PREFIX: prefix,
-        POPS_ACTOR: 'cli-tester',
-        LOG_LEVEL: 'warn',
-        ...env,
-      },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const pops = popsRunner(() => ({
+  DATABASE_URL: db.url,
+  POPS_TASK_QUEUE_PREFIX: prefix,
+  POPS_ACTOR: 'cli-tester',
+}));
 
 beforeAll(async () => {
   db = await createTestDatabase('identity-merge-cli');

@@ -1,6 +1,3 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { Analytics } from '@segment/analytics-node';
 import type { Client } from '@temporalio/client';
@@ -9,6 +6,7 @@ import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { createWriteKey, revokeWriteKey } from '../ingest/write-keys.js';
+import { popsRunner } from './cli-support.js';
 import {
   createTestDatabase,
   testQueuePrefix,
@@ -577,16 +575,8 @@ describe('request bodies', () => {
 });
 
 describe('pops write-keys', () => {
-  const run = promisify(execFile);
-  const cli = path.join(import.meta.dirname, '../cli/main.ts');
-
-  async function pops(args: string[]) {
-    const env = { ...process.env, DATABASE_URL: db.url, POPS_ACTOR: 'cli-user', LOG_LEVEL: 'warn' };
-    return run(process.execPath, ['--import', 'tsx', cli, 'write-keys', ...args], { env }).then(
-      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-      (err: { code: number; stdout: string; stderr: string }) => err,
-    );
-  }
+  const cli = popsRunner(() => ({ DATABASE_URL: db.url, POPS_ACTOR: 'cli-user' }));
+  const pops = (args: string[]) => cli(['write-keys', ...args]);
 
   it('creates a key that the API takes, lists it without the key, and revokes it', async () => {
     const created = await pops(['create', '--source', 'cli-src', '--json']);

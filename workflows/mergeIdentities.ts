@@ -11,7 +11,7 @@ import { continueAsNew, defineQuery, log, proxyActivities, setHandler } from '@t
 import type { ChunkOutcome } from '../activities/identity.js';
 import type { Activities } from '../activities/index.js';
 import type { ChunkSummary } from '../domain/identity/chunk.js';
-import { parseOrFail } from '../common/failures.js';
+import { ACTIVITY_RETRY, parseOrFail } from '../common/failures.js';
 import {
   IDENTITY_AUDIT_SUBJECT,
   type MergeIdentitiesInput,
@@ -23,7 +23,6 @@ import {
 
 export const mergeProgressQuery = defineQuery<MergeProgress>('mergeProgress');
 
-const NON_RETRYABLE = ['ValidationFailure', 'ConflictFailure'];
 const COUNTED = ['events', 'personsCreated', 'identifiersAdded', 'merges', 'conflicts'] as const;
 
 function addChunk(progress: MergeProgress, chunk: Pick<MergeProgress, (typeof COUNTED)[number]>) {
@@ -40,13 +39,7 @@ function summaryOf(chunk: Extract<ChunkOutcome, { outcome: 'resolved' }>): Chunk
 /** Resolves identities up to the newest settled event; see the module comment. */
 export async function mergeIdentities(raw: MergeIdentitiesInput): Promise<MergeIdentitiesResult> {
   const input = parseOrFail(mergeIdentitiesInputSchema, raw, 'mergeIdentities input');
-  // Refusals are non-retryable; anything else gets bounded tries (an import holding `events` for a
-  // while is waited out), so an unforeseen failure ends the run with its message.
-  const retry = {
-    nonRetryableErrorTypes: NON_RETRYABLE,
-    maximumInterval: '30s',
-    maximumAttempts: 8,
-  };
+  const retry = ACTIVITY_RETRY;
   const act = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
   const sql = proxyActivities<Activities>({
     startToCloseTimeout: '30 minutes',

@@ -5,18 +5,15 @@
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import { parseOrFail } from '../common/failures.js';
+import { ACTIVITY_RETRY, parseOrFail } from '../common/failures.js';
 import { type RemergeInput, remergeInputSchema } from '../domain/identity/edits.js';
 import { IDENTITY_AUDIT_SUBJECT } from '../domain/identity/merge.js';
 import type { RemergeResult } from '../domain/identity/unmerge.js';
 
-const retry = {
-  nonRetryableErrorTypes: ['ValidationFailure', 'NotFoundFailure', 'ConflictFailure'],
-  maximumInterval: '30s',
-  maximumAttempts: 8,
-};
-
-const act = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', retry });
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  retry: ACTIVITY_RETRY,
+});
 
 /** Reverts one unmerge; see the module comment. */
 export async function remergeIdentity(raw: RemergeInput): Promise<RemergeResult> {

@@ -12,7 +12,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import { parseOrFail } from '../common/failures.js';
+import { ACTIVITY_RETRY, parseOrFail } from '../common/failures.js';
 import { prefixOf, queueName } from '../common/queues.js';
 import {
   EPOCH_SIGNAL,
@@ -26,25 +26,12 @@ import {
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 export const epochSignal = defineSignal<[EpochProgress]>(EPOCH_SIGNAL);
 
-const NON_RETRYABLE = [
-  'ValidationFailure',
-  'NotFoundFailure',
-  'ConflictFailure',
-  'InsufficientDataFailure',
-];
-
 /** Retrains one model end to end; see the module comment. */
 export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
   const input = parseOrFail(retrainInputSchema, raw, 'retrainModel input');
   const { workflowId, runId, taskQueue } = workflowInfo();
   const prefix = prefixOf(taskQueue);
-  // Deterministic refusals are non-retryable; anything else gets a bounded number of tries, so a
-  // failure nobody foresaw ends the run with its message instead of retrying forever.
-  const retry = {
-    nonRetryableErrorTypes: NON_RETRYABLE,
-    maximumInterval: '30s',
-    maximumAttempts: 8,
-  };
+  const retry = ACTIVITY_RETRY;
 
   const local = proxyActivities<Activities>({
     startToCloseTimeout: '2 minutes',
