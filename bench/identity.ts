@@ -100,17 +100,7 @@ async function runBench(
   pool: Pool,
   profile: StatementProfile,
 ): Promise<void> {
-  const t = performance.now();
-  const world = new IdentityWorld(options.seed);
-  const base = world.base(options.links);
-  const increment = world.increment(options.incrementLinks);
-  const files = writeStreams(dir, base, increment);
-  row(
-    `identity: generated ${fmt(base.links)} links`,
-    `${secs((performance.now() - t) / 1000)} s`,
-    `${fmt(base.events)} events, ${fmt(distinctIdentifiers(base))} identifiers, seed ${options.seed}`,
-  );
-
+  const { files, base, increment } = generate(options, dir, row);
   const imported = await importEvents(pool, files.base, { source: 'bench-identity' });
   row('  import, importEvents NDJSON (events/s)', fmt(imported.read / imported.seconds), '');
   await settle(pool);
@@ -135,7 +125,7 @@ async function runBench(
 async function resolveBase(
   pool: Pool,
   profile: StatementProfile,
-  base: GeneratedStream,
+  base: Counts,
   chunk: number,
   row: Row,
 ): Promise<Run> {
@@ -161,7 +151,7 @@ async function incremental(
   pool: Pool,
   profile: StatementProfile,
   file: string,
-  increment: GeneratedStream,
+  increment: Counts,
   chunk: number,
   row: Row,
 ): Promise<void> {
@@ -260,6 +250,33 @@ function printProfile(lines: readonly ProfileLine[], run: Run): void {
   }
   const rest = wall - measured;
   print('unmeasured (pool checkout, awaits)', `${((100 * rest) / wall).toFixed(1)}%`, '', '');
+}
+
+/** What the table needs of a generated stream; the messages themselves are gone by then. */
+type Counts = Pick<GeneratedStream, 'events' | 'links'>;
+
+/**
+ * Generates both streams and writes them out. Only counts are returned: the messages (about half a
+ * gigabyte of heap for 1M links) must be garbage before resolution starts, or the collector's
+ * pauses over them would be timed as resolution work.
+ */
+function generate(
+  options: IdentityBenchOptions,
+  dir: string,
+  row: Row,
+): { files: Files; base: Counts; increment: Counts } {
+  const t = performance.now();
+  const world = new IdentityWorld(options.seed);
+  const base = world.base(options.links);
+  const increment = world.increment(options.incrementLinks);
+  const files = writeStreams(dir, base, increment);
+  row(
+    `identity: generated ${fmt(base.links)} links`,
+    `${secs((performance.now() - t) / 1000)} s`,
+    `${fmt(base.events)} events, ${fmt(distinctIdentifiers(base))} identifiers, seed ${options.seed}`,
+  );
+  const counts = (s: GeneratedStream): Counts => ({ events: s.events, links: s.links });
+  return { files, base: counts(base), increment: counts(increment) };
 }
 
 interface Files {
