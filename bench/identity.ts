@@ -100,9 +100,14 @@ async function runBench(
   pool: Pool,
   profile: StatementProfile,
 ): Promise<void> {
+  const load = os.loadavg()[0] ?? 0;
   const { files, base, increment } = generate(options, dir, row);
   const imported = await importEvents(pool, files.base, { source: 'bench-identity' });
-  row('  import, importEvents NDJSON (events/s)', fmt(imported.read / imported.seconds), '');
+  row(
+    '  import, importEvents NDJSON (events/s)',
+    fmt(imported.read / imported.seconds),
+    `${fmt(imported.read)} events in ${secs(imported.seconds)} s, not part of resolution`,
+  );
   await settle(pool);
   const baseThrough = await readMaxEventId(pool);
 
@@ -115,11 +120,19 @@ async function runBench(
   await incremental(pool, profile, files.increment, increment, first, row);
 
   const nx = runNetworkx(files.edges, files.components);
-  reportNetworkx(nx, main, row);
+  reportNetworkx(nx, main, first, row);
   await pool.query('delete from events where id > $1::bigint', [baseThrough]);
   await resetGraph(pool);
   await sanityCheck(pool, Math.max(...options.chunkSizes), files.components, row);
+  const cores = os.cpus().length;
+  row(
+    '  machine load, 1-min average, start / end',
+    `${load.toFixed(1)} / ${loadNow()}`,
+    `${cores} cores`,
+  );
 }
+
+const loadNow = () => (os.loadavg()[0] ?? 0).toFixed(1);
 
 /** Resolves the base stream from an empty graph; prints its figures and profile. */
 async function resolveBase(
@@ -169,7 +182,7 @@ async function incremental(
   printProfile(lines, run);
 }
 
-function reportNetworkx(nx: Networkx, main: Run, row: Row): void {
+function reportNetworkx(nx: Networkx, main: Run, chunk: number, row: Row): void {
   row(
     '  networkx connected_components (s)',
     secs(nx.components),
@@ -177,7 +190,7 @@ function reportNetworkx(nx: Networkx, main: Run, row: Row): void {
       ` ${fmt(nx.nodes)} nodes, ${fmt(nx.edges)} distinct edges, ${fmt(nx.count)} components`,
   );
   row(
-    '  pops resolve (chunk 5000) / networkx components',
+    `  pops resolve (chunk ${chunk}) / networkx components`,
     `${(main.seconds / nx.components).toFixed(1)}x`,
     `/ (build + components): ${(main.seconds / (nx.build + nx.components)).toFixed(1)}x`,
   );
