@@ -8,14 +8,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { stateDir } from '../common/config.js';
+import { startMergeIdentities, waitForMerge } from '../client/identity.js';
 import { startRetrain } from '../client/retrain.js';
+import type { MergeIdentitiesResult } from '../domain/identity/merge.js';
+import { simulateSegmentTraffic } from '../domain/identity/simulator.js';
 import { simulateMovieLens } from '../domain/simulator.js';
 import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
+import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
 import { describeResult, watchRetrain } from './retrain.js';
-import { openRuntime, type Runtime, runWorkers } from './runtime.js';
+import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
 const demoArgs = z.object({
   data: z.string().optional(),
@@ -24,6 +28,53 @@ const demoArgs = z.object({
 });
 
 const SIMULATED_SOURCE = 'pops-sim';
+const SIMULATED_TRAFFIC_SOURCE = 'pops-sim-web';
+const SIMULATED_PEOPLE = 300;
+
+/** What the identity step found, over the whole graph. */
+interface IdentityReport {
+  merge: MergeIdentitiesResult;
+  persons: number;
+  identifiers: number;
+  merges: number;
+  conflicts: number;
+}
+
+/**
+ * Resolves identities over every event: with simulated data, the simulator's web and app traffic for
+ * the same people is imported first (once: a re-import adds nothing).
+ */
+async function resolveIdentities(rt: Runtime, simulated: boolean): Promise<IdentityReport> {
+  if (simulated) {
+    const file = path.join(stateDir(rt.config), 'sim', 'web-events.ndjson');
+    if (!fs.existsSync(file)) {
+      simulateSegmentTraffic(file, { people: SIMULATED_PEOPLE, visitors: 40, sharedTablets: 4 });
+    }
+    await importEvents(rt.pool, file, { source: SIMULATED_TRAFFIC_SOURCE });
+  }
+  const run = await startMergeIdentities(rt.client, rt.prefix, {
+    requestedBy: rt.config.POPS_ACTOR,
+    rules: configuredIdentityRules(),
+  });
+  const merge = await waitForMerge(rt.client, run);
+  const { rows } = await rt.pool.query<Omit<IdentityReport, 'merge'>>(
+    `select (select count(*) from persons where canonical_id = id)::int as persons,
+            (select count(*) from identifiers)::int as identifiers,
+            (select count(*) from identity_merges where undone_by is null)::int as merges,
+            (select count(*) from identity_conflicts)::int as conflicts`,
+  );
+  const graph = rows[0] ?? { persons: 0, identifiers: 0, merges: 0, conflicts: 0 };
+  return { merge, ...graph };
+}
+
+function describeIdentities(report: IdentityReport): string {
+  return [
+    `identity: ${report.merge.events} new events resolved;` +
+      ` the graph holds ${report.persons} persons with ${report.identifiers} identifiers` +
+      ` (${report.merges} merges, ${report.conflicts} conflicts)`,
+    '  see one: npx pops identity show user_id:1   (or device_id:family-tablet-0 for a conflict)',
+  ].join('\n');
+}
 
 async function ensureData(
   rt: Runtime,
@@ -85,6 +136,7 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
         requestedBy: rt.config.POPS_ACTOR,
         ...(args.epochs !== undefined ? { training: { epochs: args.epochs } } : {}),
       });
+      const identity = await resolveIdentities(rt, args.data === undefined);
       const run = await startRetrain(rt.client, rt.prefix, request);
       const result = await watchRetrain(rt, run, args.json, request.training.epochs);
       const wallSeconds = (Date.now() - started) / 1000;
@@ -99,6 +151,7 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
         dataImported: data.imported,
         wallSeconds,
         temporalUi: ui,
+        identity,
         result,
       };
       const aucGain = result.metrics.auc - result.baseline.auc;
@@ -110,6 +163,7 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
             ? `  the model beats the popularity baseline by ${aucGain.toFixed(4)} AUC`
             : '  the model does NOT beat the popularity baseline on AUC',
           `data: source ${data.source} (${data.imported ? 'imported now' : 'reused from before'})`,
+          describeIdentities(identity),
           `wall time ${wallSeconds.toFixed(1)} s`,
           ui
             ? `Temporal UI: ${ui} (while pops runs: npm start)`

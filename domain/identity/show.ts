@@ -111,6 +111,16 @@ async function findNode(db: Queryable, lookup: PersonLookup): Promise<number | u
   return rows[0]?.person_id;
 }
 
+/** Instants as ISO-8601 UTC text (`…Z`), the way every pops output writes them. */
+function withIsoTimes<R extends object>(rows: R[]): R[] {
+  return rows.map(
+    (row) =>
+      Object.fromEntries(
+        Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]),
+      ) as R,
+  );
+}
+
 async function countEvents(db: Queryable, nodes: number[]): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     'select count(*)::bigint as n from event_persons where person_id = any($1::bigint[])',
@@ -121,51 +131,51 @@ async function countEvents(db: Queryable, nodes: number[]): Promise<number> {
 
 async function identifiersOf(db: Queryable, nodes: number[]) {
   const { rows } = await db.query<PersonView['identifiers'][number]>(
-    `select type, value, to_json(first_seen_at) #>> '{}' as "firstSeenAt", person_id as node
+    `select type, value, first_seen_at as "firstSeenAt", person_id as node
        from identifiers where person_id = any($1::bigint[])
       order by first_seen_at, type, value`,
     [nodes],
   );
-  return rows;
+  return withIsoTimes(rows);
 }
 
 async function mergesOf(db: Queryable, nodes: number[]) {
   const { rows } = await db.query<PersonView['merges'][number]>(
     `select id as "mergeId", merged_from as "mergedFrom", merged_into as "mergedInto",
             from_node as "fromNode", into_node as "intoNode", message_id as "messageId",
-            event_id as "eventId", to_json(merged_at) #>> '{}' as "mergedAt",
+            event_id as "eventId", merged_at as "mergedAt",
             workflow_id as "workflowId", decisions, undone_by as "undoneBy"
        from identity_merges
       where from_node = any($1::bigint[]) or into_node = any($1::bigint[])
       order by id`,
     [nodes],
   );
-  return rows;
+  return withIsoTimes(rows);
 }
 
 async function unmergesOf(db: Queryable, nodes: number[]) {
   const { rows } = await db.query<PersonView['unmerges'][number]>(
     `select id as "unmergeId", merge_id as "mergeId", kept_person as "keptPerson",
             split_person as "splitPerson", reason, requested_by as "requestedBy",
-            to_json(unmerged_at) #>> '{}' as "unmergedAt",
-            to_json(reverted_at) #>> '{}' as "revertedAt", reverted_reason as "revertedReason"
+            unmerged_at as "unmergedAt",
+            reverted_at as "revertedAt", reverted_reason as "revertedReason"
        from identity_unmerges
       where from_node = any($1::bigint[]) or into_node = any($1::bigint[])
       order by id`,
     [nodes],
   );
-  return rows;
+  return withIsoTimes(rows);
 }
 
 async function conflictsOf(db: Queryable, nodes: number[]) {
   const { rows } = await db.query<PersonView['conflicts'][number]>(
     `select identifier_type as type, identifier_value as value, message_id as "messageId",
             identifier_person_id as "identifierPerson", attributed_person_id as "attributedPerson",
-            reason, to_json(recorded_at) #>> '{}' as "recordedAt"
+            reason, recorded_at as "recordedAt"
        from identity_conflicts
       where identifier_person_id = any($1::bigint[]) or attributed_person_id = any($1::bigint[])
       order by id`,
     [nodes],
   );
-  return rows;
+  return withIsoTimes(rows);
 }
