@@ -9,7 +9,7 @@
  * Normalization: every value is trimmed; emails are also lower-cased and must look like an address
  * (no plus-tag or dot stripping: those would merge mailboxes that may belong to different people).
  */
-import { type IdentityRules, ruleOf } from './rules.js';
+import { type IdentityRules, ruleOf, typesOf } from './rules.js';
 
 export interface Identifier {
   type: string;
@@ -92,6 +92,8 @@ export function identifierExtractor(
   rules: IdentityRules,
 ): (row: IdentityEventRow) => ExtractedIdentifiers {
   const isJunk = junkFilter(rules.blockList);
+  const priorities = new Map(typesOf(rules).map((t) => [t, ruleOf(rules, t)?.priority ?? 0]));
+  const priority = (type: string) => priorities.get(type) ?? 0;
   const custom = Object.entries(rules.custom).map(([type, rule]) => ({
     type,
     from: rule.from,
@@ -108,7 +110,6 @@ export function identifierExtractor(
       ['device_id', at(row.context, ['device', 'id'])],
       ...custom.map(({ type, from, path }): [string, unknown] => [type, at(row[from], path)]),
     ];
-    const seen = new Set<string>();
     const identifiers: Identifier[] = [];
     let rejected = 0;
     for (const [type, value] of raw) {
@@ -119,12 +120,10 @@ export function identifierExtractor(
         rejected += 1;
         continue;
       }
-      const key = identifierKey({ type, value: normalized });
-      if (seen.has(key)) continue;
-      seen.add(key);
+      // A message carries a handful of identifiers: a scan beats hashing them.
+      if (identifiers.some((i) => i.type === type && i.value === normalized)) continue;
       identifiers.push({ type, value: normalized });
     }
-    const priority = (type: string) => ruleOf(rules, type)?.priority ?? 0;
     identifiers.sort((a, b) => priority(b.type) - priority(a.type));
     return { identifiers, rejected };
   };

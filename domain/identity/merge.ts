@@ -31,7 +31,7 @@ export const mergeIdentitiesInputSchema = z.object({
   requestedBy: z.string().trim().min(1).max(200).default('unknown'),
   rules: identityRulesSchema.prefault({}),
   /** Events per chunk: one transaction each. */
-  chunkSize: z.number().int().min(1).max(50_000).default(5000),
+  chunkSize: z.number().int().min(1).max(50_000).default(20_000),
   /** Chunks per workflow run before it continues as new (keeps the history short). */
   chunksPerRun: z.number().int().min(1).max(10_000).default(50),
   /** Carried across continue-as-new; callers leave it out. */

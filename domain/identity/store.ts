@@ -12,9 +12,14 @@ const IDENTITY_LOCK = 0x69646e74; // 'idnt'
 const WATERMARK = 'events';
 const LOCK_NOT_AVAILABLE = '55P03';
 
-/** Serializes every writer of the identity graph (and person id assignment) until commit. */
+/**
+ * Serializes every writer of the identity graph (and person id assignment) until commit. Also
+ * prices random reads as on SSD for the rest of the transaction, so that the updates keyed by
+ * person ids use the indexes instead of scanning `persons` (PostgreSQL's default assumes disks).
+ */
 export async function lockGraph(client: PoolClient): Promise<void> {
   await client.query('select pg_advisory_xact_lock($1::bigint)', [IDENTITY_LOCK]);
+  await client.query(`select set_config('random_page_cost', '1.1', true)`);
 }
 
 /**
@@ -89,12 +94,15 @@ export async function loadSlice(
   identifiers: readonly Identifier[],
   limited: readonly string[],
 ): Promise<GraphSlice> {
+  // Lateral joins: one index lookup per identifier and per person, whatever the graph's size (a
+  // hash join would scan both tables for every chunk, and chunks would slow as the graph grows).
   const found = await db.query<IdentifierRow>(
     `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
             p.canonical_id as "canonicalId"
        from unnest($1::text[], $2::text[]) as k(type, value)
-       join identifiers i on i.type = k.type and i.value = k.value
-       join persons p on p.id = i.person_id`,
+       cross join lateral (select * from identifiers i
+                            where i.type = k.type and i.value = k.value) i
+       cross join lateral (select canonical_id from persons p where p.id = i.person_id) p`,
     [identifiers.map((i) => i.type), identifiers.map((i) => i.value)],
   );
   const roots = [...new Set(found.rows.map((r) => r.canonicalId))];
@@ -107,10 +115,11 @@ export async function loadSlice(
       ? { rows: [] }
       : await db.query<IdentifierRow>(
           `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
-                  p.canonical_id as "canonicalId"
-             from persons p
-             join identifiers i on i.person_id = p.id
-            where p.canonical_id = any($1::bigint[]) and i.type = any($2::text[])`,
+                  r.id as "canonicalId"
+             from unnest($1::bigint[]) as r(id)
+             cross join lateral (select id from persons where canonical_id = r.id) p
+             cross join lateral (select * from identifiers i
+                                  where i.person_id = p.id and i.type = any($2::text[])) i`,
           [roots, limited],
         );
   const next = await db.query<{ next: number }>(
