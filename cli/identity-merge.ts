@@ -78,6 +78,9 @@ export function describeSchedule(state: MergeScheduleState): string {
     `schedule ${state.scheduleId}: every ${state.every}, ${state.paused ? 'paused' : 'active'}` +
       ` (overlap ${state.overlap}, catch-up window ${state.catchupWindow}, queue ${state.taskQueue})`,
   ];
+  lines.push(
+    `  rules sha256 ${state.rulesSha256.slice(0, 12)}… (set by pops serve from POPS_IDENTITY_RULES)`,
+  );
   if (state.note) lines.push(`  note: ${state.note}`);
   if (!state.paused && state.nextRuns[0]) lines.push(`  next run ${state.nextRuns[0]}`);
   for (const run of state.recentRuns.slice(-3)) {
@@ -93,12 +96,11 @@ export async function scheduleCommand(options: Record<string, unknown>): Promise
   if (args.pause && args.unpause) {
     throw new UsageError('--pause and --unpause: choose one');
   }
-  const rules = configuredIdentityRules();
   const rt = await openRuntime();
   try {
     const configured = rt.config.POPS_IDENTITY_MERGE_EVERY;
+    // The rules are not touched here: the schedule keeps those `pops serve` gave it.
     await ensureMergeSchedule(rt.client, rt.prefix, {
-      rules,
       ...(args.every ? { every: args.every } : {}),
       ...(configured && configured !== 'off' ? { createEvery: configured } : {}),
     });

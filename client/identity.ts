@@ -14,7 +14,8 @@ import {
 } from '@temporalio/client';
 import { queueName } from '../common/queues.js';
 import { runningRunId } from './retrain.js';
-import type { IdentityRules } from '../domain/identity/rules.js';
+import { rulesSha256 } from '../domain/identity/chunk.js';
+import { type IdentityRules, identityRulesSchema } from '../domain/identity/rules.js';
 import {
   MERGE_IDENTITIES_WORKFLOW_ID,
   type MergeIdentitiesInput,
@@ -96,7 +97,10 @@ export interface MergeScheduleOptions {
   every?: string;
   /** Interval of a schedule created now when `every` is left out; default 1m. */
   createEvery?: string;
-  /** The rules each scheduled run resolves with (fixed in the schedule until it is updated). */
+  /**
+   * The rules each scheduled run resolves with. Left out, an existing schedule keeps the rules it
+   * carries, and a new one gets the defaults: only `pops serve` (the deployment's config) sets them.
+   */
   rules?: IdentityRules;
   /** Tests that share a Temporal namespace pass their own ids. */
   scheduleId?: string;
@@ -112,6 +116,8 @@ export interface MergeScheduleState {
   overlap: string;
   catchupWindow: string;
   taskQueue: string;
+  /** Which rules the scheduled runs resolve with: the sha256 that each chunk's ledger row records. */
+  rulesSha256: string;
   nextRuns: string[];
   recentRuns: Array<{ workflowId: string; scheduledAt: string }>;
   running: string[];
@@ -141,7 +147,7 @@ export async function ensureMergeSchedule(
     await client.schedule.getHandle(scheduleId).update((previous) => ({
       ...previous,
       spec: options.every ? { intervals: [{ every: options.every }] } : previous.spec,
-      action,
+      action: options.rules ? action : { ...action, args: previous.action.args },
       policies,
       state: { paused: previous.state.paused, note: previous.state.note },
     }));
@@ -204,6 +210,7 @@ export async function describeMergeSchedule(
     overlap: description.policies.overlap ?? 'UNSPECIFIED',
     catchupWindow: formatInterval(description.policies.catchupWindow),
     taskQueue: description.action.taskQueue ?? '',
+    rulesSha256: scheduledRulesSha256(description.action.args),
     nextRuns: description.info.nextActionTimes.map((t) => t.toISOString()),
     recentRuns: description.info.recentActions.map((a) => ({
       workflowId: a.action.workflow.workflowId,
@@ -211,6 +218,13 @@ export async function describeMergeSchedule(
     })),
     running: description.info.runningActions.map((a) => a.workflow.workflowId),
   };
+}
+
+/** The sha256 of the rules a schedule's runs resolve with (as recorded with each chunk). */
+function scheduledRulesSha256(args: readonly unknown[] | undefined): string {
+  const input = (args?.[0] ?? {}) as { rules?: unknown };
+  const parsed = identityRulesSchema.safeParse(input.rules ?? {});
+  return parsed.success ? rulesSha256(parsed.data) : 'invalid';
 }
 
 /** Milliseconds as the largest whole unit: 60000 → 1m, 90000 → 90s. */

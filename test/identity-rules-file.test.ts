@@ -18,7 +18,7 @@ function file(text: string): string {
 }
 
 describe('identity rules from a file', () => {
-  it('reads the example file, whose built-in values are the documented defaults', () => {
+  it('reads the example file, which holds exactly the documented defaults', () => {
     const rules = loadIdentityRules(EXAMPLE);
     expect({
       user_id: rules.user_id,
@@ -26,10 +26,9 @@ describe('identity rules from a file', () => {
       anonymous_id: rules.anonymous_id,
       device_id: rules.device_id,
     }).toEqual(DEFAULT_LIMITS);
-    expect(rules.custom).toEqual({
-      crm_id: { from: 'traits', path: 'crm.id', priority: 90, maxValues: 1, windowDays: null },
-    });
-    expect(rules.blockList).toEqual(['kiosk-01', 'test@example.com']);
+    expect(rules.custom).toEqual({});
+    expect(rules.blockList).toEqual([]);
+    expect(rules).toEqual(loadIdentityRules(undefined));
   });
 
   it('fills what a file leaves out with the defaults; no file means the defaults', () => {
@@ -50,6 +49,10 @@ describe('identity rules from a file', () => {
     );
     expect(() => loadIdentityRules(custom)).toThrow('custom.user_id: is a built-in type');
     expect(() => loadIdentityRules(file('email: [unclosed\n'))).toThrow('not valid YAML');
+    expect(() => loadIdentityRules(file('email:\n  priorty: 80\n'))).toThrow(
+      'email: Unrecognized key: "priorty"',
+    );
+    expect(() => loadIdentityRules(file('phone: {}\n'))).toThrow('Unrecognized key: "phone"');
     expect(() => loadIdentityRules('/nonexistent/rules.yaml')).toThrow(
       'POPS_IDENTITY_RULES="/nonexistent/rules.yaml": cannot read it',
     );

@@ -18,7 +18,8 @@ import { z } from 'zod';
 export const BUILTIN_TYPES = ['user_id', 'email', 'anonymous_id', 'device_id'] as const;
 export type BuiltinType = (typeof BUILTIN_TYPES)[number];
 
-const limitRuleSchema = z.object({
+// Strict: a misspelled key (`priorty`) is an error, not a silently kept default.
+const limitRuleSchema = z.strictObject({
   /** Higher wins: when a merge would breach a limit, the message's lowest-priority identifiers go. */
   priority: z.number().int().min(0).max(1000),
   /** Distinct values of this type one person may hold; null: no limit. */
@@ -56,7 +57,7 @@ const customTypeSchema = limitRuleSchema.extend({
 
 export type CustomType = z.output<typeof customTypeSchema>;
 
-export const identityRulesSchema = z.object({
+export const identityRulesSchema = z.strictObject({
   user_id: builtinRule('user_id'),
   email: builtinRule('email'),
   anonymous_id: builtinRule('anonymous_id'),
