@@ -8,8 +8,10 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { startRemerge, startUnmerge } from '../client/identity-edits.js';
 import type { Pool } from '../common/db.js';
+import { type IdentityRules, identityRulesSchema, typesOf } from '../domain/identity/rules.js';
 import { plainText } from '../domain/retrain.js';
 import { type PersonLookup, showPerson } from '../domain/identity/show.js';
+import { remergeRefusal, type UnmergeRefusal, unmergeRefusal } from '../domain/identity/unmerge.js';
 import { ApiError, parse } from './errors.js';
 
 /** What the identity routes need. */
@@ -19,15 +21,29 @@ export interface IdentityRoutesOptions {
   queuePrefix: string;
   /** Recorded as who asked. */
   actor: string;
+  /** The identity rules in force: they say which identifier types exist. */
+  identityRules?: IdentityRules;
   /** Runs a Temporal call under the API's deadline. */
   withDeadline: <T>(call: () => Promise<T>) => Promise<T>;
 }
 
-const id = z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER);
-const identifierParams = z.object({
-  type: z.string().regex(/^[a-z][a-z0-9_]{0,39}$/, 'an identifier type, e.g. email or user_id'),
-  value: z.string().min(1).max(512),
+const id = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const personParams = z.object({
+  personId: z
+    .string()
+    .regex(/^[1-9][0-9]{0,14}$/, 'is not a person id (a positive whole number)')
+    .transform(Number),
 });
+
+function identifierParams(rules: IdentityRules) {
+  const types = typesOf(rules);
+  return z.object({
+    type: z.string().refine((t) => types.includes(t), {
+      message: `is not an identifier type (${types.join(', ')})`,
+    }),
+    value: z.string().min(1).max(512),
+  });
+}
 const unmergeBody = z
   .object({ mergeId: id.optional(), personId: id.optional(), reason: plainText(500) })
   .strict()
@@ -37,8 +53,14 @@ const unmergeBody = z
   });
 const remergeBody = z.object({ unmergeId: id, reason: plainText(500) }).strict();
 
+/** Answers 404 or 409 for an edit that could only fail. */
+function refuseIf(refusal: UnmergeRefusal | undefined): void {
+  if (refusal) throw new ApiError(refusal.kind, refusal.message);
+}
+
 /** The identity routes. */
 export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (app, options) => {
+  const identifier = identifierParams(options.identityRules ?? identityRulesSchema.parse({}));
   const show = async (lookup: PersonLookup, what: string) => {
     const view = await showPerson(options.pool, lookup);
     if (!view) throw new ApiError('not_found', `${what} is not in the identity graph`);
@@ -46,17 +68,20 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
   };
 
   app.get('/v1/identity/persons/:personId', async (request) => {
-    const { personId } = parse(z.object({ personId: id }), request.params, 'path');
+    const { personId } = parse(personParams, request.params, 'path');
     return show({ personId }, `person ${personId}`);
   });
 
   app.get('/v1/identity/identifiers/:type/:value', async (request) => {
-    const { type, value } = parse(identifierParams, request.params, 'path');
+    const { type, value } = parse(identifier, request.params, 'path');
     return show({ type, value }, `${type} ${JSON.stringify(value)}`);
   });
 
   app.post('/v1/identity/unmerges', async (request, reply) => {
     const body = parse(unmergeBody, request.body ?? {}, 'body');
+    const target =
+      body.mergeId !== undefined ? { mergeId: body.mergeId } : { personId: body.personId ?? 0 };
+    refuseIf(await unmergeRefusal(options.pool, target));
     const started = await options.withDeadline(() =>
       startUnmerge(options.temporal, options.queuePrefix, { ...body, requestedBy: options.actor }),
     );
@@ -65,6 +90,7 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
 
   app.post('/v1/identity/remerges', async (request, reply) => {
     const body = parse(remergeBody, request.body ?? {}, 'body');
+    refuseIf(await remergeRefusal(options.pool, body.unmergeId));
     const started = await options.withDeadline(() =>
       startRemerge(options.temporal, options.queuePrefix, { ...body, requestedBy: options.actor }),
     );

@@ -154,6 +154,7 @@ export function buildApi(deps: ApiDeps) {
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,
     actor: deps.actor,
+    ...(deps.identityRules ? { identityRules: deps.identityRules } : {}),
     withDeadline: (call) => temporal(call),
   });
   return app;

@@ -7,7 +7,13 @@ import {
   type StartedEdit,
 } from '../client/identity-edits.js';
 import { type PersonView, parseLookup, showPerson } from '../domain/identity/show.js';
-import type { RemergeResult, UnmergeResult } from '../domain/identity/unmerge.js';
+import {
+  type RemergeResult,
+  remergeRefusal,
+  type UnmergeRefusal,
+  type UnmergeResult,
+  unmergeRefusal,
+} from '../domain/identity/unmerge.js';
 import { parseArgs, print, table, UsageError } from './output.js';
 import { openDatabase, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
@@ -92,12 +98,16 @@ const editArgs = z.object({ reason: z.string(), json: z.boolean().default(false)
 
 /** Runs an edit to its end on workers in this process (beside any others), and prints it. */
 async function runEdit<R extends UnmergeResult | RemergeResult>(
+  check: (rt: Runtime) => Promise<UnmergeRefusal | undefined>,
   start: (rt: Runtime) => Promise<StartedEdit>,
   json: boolean,
   describe: (result: R) => string,
 ): Promise<void> {
   const rt = await openRuntime();
   try {
+    // A request that can only fail is refused before a workflow starts: not found is bad input.
+    const refusal = await check(rt);
+    if (refusal) throw refusal.kind === 'not_found' ? new UsageError(refusal.message) : refusal;
     const started = await start(rt);
     const local = await runWorkers(rt, ['orchestration']);
     try {
@@ -116,6 +126,7 @@ export async function unmergeCommand(mergeId: string, options: Record<string, un
   const id = parseArgs(z.object({ mergeId: idArg }), { mergeId }).mergeId;
   const args = parseArgs(editArgs, options);
   await runEdit<UnmergeResult>(
+    (rt) => unmergeRefusal(rt.pool, { mergeId: id }),
     (rt) =>
       startUnmerge(rt.client, rt.prefix, {
         mergeId: id,
@@ -135,6 +146,7 @@ export async function remergeCommand(unmergeId: string, options: Record<string, 
   const id = parseArgs(z.object({ unmergeId: idArg }), { unmergeId }).unmergeId;
   const args = parseArgs(editArgs, options);
   await runEdit<RemergeResult>(
+    (rt) => remergeRefusal(rt.pool, id),
     (rt) =>
       startRemerge(rt.client, rt.prefix, {
         unmergeId: id,

@@ -107,16 +107,20 @@ describe('identity over HTTP and Temporal', () => {
       },
     ]);
 
-    // The same merge again: the workflow refuses, saying why.
+    // The same merge again: refused at once, saying why.
     const again = await call('POST', '/v1/identity/unmerges', {
       mergeId: merge?.mergeId,
       reason: 'again',
     });
-    await expect(finished(again.body)).rejects.toThrow();
-    const status = await call('GET', `/v1/workflows/${String(again.body['workflowId'])}`);
-    expect(String(status.body['failure'])).toContain(
-      `merge ${merge?.mergeId} is already undone (unmerge ${String(unmerged['unmergeId'])})`,
-    );
+    expect(again).toEqual({
+      status: 409,
+      body: {
+        error: {
+          code: 'conflict',
+          message: `merge ${merge?.mergeId} is already undone (unmerge ${String(unmerged['unmergeId'])})`,
+        },
+      },
+    });
 
     const remerge = await call('POST', '/v1/identity/remerges', {
       unmergeId: unmerged['unmergeId'],
@@ -150,7 +154,31 @@ describe('identity over HTTP and Temporal', () => {
     expect(JSON.stringify(wrong.body)).toContain('mergeId');
     expect(JSON.stringify(wrong.body)).toContain('(got \\"x\\")');
     expect((await call('POST', '/v1/identity/remerges', { unmergeId: 1 })).status).toBe(400);
-    expect((await call('GET', '/v1/identity/persons/abc')).status).toBe(400);
+    expect(await call('GET', '/v1/identity/persons/abc')).toEqual({
+      status: 400,
+      body: {
+        error: {
+          code: 'validation',
+          message:
+            'invalid path: personId: is not a person id (a positive whole number) (got "abc")',
+        },
+      },
+    });
+    const phone = await call('GET', '/v1/identity/identifiers/phone/123');
+    expect(phone.status).toBe(400);
+    expect(JSON.stringify(phone.body)).toContain(
+      'type: is not an identifier type (user_id, email, anonymous_id, device_id)',
+    );
+    const unknownMerge = await call('POST', '/v1/identity/unmerges', { mergeId: 999, reason: 'r' });
+    expect(unknownMerge).toEqual({
+      status: 404,
+      body: { error: { code: 'not_found', message: 'mergeId: merge 999 does not exist' } },
+    });
+    const unknownUnmerge = await call('POST', '/v1/identity/remerges', {
+      unmergeId: 999,
+      reason: 'r',
+    });
+    expect(unknownUnmerge.status).toBe(404);
     expect(await call('GET', '/v1/identity/persons/987654')).toEqual({
       status: 404,
       body: {

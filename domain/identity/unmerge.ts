@@ -17,7 +17,7 @@
  * Both run in one transaction under the identity lock, keyed by the calling workflow run: a retry
  * finds its own row and returns the recorded result.
  */
-import type { PoolClient, Pool } from '../../common/db.js';
+import type { Pool, PoolClient, Queryable } from '../../common/db.js';
 import { withTransaction } from '../../common/db.js';
 import { lockGraph } from './store.js';
 
@@ -92,12 +92,7 @@ export async function unmergeIdentity(
     const done = await findUnmergeByRun(client, by);
     if (done) return { ...done, replayed: true };
     const merge = await findMerge(client, target);
-    if (merge.undone_by !== null) {
-      throw new UnmergeRefusal(
-        'conflict',
-        `merge ${merge.id} is already undone (unmerge ${merge.undone_by})`,
-      );
-    }
+    if (merge.undone_by !== null) throw alreadyUndone(merge);
     return split(client, merge, by);
   });
 }
@@ -187,9 +182,7 @@ export async function remergeIdentity(
       const exact = unmerge.reverted_exact ?? false;
       return remergeResult(unmerge, { canonicalPerson, exact }, true);
     }
-    if (unmerge.reverted_at !== null) {
-      throw new UnmergeRefusal('conflict', `unmerge ${unmergeId} is already reverted`);
-    }
+    if (unmerge.reverted_at !== null) throw alreadyReverted(unmergeId);
     const joined = await join(client, unmerge);
     await client.query(
       `update identity_unmerges
@@ -293,11 +286,58 @@ async function findUnmergeByRun(
   return rows[0];
 }
 
-async function findMerge(client: PoolClient, target: UnmergeTarget): Promise<MergeRow> {
+/**
+ * Why an unmerge of `target` would be refused now, or undefined: a check before a workflow is
+ * started, so that a request that can only fail is refused at once. The unmerge checks again
+ * under the lock.
+ */
+export async function unmergeRefusal(
+  db: Queryable,
+  target: UnmergeTarget,
+): Promise<UnmergeRefusal | undefined> {
+  try {
+    const merge = await findMerge(db, target, '');
+    return merge.undone_by === null ? undefined : alreadyUndone(merge);
+  } catch (err) {
+    if (err instanceof UnmergeRefusal) return err;
+    throw err;
+  }
+}
+
+/** Why a remerge of `unmergeId` would be refused now, or undefined; see unmergeRefusal. */
+export async function remergeRefusal(
+  db: Queryable,
+  unmergeId: number,
+): Promise<UnmergeRefusal | undefined> {
+  const { rows } = await db.query<{ reverted_at: Date | null }>(
+    'select reverted_at from identity_unmerges where id = $1',
+    [unmergeId],
+  );
+  const row = rows[0];
+  if (!row) return new UnmergeRefusal('not_found', `unmerge ${unmergeId} does not exist`);
+  return row.reverted_at === null ? undefined : alreadyReverted(unmergeId);
+}
+
+function alreadyUndone(merge: MergeRow): UnmergeRefusal {
+  return new UnmergeRefusal(
+    'conflict',
+    `merge ${merge.id} is already undone (unmerge ${merge.undone_by})`,
+  );
+}
+
+function alreadyReverted(unmergeId: number): UnmergeRefusal {
+  return new UnmergeRefusal('conflict', `unmerge ${unmergeId} is already reverted`);
+}
+
+async function findMerge(
+  client: Queryable,
+  target: UnmergeTarget,
+  lock = 'for update',
+): Promise<MergeRow> {
   const columns = 'id, merged_from, merged_into, from_node, into_node, undone_by';
   if ('mergeId' in target) {
     const { rows } = await client.query<MergeRow>(
-      `select ${columns} from identity_merges where id = $1 for update`,
+      `select ${columns} from identity_merges where id = $1 ${lock}`,
       [target.mergeId],
     );
     if (rows[0]) return rows[0];
@@ -306,7 +346,7 @@ async function findMerge(client: PoolClient, target: UnmergeTarget): Promise<Mer
   const { rows } = await client.query<MergeRow>(
     `select ${columns} from identity_merges
       where merged_from = $1 and undone_by is null
-      order by id desc limit 1 for update`,
+      order by id desc limit 1 ${lock}`,
     [target.personId],
   );
   if (rows[0]) return rows[0];
