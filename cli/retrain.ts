@@ -4,8 +4,11 @@ import {
   startRetrain,
   type StartedRetrain,
   waitForRetrain,
+  type WorkflowStatus,
   workflowStatus,
 } from '../client/retrain.js';
+import type { MergeIdentitiesResult } from '../domain/identity/merge.js';
+import { describeMerge } from './identity-merge.js';
 import { modelExists } from '../domain/registry.js';
 import { type RetrainProgress, type RetrainResult, retrainInputSchema } from '../domain/retrain.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
@@ -119,6 +122,18 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
   }
 }
 
+/** A finished workflow's result for people: retraining and merges in words, others as JSON. */
+function describeWorkflowResult(status: WorkflowStatus): string {
+  switch (status.type) {
+    case 'retrainModel':
+      return describeResult(status.result as RetrainResult);
+    case 'mergeIdentities':
+      return describeMerge(status.result as MergeIdentitiesResult);
+    default:
+      return `  result: ${JSON.stringify(status.result)}`;
+  }
+}
+
 /** `pops status <workflowId>`. */
 export async function statusCommand(
   workflowId: string,
@@ -147,9 +162,7 @@ export async function statusCommand(
         lines.push(`  running ${a.type}${retrying}`);
       }
       if (status.failure) lines.push(`  failure: ${status.failure}`);
-      if (status.result && status.type === 'retrainModel') {
-        lines.push(describeResult(status.result as RetrainResult));
-      }
+      if (status.result !== undefined) lines.push(describeWorkflowResult(status));
       return lines.join('\n');
     });
     if (['FAILED', 'TERMINATED', 'TIMED_OUT', 'CANCELLED'].includes(status.status)) {
