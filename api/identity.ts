@@ -8,6 +8,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { startRemerge, startUnmerge } from '../client/identity-edits.js';
 import type { Pool } from '../common/db.js';
+import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
 import { type IdentityRules, identityRulesSchema, typesOf } from '../domain/identity/rules.js';
 import { plainText } from '../domain/retrain.js';
 import { type PersonLookup, showPerson } from '../domain/identity/show.js';
@@ -41,7 +42,11 @@ function identifierParams(rules: IdentityRules) {
     type: z.string().refine((t) => types.includes(t), {
       message: `is not an identifier type (${types.join(', ')})`,
     }),
-    value: z.string().min(1).max(512),
+    value: z
+      .string()
+      .min(1)
+      .max(512)
+      .refine((v) => !UNSTORABLE_TEXT.test(v), UNSTORABLE_PROBLEM),
   });
 }
 const unmergeBody = z
@@ -53,9 +58,9 @@ const unmergeBody = z
   });
 const remergeBody = z.object({ unmergeId: id, reason: plainText(500) }).strict();
 
-/** Answers 404 or 409 for an edit that could only fail. */
+/** Answers 404 or 409 (through the API's error handler) for an edit that could only fail. */
 function refuseIf(refusal: UnmergeRefusal | undefined): void {
-  if (refusal) throw new ApiError(refusal.kind, refusal.message);
+  if (refusal) throw refusal;
 }
 
 /** The identity routes. */

@@ -11,6 +11,7 @@ import type { Pool } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { ApiError, parse, send } from './errors.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
+import { UnmergeRefusal } from '../domain/identity/unmerge.js';
 import { identityRoutes } from './identity.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
@@ -69,6 +70,7 @@ export function buildApi(deps: ApiDeps) {
 
   app.setErrorHandler((err: Error, _request, reply) => {
     if (err instanceof ApiError) return send(reply, err.code, err.message);
+    if (err instanceof UnmergeRefusal) return send(reply, err.kind, err.message);
     const status = (err as { statusCode?: number }).statusCode;
     if (status && status >= 400 && status < 500) return send(reply, 'validation', err.message);
     if (isUnavailable(err)) {

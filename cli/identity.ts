@@ -6,6 +6,7 @@ import {
   startUnmerge,
   type StartedEdit,
 } from '../client/identity-edits.js';
+import { remergeInputSchema, unmergeInputSchema } from '../domain/identity/edits.js';
 import { type PersonView, parseLookup, showPerson } from '../domain/identity/show.js';
 import {
   type RemergeResult,
@@ -93,7 +94,11 @@ export function describePerson(view: PersonView): string {
   return lines.join('\n');
 }
 
-const idArg = z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+// Digits only: `1e1` or `0x5` must not quietly name merge 10 or 5.
+const idArg = z
+  .string()
+  .regex(/^[1-9][0-9]{0,14}$/, 'is not an id (a positive whole number)')
+  .transform(Number);
 const editArgs = z.object({ reason: z.string(), json: z.boolean().default(false) });
 
 /** Runs an edit to its end on workers in this process (beside any others), and prints it. */
@@ -125,6 +130,7 @@ async function runEdit<R extends UnmergeResult | RemergeResult>(
 export async function unmergeCommand(mergeId: string, options: Record<string, unknown>) {
   const id = parseArgs(z.object({ mergeId: idArg }), { mergeId }).mergeId;
   const args = parseArgs(editArgs, options);
+  parseArgs(unmergeInputSchema, { mergeId: id, reason: args.reason });
   await runEdit<UnmergeResult>(
     (rt) => unmergeRefusal(rt.pool, { mergeId: id }),
     (rt) =>
@@ -145,6 +151,7 @@ export async function unmergeCommand(mergeId: string, options: Record<string, un
 export async function remergeCommand(unmergeId: string, options: Record<string, unknown>) {
   const id = parseArgs(z.object({ unmergeId: idArg }), { unmergeId }).unmergeId;
   const args = parseArgs(editArgs, options);
+  parseArgs(remergeInputSchema, { unmergeId: id, reason: args.reason });
   await runEdit<RemergeResult>(
     (rt) => remergeRefusal(rt.pool, id),
     (rt) =>

@@ -3,6 +3,7 @@
  * alike), its progress as the `progress` query reports it, and its result.
  */
 import { z } from 'zod';
+import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
 
 const isoInstant = z.iso.datetime({
   offset: true,
@@ -16,7 +17,7 @@ export function plainText(max: number) {
     .trim()
     .min(1)
     .max(max)
-    .refine((v) => !v.includes('\u0000'), 'must not contain NUL characters');
+    .refine((v) => !UNSTORABLE_TEXT.test(v), UNSTORABLE_PROBLEM);
 }
 
 export const modelNameSchema = z

@@ -5,6 +5,7 @@
  * writes its own rules, so a message the import accepts is one the HTTP API accepts, and back.
  */
 import { z } from 'zod';
+import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
 
 /** The message types the events table stores (its `type` check); screen and group are refused. */
 export const MESSAGE_TYPES = ['track', 'identify', 'alias', 'page'] as const;
@@ -26,9 +27,12 @@ export interface MessageProblem {
 }
 
 const ZONED = 'is not an ISO-8601 date-time with a zone (Z or ±hh:mm)';
-const UNSTORABLE_PROBLEM = 'contains U+0000 or a lone surrogate, which PostgreSQL cannot store';
-// U+0000, or half of a surrogate pair without its other half.
-const UNSTORABLE = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const UNSTORABLE = UNSTORABLE_TEXT;
+/** JSON nested deeper than this is refused: no real message needs it, and walking it costs stack. */
+export const MAX_DEPTH = 64;
+// Instants PostgreSQL and people can both make sense of; a sender's clock outside is wrong.
+const EARLIEST = Date.UTC(1970, 0, 1);
+const LATEST = Date.UTC(2200, 0, 1);
 
 /** A string field; `missing` explains why it is needed when it is absent. */
 function text(missing: string) {
@@ -42,7 +46,10 @@ function text(missing: string) {
 const identifier = z
   .union(
     [
-      z.string().min(1),
+      z
+        .string()
+        .min(1)
+        .refine((v) => v.trim() !== '', { error: 'is blank' }),
       z.number().refine(Number.isSafeInteger, {
         error: 'is a number that is not a whole number below 2^53 (send the id as a string)',
       }),
@@ -63,8 +70,15 @@ const properties = z
 /** An instant as Segment sends it: ISO-8601 with a zone. */
 export const instantSchema = text('is missing')
   .pipe(z.iso.datetime({ offset: true, error: ZONED }))
-  // PostgreSQL has no year 0, which the ISO pattern allows.
-  .refine((value) => !value.startsWith('0000'), { error: 'has year 0000' });
+  // PostgreSQL zones end at ±15:59, which the ISO pattern does not know.
+  .refine((value) => !/[+-](1[6-9]|2\d)(:?\d\d)$/.test(value), { error: 'has a zone past ±15:59' })
+  .refine(
+    (value) => {
+      const t = Date.parse(value);
+      return t >= EARLIEST && t < LATEST;
+    },
+    { error: 'is not between 1970 and 2200' },
+  );
 
 const commonFields = {
   type: z.enum(MESSAGE_TYPES, { error: `is not one of ${MESSAGE_TYPES.join(', ')}` }),
@@ -153,6 +167,9 @@ export function checkMessage(
   mode: MessageMode,
   mayHaveEscapes = true,
 ): CheckedMessage<SegmentMessage> {
+  if (deeperThan(input, MAX_DEPTH)) {
+    return { ok: false, problem: { field: '(message)', value: undefined, problem: DEEP } };
+  }
   const schema = mode === 'import' ? segmentMessageSchema : segmentHttpMessageSchema;
   const result = schema.safeParse(input, { reportInput: true });
   if (!result.success) return { ok: false, problem: firstProblem(result.error, '(message)') };
@@ -169,6 +186,20 @@ export function firstProblem(error: z.ZodError, whole: string): MessageProblem {
   const issue = error.issues[0];
   const field = issue && issue.path.length > 0 ? issue.path.join('.') : whole;
   return { field, value: issue?.input, problem: issue?.message ?? 'is invalid' };
+}
+
+const DEEP = `is nested deeper than ${MAX_DEPTH} levels`;
+
+/** Whether a JSON value nests objects or arrays deeper than `max` (walked without recursion). */
+export function deeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [current, depth] = next;
+    if (current === null || typeof current !== 'object') continue;
+    if (depth >= max) return true;
+    for (const inner of Object.values(current)) stack.push([inner, depth + 1]);
+  }
+  return false;
 }
 
 function unstorable(field: string): MessageProblem {

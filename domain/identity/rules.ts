@@ -64,6 +64,7 @@ export const identityRulesSchema = z.strictObject({
   device_id: builtinRule('device_id'),
   custom: z
     .record(z.string(), customTypeSchema)
+    .refine((types) => Object.keys(types).length <= 50, 'at most 50 custom types')
     .superRefine((types, ctx) => {
       for (const name of Object.keys(types)) {
         const problem = (BUILTIN_TYPES as readonly string[]).includes(name)
@@ -76,7 +77,8 @@ export const identityRulesSchema = z.strictObject({
     })
     .default({}),
   /** Values that never link anything, compared trimmed and case-insensitively, for every type. */
-  blockList: z.array(z.string().trim().min(1).max(512)).max(10_000).default([]),
+  // Bounded so that the rules fit in a workflow input (Temporal refuses messages over 4 MB).
+  blockList: z.array(z.string().trim().min(1).max(512)).max(1000).default([]),
   /**
    * The type of an alias message's previousId. Segment allows either an anonymous id or an earlier
    * user id there; pops reads it as an anonymous id unless told otherwise.
