@@ -97,7 +97,8 @@ function checkBounds(input: ResolveChunkInput): void {
 
 /**
  * Which run resolved the chunk after `after`, from the ledger (rows are never rewritten, so this
- * read after the chunk's transaction is safe). Belongs beside findChunk in domain/identity/store.ts.
+ * read after the chunk's transaction is safe). Belongs beside findChunk in
+ * domain/identity/store.ts.
  */
 async function chunkOwner(
   db: Queryable,

@@ -181,7 +181,9 @@ const batchSchema = z.object(
   { error: 'is not a JSON object' },
 );
 
-/** Checks a `/v1/batch` body: its size, then each message (the batch context merged in), in order. */
+/**
+ * Checks a `/v1/batch` body: its size, then each message (the batch context merged in), in order.
+ */
 function readBatch(body: unknown, raw: Buffer): EventRow[] {
   if (body instanceof Refusal) throw body;
   const parsed = batchSchema.safeParse(body, { reportInput: true });
@@ -228,7 +230,10 @@ function accept(message: SegmentMessage): EventRow {
   return eventRow({ ...message, messageId: message.messageId ?? `pops-${randomUUID()}` });
 }
 
-/** The message with the batch context under its own; a context that is no object is left to the check. */
+/**
+ * The message with the batch context under its own; a context that is no object is left to the
+ * check.
+ */
 function withContext(message: unknown, context: Record<string, unknown>): unknown {
   if (!isPlainObject(message)) return message;
   const own = message['context'] ?? {};

@@ -34,7 +34,9 @@ function line(name: string, value: string, goal = '') {
   process.stdout.write(`${name.padEnd(44)} ${value.padStart(16)}  ${goal}\n`);
 }
 
-/** Training throughput of one backend, measured in a fresh process (a process keeps one backend). */
+/**
+ * Training throughput of one backend, measured in a fresh process (a process keeps one backend).
+ */
 function throughput(backend: string): string {
   const script = fileURLToPath(new URL('./train-throughput.ts', import.meta.url));
   try {

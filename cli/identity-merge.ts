@@ -50,7 +50,8 @@ export async function mergeCommand(options: Record<string, unknown>): Promise<vo
       rules,
     });
     const line = () =>
-      `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`;
+      `${started.attached ? 'attached to' : 'started'} ${started.workflowId}` +
+      ` (run ${started.runId})`;
     if (!args.wait) {
       if (!(await hasPollers(rt))) {
         rt.log.warn('no worker polls the orchestration queue; start one with: npm start');
@@ -76,10 +77,12 @@ export async function mergeCommand(options: Record<string, unknown>): Promise<vo
 export function describeSchedule(state: MergeScheduleState): string {
   const lines = [
     `schedule ${state.scheduleId}: every ${state.every}, ${state.paused ? 'paused' : 'active'}` +
-      ` (overlap ${state.overlap}, catch-up window ${state.catchupWindow}, queue ${state.taskQueue})`,
+      ` (overlap ${state.overlap}, catch-up window ${state.catchupWindow},` +
+      ` queue ${state.taskQueue})`,
   ];
   lines.push(
-    `  rules sha256 ${state.rulesSha256.slice(0, 12)}… (set by pops serve from POPS_IDENTITY_RULES)`,
+    `  rules sha256 ${state.rulesSha256.slice(0, 12)}…` +
+      ' (set by pops serve from POPS_IDENTITY_RULES)',
   );
   if (state.note) lines.push(`  note: ${state.note}`);
   if (!state.paused && state.nextRuns[0]) lines.push(`  next run ${state.nextRuns[0]}`);

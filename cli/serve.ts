@@ -1,4 +1,4 @@
-/** `pops serve` (all workers and the HTTP API) and `pops worker --queue …` (one kind of worker). */
+/** `pops serve` (every worker and the API) and `pops worker --queue …` (one queue's workers). */
 import { z } from 'zod';
 import { buildApi } from '../api/server.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';

@@ -1,5 +1,6 @@
 /**
- * Client-side start of mergeIdentities, for the CLI, the API and the schedule to share: one workflow
+ * Client-side start of mergeIdentities, for the CLI, the API and the schedule to share: one
+ * workflow
  * id for on-demand merges, so a second request attaches to the run in progress instead of racing
  * it; and the Temporal Schedule that starts a merge every minute (its runs have ids of their own,
  * made harmless by the workflow: see workflows/mergeIdentities.ts).
@@ -32,10 +33,14 @@ export interface RequestedMerge extends StartedMerge {
   attached: boolean;
 }
 
-/** The id of the schedule of identity merges; its runs are `identity-merge/scheduled-<fire time>`. */
+/**
+ * The id of the schedule of identity merges; its runs are `identity-merge/scheduled-<fire time>`.
+ */
 export const MERGE_SCHEDULE_ID = 'identity-merge';
 export const DEFAULT_MERGE_EVERY = '1m';
-/** After an outage, only a fire time less than this late is still taken: one catch-up run at most. */
+/**
+ * After an outage, only a fire time less than this late is still taken: one catch-up run at most.
+ */
 const CATCHUP_WINDOW = '1m';
 
 /**
@@ -99,7 +104,8 @@ export interface MergeScheduleOptions {
   createEvery?: string;
   /**
    * The rules each scheduled run resolves with. Left out, an existing schedule keeps the rules it
-   * carries, and a new one gets the defaults: only `pops serve` (the deployment's config) sets them.
+   * carries, and a new one gets the defaults: only `pops serve` (the deployment's config) sets
+   * them.
    */
   rules?: IdentityRules;
   /** Tests that share a Temporal namespace pass their own ids. */
@@ -116,7 +122,9 @@ export interface MergeScheduleState {
   overlap: string;
   catchupWindow: string;
   taskQueue: string;
-  /** Which rules the scheduled runs resolve with: the sha256 that each chunk's ledger row records. */
+  /**
+   * Which rules the scheduled runs resolve with: the sha256 that each chunk's ledger row records.
+   */
   rulesSha256: string;
   nextRuns: string[];
   recentRuns: Array<{ workflowId: string; scheduledAt: string }>;

@@ -1,5 +1,6 @@
 /**
- * The closed list of failure types pops raises. Retry policies match on these names: every type here
+ * The closed list of failure types pops raises. Retry policies match on these names: every type
+ * here
  * is a business refusal that retrying cannot fix, so each is non-retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';

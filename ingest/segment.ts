@@ -28,7 +28,9 @@ export interface MessageProblem {
 
 const ZONED = 'is not an ISO-8601 date-time with a zone (Z or ±hh:mm)';
 const UNSTORABLE = UNSTORABLE_TEXT;
-/** JSON nested deeper than this is refused: no real message needs it, and walking it costs stack. */
+/**
+ * JSON nested deeper than this is refused: no real message needs it, and walking it costs stack.
+ */
 export const MAX_DEPTH = 64;
 // Instants PostgreSQL and people can both make sense of; a sender's clock outside is wrong.
 const EARLIEST = Date.UTC(1970, 0, 1);

@@ -343,7 +343,8 @@ describe('exactly-once chunks', () => {
   });
 
   it('does not pass over an event whose insert is still in flight', async () => {
-    // The writer takes an id first and commits last; the import after it takes and commits a higher id.
+    // The writer takes an id first and commits last; the import after it takes and commits a higher
+    // id.
     const writer = await db.pool.connect();
     try {
       await writer.query('begin');

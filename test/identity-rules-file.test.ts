@@ -84,7 +84,8 @@ describe('pops identity merge with POPS_IDENTITY_RULES', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain(`POPS_IDENTITY_RULES="${bad}": email.maxValues:`);
 
-    // kiosk-01 is blocked, so it links nobody and stores nothing; one email per person: b is kept out.
+    // kiosk-01 is blocked, so it links nobody and stores nothing; one email per person: b is kept
+    // out.
     const rules = file('blockList: [KIOSK-01]\nemail:\n  maxValues: 1\n');
     const done = await pops(['identity', 'merge', '--wait', '--json'], {
       POPS_IDENTITY_RULES: rules,

@@ -1,5 +1,6 @@
 /**
- * Shared by the identity tests: Segment messages written through the real NDJSON import, a loop that
+ * Shared by the identity tests: Segment messages written through the real NDJSON import, a loop
+ * that
  * resolves chunks to the end, the partition the graph holds, a networkx oracle, and a generator of
  * people whose true partition is known by construction.
  */
@@ -99,7 +100,9 @@ export async function resetGraph(pool: Pool): Promise<void> {
   await pool.query(`update identity_watermarks set last_event_id = 0`);
 }
 
-/** `type:value` strings grouped by person, each group sorted, groups sorted by their first member. */
+/**
+ * `type:value` strings grouped by person, each group sorted, groups sorted by their first member.
+ */
 export type Partition = string[][];
 
 /** Sorts members and groups, so that two partitions compare with toEqual. */
@@ -182,10 +185,12 @@ export interface PeopleStream {
 
 /**
  * People with a user id, 1-4 anonymous ids, 1-3 devices of their own and 0-2 emails (written in
- * mixed case, with spaces), over 20 days; disjoint pairs of them share a device, always while logged in; and
+ * mixed case, with spaces), over 20 days; disjoint pairs of them share a device, always while
+ * logged in; and
  * junk values ride along. The true partition is known by construction: each person's identifiers,
  * plus each shared device for whoever used it first (by timestamp, then messageId): the user_id
- * limit of 1 keeps the other person out, dropping the device (the lowest priority) from each of their
+ * limit of 1 keeps the other person out, dropping the device (the lowest priority) from each of
+ * their
  * messages that carry it. Every count stays within the default limits otherwise.
  */
 export function peopleStream(seed: number, people = 40, sharedDevices = 8): PeopleStream {

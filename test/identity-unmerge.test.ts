@@ -232,7 +232,8 @@ function forest(seed: number, size: number) {
     if (!found) throw new Error(`forest: no node ${i}`);
     return found;
   };
-  // A pair is a valid message when it has a user or anonymous id, and two of a type only as an alias.
+  // A pair is a valid message when it has a user or anonymous id, and two of a type only as an
+  // alias.
   const fits = (a: (typeof nodes)[number], b: (typeof nodes)[number]) => {
     const ids = [a.type, b.type];
     if (a.type === b.type) return a.type === 'anonymous_id';

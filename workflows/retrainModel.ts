@@ -1,7 +1,9 @@
 /**
- * retrainModel: build a point-in-time training set, train, evaluate against a popularity baseline on
+ * retrainModel: build a point-in-time training set, train, evaluate against a popularity baseline
+ * on
  * the later time slice, register a version, and audit each step. Workflow code: no I/O, clocks or
- * randomness; every effect is an activity keyed by this run, so a retry or a replay repeats nothing.
+ * randomness; every effect is an activity keyed by this run, so a retry or a replay repeats
+ * nothing.
  */
 import {
   defineQuery,

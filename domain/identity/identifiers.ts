@@ -1,5 +1,6 @@
 /**
- * Identifiers: what one event says about who sent it. Extraction reads an event row, normalizes each
+ * Identifiers: what one event says about who sent it. Extraction reads an event row, normalizes
+ * each
  * value and drops junk, so that resolution only ever sees values that may link two messages.
  *
  * Sources: `user_id`; `anonymous_id`; the alias `previous_id` (typed by `aliasPreviousIdAs`);
@@ -30,7 +31,9 @@ export interface IdentityEventRow {
 }
 
 export interface ExtractedIdentifiers {
-  /** Distinct, normalized, non-junk identifiers, highest priority first (ties: extraction order). */
+  /**
+   * Distinct, normalized, non-junk identifiers, highest priority first (ties: extraction order).
+   */
   identifiers: Identifier[];
   /** Values present in the event that were dropped as junk, invalid or too long. */
   rejected: number;

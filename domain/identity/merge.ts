@@ -1,5 +1,6 @@
 /**
- * The mergeIdentities job's contract: its input (validated by zod in the workflow), its progress and
+ * The mergeIdentities job's contract: its input (validated by zod in the workflow), its progress
+ * and
  * its result. Pure data and zod only: the workflow bundle imports this module.
  *
  * Workflow id: one, `identity-merge`, not ARCHITECTURE.md's `merge/<watermark>`. The target a merge

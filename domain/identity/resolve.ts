@@ -1,5 +1,6 @@
 /**
- * Resolution of one chunk of events, in memory and without I/O: union-find over persons, seeded with
+ * Resolution of one chunk of events, in memory and without I/O: union-find over persons, seeded
+ * with
  * the part of the stored graph the chunk touches, applying each message in event-time order.
  *
  * One message links all of its identifiers, greedily in priority order: the highest-priority
@@ -7,10 +8,12 @@
  * unless the union would hold more distinct values of some type than that type's limit allows
  * (counting values first seen within the type's window before the message). An identifier that
  * would breach is dropped from this message's merge and recorded as a conflict; it stays with its
- * person, or founds a person of its own when it is new. The event is attributed to the merged person.
+ * person, or founds a person of its own when it is new. The event is attributed to the merged
+ * person.
  *
  * Survivor: when persons merge, the one first seen earliest (event time of its earliest event)
- * survives, ties to the lowest id; the others point at it. A canonical id therefore changes only when
+ * survives, ties to the lowest id; the others point at it. A canonical id therefore changes only
+ * when
  * its person is merged into an older one, never because of arrival order within a chunk.
  *
  * Anchors, for unmerge: a person row is a node of provenance. The message's highest-priority known
@@ -523,7 +526,8 @@ function describeBreach(breach: Breach): string {
     return `would join the two persons that unmerge ${breach.unmergeId} separated`;
   }
   const per = breach.windowDays === null ? '' : ` per ${breach.windowDays} days`;
-  return `${breach.type} limit of ${breach.maxValues}${per} would be exceeded (${breach.wouldHold} values)`;
+  const held = `${breach.wouldHold} values`;
+  return `${breach.type} limit of ${breach.maxValues}${per} would be exceeded (${held})`;
 }
 
 /** True when `a` should survive a merge with `b`: first seen earlier, ties to the lower id. */

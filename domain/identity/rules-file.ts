@@ -8,7 +8,9 @@ import { parse as parseYaml } from 'yaml';
 import { describeZodError } from '../../common/failures.js';
 import { type IdentityRules, identityRulesSchema } from './rules.js';
 
-/** Thrown when the rules file cannot be read or does not hold valid rules; the message says where. */
+/**
+ * Thrown when the rules file cannot be read or does not hold valid rules; the message says where.
+ */
 export class RulesFileError extends Error {
   override name = 'RulesFileError';
 }

@@ -8,9 +8,11 @@
  *   are two people until someone says otherwise.
  * - `email`: priority 80, at most 5 first seen within 365 days. People change and add addresses,
  *   slowly.
- * - `anonymous_id`: priority 40, at most 5 first seen within 7 days. A cookie per browser and device;
+ * - `anonymous_id`: priority 40, at most 5 first seen within 7 days. A cookie per browser and
+ * device;
  *   a burst beyond that in a week is a shared machine or a bot.
- * - `device_id`: priority 20, at most 10 first seen within 30 days. Lowest priority: a device is the
+ * - `device_id`: priority 20, at most 10 first seen within 30 days. Lowest priority: a device is
+ * the
  *   identifier most often shared (family tablets, kiosks), so it is the first dropped from a merge.
  */
 import { z } from 'zod';
@@ -20,7 +22,9 @@ export type BuiltinType = (typeof BUILTIN_TYPES)[number];
 
 // Strict: a misspelled key (`priorty`) is an error, not a silently kept default.
 const limitRuleSchema = z.strictObject({
-  /** Higher wins: when a merge would breach a limit, the message's lowest-priority identifiers go. */
+  /**
+   * Higher wins: when a merge would breach a limit, the message's lowest-priority identifiers go.
+   */
   priority: z.number().int().min(0).max(1000),
   /** Distinct values of this type one person may hold; null: no limit. */
   maxValues: z.number().int().min(1).max(1_000_000).nullable(),
@@ -47,7 +51,10 @@ function builtinRule(type: BuiltinType) {
 
 const TYPE_NAME = /^[a-z][a-z0-9_]{0,39}$/;
 
-/** A type declared in config, read from a dotted path inside the event's traits, context or properties. */
+/**
+ * A type declared in config, read from a dotted path inside the event's traits, context or
+ * properties.
+ */
 const customTypeSchema = limitRuleSchema.extend({
   from: z.enum(['traits', 'context', 'properties']),
   path: z

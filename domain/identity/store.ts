@@ -188,7 +188,9 @@ async function insertPersons(client: PoolClient, { newPersons }: Resolution): Pr
   );
 }
 
-/** Stored persons: merged ones point at their survivor, and so does everything that pointed at them. */
+/**
+ * Stored persons: merged ones point at their survivor, and so does everything that pointed at them.
+ */
 async function updatePersons(client: PoolClient, { changedPersons }: Resolution): Promise<void> {
   if (changedPersons.length === 0) return;
   await client.query(

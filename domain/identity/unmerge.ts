@@ -3,16 +3,21 @@
  *
  * A person's active merges form a spanning tree over the person rows (nodes) it is made of: each
  * merge links the node of the merged side to the node of the surviving side whose identifiers the
- * message carried (domain/identity/resolve.ts). Unmerging a merge cuts its link, so the person falls
- * into exactly the two sides that merge joined. Identifiers and events belong to nodes, so each side
+ * message carried (domain/identity/resolve.ts). Unmerging a merge cuts its link, so the person
+ * falls
+ * into exactly the two sides that merge joined. Identifiers and events belong to nodes, so each
+ * side
  * keeps its own, as they were; later merges stay on the side they linked through. The side holding
- * the canonical person keeps it (downstream keys do not churn); the other side's canonical person is
- * the one the merge had merged (or, if that moved to the kept side, its person first seen earliest).
+ * the canonical person keeps it (downstream keys do not churn); the other side's canonical person
+ * is
+ * the one the merge had merged (or, if that moved to the kept side, its person first seen
+ * earliest).
  * While the unmerge stands, a message that would join the two sides again keeps them apart and
  * records a conflict.
  *
  * Remerge reverts an unmerge. When no merge has touched either side since, the person rows return
- * to exactly what they were before the unmerge; otherwise the two sides are joined as a merge would.
+ * to exactly what they were before the unmerge; otherwise the two sides are joined as a merge
+ * would.
  *
  * Both run in one transaction under the identity lock, keyed by the calling workflow run: a retry
  * finds its own row and returns the recorded result.
