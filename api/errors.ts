@@ -1,7 +1,6 @@
 /**
  * How the API refuses: errors are JSON `{ error: { code, message } }` with the status of their
- * code,
- * and a message that names the field and the value. Shared by every route module.
+ * code, and a message that names the field and the value. Shared by every route module.
  */
 import type { FastifyReply } from 'fastify';
 import type { z } from 'zod';

@@ -42,8 +42,7 @@ interface IdentityReport {
 
 /**
  * Resolves identities over every event: with simulated data, the simulator's web and app traffic
- * for
- * the same people is imported first (once: a re-import adds nothing).
+ * for the same people is imported first (once: a re-import adds nothing).
  */
 async function resolveIdentities(rt: Runtime, simulated: boolean): Promise<IdentityReport> {
   if (simulated) {

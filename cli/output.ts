@@ -1,7 +1,6 @@
 /**
  * How the CLI speaks: human text or `--json` on stdout, logs on stderr, progress bars on stderr
- * only
- * when it is a terminal, and exit codes: 0 done, 1 failed, 2 bad input.
+ * only when it is a terminal, and exit codes: 0 done, 1 failed, 2 bad input.
  */
 import cliProgress from 'cli-progress';
 import { ZodError, type z } from 'zod';

@@ -1,9 +1,8 @@
 /**
  * Client-side start of mergeIdentities, for the CLI, the API and the schedule to share: one
- * workflow
- * id for on-demand merges, so a second request attaches to the run in progress instead of racing
- * it; and the Temporal Schedule that starts a merge every minute (its runs have ids of their own,
- * made harmless by the workflow: see workflows/mergeIdentities.ts).
+ * workflow id for on-demand merges, so a second request attaches to the run in progress instead of
+ * racing it; and the Temporal Schedule that starts a merge every minute (its runs have ids of their
+ * own, made harmless by the workflow: see workflows/mergeIdentities.ts).
  */
 import {
   type Client,

@@ -1,7 +1,6 @@
 /**
  * The closed list of failure types pops raises. Retry policies match on these names: every type
- * here
- * is a business refusal that retrying cannot fix, so each is non-retryable.
+ * here is a business refusal that retrying cannot fix, so each is non-retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { z } from 'zod';

@@ -1,8 +1,7 @@
 /**
  * Shared by the identity tests: Segment messages written through the real NDJSON import, a loop
- * that
- * resolves chunks to the end, the partition the graph holds, a networkx oracle, and a generator of
- * people whose true partition is known by construction.
+ * that resolves chunks to the end, the partition the graph holds, a networkx oracle, and a
+ * generator of people whose true partition is known by construction.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -186,12 +185,10 @@ export interface PeopleStream {
 /**
  * People with a user id, 1-4 anonymous ids, 1-3 devices of their own and 0-2 emails (written in
  * mixed case, with spaces), over 20 days; disjoint pairs of them share a device, always while
- * logged in; and
- * junk values ride along. The true partition is known by construction: each person's identifiers,
- * plus each shared device for whoever used it first (by timestamp, then messageId): the user_id
- * limit of 1 keeps the other person out, dropping the device (the lowest priority) from each of
- * their
- * messages that carry it. Every count stays within the default limits otherwise.
+ * logged in; and junk values ride along. The true partition is known by construction: each person's
+ * identifiers, plus each shared device for whoever used it first (by timestamp, then messageId):
+ * the user_id limit of 1 keeps the other person out, dropping the device (the lowest priority) from
+ * each of their messages that carry it. Every count stays within the default limits otherwise.
  */
 export function peopleStream(seed: number, people = 40, sharedDevices = 8): PeopleStream {
   if (2 * sharedDevices > people) throw new Error('peopleStream: too many shared devices');

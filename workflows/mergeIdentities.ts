@@ -1,12 +1,11 @@
 /**
  * mergeIdentities: resolves the events written since the identity watermark into persons, chunk by
  * chunk, auditing each chunk, until it has caught up; after `chunksPerRun` chunks it continues as
- * new
- * with its totals. Each chunk is one activity and one transaction, applied exactly once (see
+ * new with its totals. Each chunk is one activity and one transaction, applied exactly once (see
  * domain/identity/chunk.ts). Runs may overlap (the schedule's ids differ from the on-demand one):
  * the graph lock serializes their chunks, and a run whose chunk another run resolved goes on from
- * the moved watermark, so each chunk is counted and audited by the run that resolved it.
- * Workflow code: no I/O, clocks or randomness.
+ * the moved watermark, so each chunk is counted and audited by the run that resolved it. Workflow
+ * code: no I/O, clocks or randomness.
  */
 import { continueAsNew, defineQuery, log, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { ChunkOutcome } from '../activities/identity.js';

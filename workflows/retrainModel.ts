@@ -1,8 +1,7 @@
 /**
  * retrainModel: build a point-in-time training set, train, evaluate against a popularity baseline
- * on
- * the later time slice, register a version, and audit each step. Workflow code: no I/O, clocks or
- * randomness; every effect is an activity keyed by this run, so a retry or a replay repeats
+ * on the later time slice, register a version, and audit each step. Workflow code: no I/O, clocks
+ * or randomness; every effect is an activity keyed by this run, so a retry or a replay repeats
  * nothing.
  */
 import {

@@ -1,7 +1,6 @@
 /**
  * Identifiers: what one event says about who sent it. Extraction reads an event row, normalizes
- * each
- * value and drops junk, so that resolution only ever sees values that may link two messages.
+ * each value and drops junk, so that resolution only ever sees values that may link two messages.
  *
  * Sources: `user_id`; `anonymous_id`; the alias `previous_id` (typed by `aliasPreviousIdAs`);
  * `context.device.id` as `device_id`; `traits.email` and `context.traits.email` (where Segment

@@ -1,7 +1,6 @@
 /**
  * The mergeIdentities job's contract: its input (validated by zod in the workflow), its progress
- * and
- * its result. Pure data and zod only: the workflow bundle imports this module.
+ * and its result. Pure data and zod only: the workflow bundle imports this module.
  *
  * Workflow id: one, `identity-merge`, not ARCHITECTURE.md's `merge/<watermark>`. The target a merge
  * owns is the whole graph, and the watermark moves while the workflow runs, so an id keyed on it

@@ -1,7 +1,6 @@
 /**
  * Resolution of one chunk of events, in memory and without I/O: union-find over persons, seeded
- * with
- * the part of the stored graph the chunk touches, applying each message in event-time order.
+ * with the part of the stored graph the chunk touches, applying each message in event-time order.
  *
  * One message links all of its identifiers, greedily in priority order: the highest-priority
  * identifier's person is the start, and each next identifier's person (or the new identifier) joins
@@ -13,8 +12,7 @@
  *
  * Survivor: when persons merge, the one first seen earliest (event time of its earliest event)
  * survives, ties to the lowest id; the others point at it. A canonical id therefore changes only
- * when
- * its person is merged into an older one, never because of arrival order within a chunk.
+ * when its person is merged into an older one, never because of arrival order within a chunk.
  *
  * Anchors, for unmerge: a person row is a node of provenance. The message's highest-priority known
  * identifier names its anchor node; the event is attributed to that node and its new identifiers

@@ -6,14 +6,13 @@
  * Defaults, and why:
  * - `user_id`: priority 100, at most 1 per person, for ever. A user id is the account; two accounts
  *   are two people until someone says otherwise.
- * - `email`: priority 80, at most 5 first seen within 365 days. People change and add addresses,
- *   slowly.
+ * - `email`: priority 80, at most 5 first seen within 365 days. People change and add
+ *   addresses, slowly.
  * - `anonymous_id`: priority 40, at most 5 first seen within 7 days. A cookie per browser and
- * device;
- *   a burst beyond that in a week is a shared machine or a bot.
+ *   device; a burst beyond that in a week is a shared machine or a bot.
  * - `device_id`: priority 20, at most 10 first seen within 30 days. Lowest priority: a device is
- * the
- *   identifier most often shared (family tablets, kiosks), so it is the first dropped from a merge.
+ *   the identifier most often shared (family tablets, kiosks), so it is the first dropped from a
+ *   merge.
  */
 import { z } from 'zod';
 

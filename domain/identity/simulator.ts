@@ -1,9 +1,8 @@
 /**
  * A seeded generator of Segment web and app traffic for the demo's people (user ids 1..N, the same
  * ids the MovieLens simulator rates with), as an NDJSON file `pops import events` reads. Each
- * person
- * browses anonymously on one to three browsers, logs in, may install the app (a device id), and
- * identifies with an email written in varying case; a few households share a tablet between two
+ * person browses anonymously on one to three browsers, logs in, may install the app (a device id),
+ * and identifies with an email written in varying case; a few households share a tablet between two
  * accounts (the user_id limit keeps them apart and records a conflict), some visitors never log in,
  * and junk ids ride along. The same seed writes the same bytes.
  */

@@ -4,16 +4,12 @@
  * A person's active merges form a spanning tree over the person rows (nodes) it is made of: each
  * merge links the node of the merged side to the node of the surviving side whose identifiers the
  * message carried (domain/identity/resolve.ts). Unmerging a merge cuts its link, so the person
- * falls
- * into exactly the two sides that merge joined. Identifiers and events belong to nodes, so each
- * side
- * keeps its own, as they were; later merges stay on the side they linked through. The side holding
- * the canonical person keeps it (downstream keys do not churn); the other side's canonical person
- * is
- * the one the merge had merged (or, if that moved to the kept side, its person first seen
- * earliest).
- * While the unmerge stands, a message that would join the two sides again keeps them apart and
- * records a conflict.
+ * falls into exactly the two sides that merge joined. Identifiers and events belong to nodes, so
+ * each side keeps its own, as they were; later merges stay on the side they linked through. The
+ * side holding the canonical person keeps it (downstream keys do not churn); the other side's
+ * canonical person is the one the merge had merged (or, if that moved to the kept side, its person
+ * first seen earliest). While the unmerge stands, a message that would join the two sides again
+ * keeps them apart and records a conflict.
  *
  * Remerge reverts an unmerge. When no merge has touched either side since, the person rows return
  * to exactly what they were before the unmerge; otherwise the two sides are joined as a merge
@@ -293,8 +289,8 @@ async function findUnmergeByRun(
 
 /**
  * Why an unmerge of `target` would be refused now, or undefined: a check before a workflow is
- * started, so that a request that can only fail is refused at once. The unmerge checks again
- * under the lock.
+ * started, so that a request that can only fail is refused at once. The unmerge checks again under
+ * the lock.
  */
 export async function unmergeRefusal(
   db: Queryable,
