@@ -94,15 +94,12 @@ export async function loadSlice(
   identifiers: readonly Identifier[],
   limited: readonly string[],
 ): Promise<GraphSlice> {
-  // Lateral joins: one index lookup per identifier and per person, whatever the graph's size (a
-  // hash join would scan both tables for every chunk, and chunks would slow as the graph grows).
   const found = await db.query<IdentifierRow>(
     `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
             p.canonical_id as "canonicalId"
        from unnest($1::text[], $2::text[]) as k(type, value)
-       cross join lateral (select * from identifiers i
-                            where i.type = k.type and i.value = k.value) i
-       cross join lateral (select canonical_id from persons p where p.id = i.person_id) p`,
+       join identifiers i on i.type = k.type and i.value = k.value
+       join persons p on p.id = i.person_id`,
     [identifiers.map((i) => i.type), identifiers.map((i) => i.value)],
   );
   const roots = [...new Set(found.rows.map((r) => r.canonicalId))];
@@ -115,11 +112,10 @@ export async function loadSlice(
       ? { rows: [] }
       : await db.query<IdentifierRow>(
           `select i.type, i.value, i.first_seen_at as "firstSeenAt", i.person_id as "personId",
-                  r.id as "canonicalId"
-             from unnest($1::bigint[]) as r(id)
-             cross join lateral (select id from persons where canonical_id = r.id) p
-             cross join lateral (select * from identifiers i
-                                  where i.person_id = p.id and i.type = any($2::text[])) i`,
+                  p.canonical_id as "canonicalId"
+             from persons p
+             join identifiers i on i.person_id = p.id
+            where p.canonical_id = any($1::bigint[]) and i.type = any($2::text[])`,
           [roots, limited],
         );
   const next = await db.query<{ next: number }>(
