@@ -1,5 +1,5 @@
 /** The one activity through which every workflow decision reaches the audit log. */
-import { appendAudit } from '../domain/audit.js';
+import { appendAudit, auditKey } from '../domain/audit.js';
 import { type ActivityDeps, callerWorkflow } from './deps.js';
 
 export interface AuditInput {
@@ -18,7 +18,7 @@ export function auditActivities({ pool, clock }: ActivityDeps) {
     /** Appends one audit row for the calling workflow; a retry returns the row already written. */
     async recordAudit(input: AuditInput): Promise<{ seq: number; hash: string }> {
       const { workflowId, runId } = callerWorkflow();
-      const idempotencyKey = `${workflowId}/${runId}/${input.action}/${input.step ?? ''}`;
+      const idempotencyKey = auditKey(workflowId, runId, input.action, input.step);
       const row = await appendAudit(pool, { ...input, workflowId, runId, idempotencyKey }, clock());
       return { seq: row.seq, hash: row.hash };
     },

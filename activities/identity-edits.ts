@@ -27,14 +27,14 @@ async function refusing<T>(work: () => Promise<T>): Promise<T> {
 }
 
 /** Builds the identity edit activities. */
-export function identityEditActivities({ pool, log }: ActivityDeps) {
+export function identityEditActivities({ pool, log, clock }: ActivityDeps) {
   return {
     /**
-     * Undoes one merge, keyed by the calling run (a retry returns the recorded result). Thrown:
+     * Undoes one merge and audits it in the same transaction, keyed by the calling run (a retry returns the recorded result). Thrown:
      * NotFoundFailure for an unknown merge or person, ConflictFailure for a merge already undone.
      */
     async applyUnmerge(input: UnmergeTarget & EditInput): Promise<UnmergeResult> {
-      const by = { ...input, ...callerWorkflow() };
+      const by = { ...input, ...callerWorkflow(), at: clock() };
       const target = 'mergeId' in input ? { mergeId: input.mergeId } : { personId: input.personId };
       const result = await refusing(() => unmergeIdentity(pool, target, by));
       log.info({ ...result }, 'identity merge undone');
@@ -42,11 +42,11 @@ export function identityEditActivities({ pool, log }: ActivityDeps) {
     },
 
     /**
-     * Reverts an unmerge, keyed by the calling run. Thrown: NotFoundFailure for an unknown
+     * Reverts an unmerge and audits it in the same transaction, keyed by the calling run. Thrown: NotFoundFailure for an unknown
      * unmerge, ConflictFailure for one already reverted.
      */
     async applyRemerge(input: { unmergeId: number } & EditInput): Promise<RemergeResult> {
-      const by = { ...input, ...callerWorkflow() };
+      const by = { ...input, ...callerWorkflow(), at: clock() };
       const result = await refusing(() => remergeIdentity(pool, input.unmergeId, by));
       log.info({ ...result }, 'identity unmerge reverted');
       return result;

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../common/canonical-json.js';
-import type { Pool, Queryable } from '../common/db.js';
+import type { Pool, PoolClient, Queryable } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -85,58 +85,74 @@ function fromDb(row: DbRow): AuditRow {
 }
 
 /** Appends one row (or returns the row already written under the same idempotency key). */
+/** The idempotency key of a workflow run's audit row for an action (and step): one row each. */
+export function auditKey(workflowId: string, runId: string, action: string, step = ''): string {
+  return `${workflowId}/${runId}/${action}/${step}`;
+}
+
+/** Appends one audit row in its own transaction; see appendAuditIn. */
 export async function appendAudit(
   pool: Pool,
   entry: AuditEntry,
   now: Date = new Date(),
 ): Promise<AuditRow> {
-  return withTransaction(pool, async (client) => {
-    await client.query('select pg_advisory_xact_lock($1::bigint)', [APPEND_LOCK]);
-    if (entry.idempotencyKey) {
-      const existing = await client.query<DbRow>(
-        'select * from audit_log where idempotency_key = $1',
-        [entry.idempotencyKey],
-      );
-      if (existing.rows[0]) return fromDb(existing.rows[0]);
-    }
-    const last = await client.query<{ seq: number; hash: string }>(
-      'select seq, hash from audit_log order by seq desc limit 1',
+  return withTransaction(pool, (client) => appendAuditIn(client, entry, now));
+}
+
+/**
+ * appendAudit inside the caller's transaction, so that a change and its audit row commit together
+ * or not at all. Takes the append lock until that transaction ends.
+ */
+export async function appendAuditIn(
+  client: PoolClient,
+  entry: AuditEntry,
+  now: Date = new Date(),
+): Promise<AuditRow> {
+  await client.query('select pg_advisory_xact_lock($1::bigint)', [APPEND_LOCK]);
+  if (entry.idempotencyKey) {
+    const existing = await client.query<DbRow>(
+      'select * from audit_log where idempotency_key = $1',
+      [entry.idempotencyKey],
     );
-    const prevHash = last.rows[0]?.hash ?? GENESIS_HASH;
-    const row = {
-      seq: (last.rows[0]?.seq ?? 0) + 1,
-      at: new Date(now.getTime()),
-      actor: entry.actor,
-      action: entry.action,
-      subject: entry.subject,
-      workflowId: entry.workflowId ?? null,
-      runId: entry.runId ?? null,
-      idempotencyKey: entry.idempotencyKey ?? null,
-      inputs: asStoredJson(entry.inputs),
-      outputs: asStoredJson(entry.outputs),
-    };
-    const hash = auditHash(prevHash, row);
-    await client.query(
-      `insert into audit_log (seq, at, actor, action, subject, workflow_id, run_id, idempotency_key,
+    if (existing.rows[0]) return fromDb(existing.rows[0]);
+  }
+  const last = await client.query<{ seq: number; hash: string }>(
+    'select seq, hash from audit_log order by seq desc limit 1',
+  );
+  const prevHash = last.rows[0]?.hash ?? GENESIS_HASH;
+  const row = {
+    seq: (last.rows[0]?.seq ?? 0) + 1,
+    at: new Date(now.getTime()),
+    actor: entry.actor,
+    action: entry.action,
+    subject: entry.subject,
+    workflowId: entry.workflowId ?? null,
+    runId: entry.runId ?? null,
+    idempotencyKey: entry.idempotencyKey ?? null,
+    inputs: asStoredJson(entry.inputs),
+    outputs: asStoredJson(entry.outputs),
+  };
+  const hash = auditHash(prevHash, row);
+  await client.query(
+    `insert into audit_log (seq, at, actor, action, subject, workflow_id, run_id, idempotency_key,
          inputs, outputs, prev_hash, hash)
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12)`,
-      [
-        row.seq,
-        row.at,
-        row.actor,
-        row.action,
-        row.subject,
-        row.workflowId,
-        row.runId,
-        row.idempotencyKey,
-        JSON.stringify(row.inputs),
-        JSON.stringify(row.outputs),
-        prevHash,
-        hash,
-      ],
-    );
-    return { ...row, prevHash, hash };
-  });
+    [
+      row.seq,
+      row.at,
+      row.actor,
+      row.action,
+      row.subject,
+      row.workflowId,
+      row.runId,
+      row.idempotencyKey,
+      JSON.stringify(row.inputs),
+      JSON.stringify(row.outputs),
+      prevHash,
+      hash,
+    ],
+  );
+  return { ...row, prevHash, hash };
 }
 
 export type VerifyResult =

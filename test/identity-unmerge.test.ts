@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mulberry32 } from '../common/random.js';
+import { auditTrail } from '../domain/audit.js';
 import { withoutLimits } from '../domain/identity/rules.js';
 import { showPerson } from '../domain/identity/show.js';
 import {
@@ -212,6 +213,12 @@ describe('unmerging a merge', () => {
     const retried = await unmergeIdentity(db.pool, { mergeId: first.mergeId }, caller);
     expect(retried).toEqual({ ...first, replayed: true });
     expect(await personRows()).toEqual(rows);
+    // The audit row was written in the unmerge's own transaction, once.
+    const trail = await auditTrail(db.pool, { workflowId: caller.workflowId });
+    const { replayed: _replayed, ...outputs } = first;
+    expect(trail.map((r) => [r.action, r.actor, r.inputs, r.outputs])).toEqual([
+      ['identity.unmerged', 'tester', { mergeId: first.mergeId, reason: 'test' }, outputs],
+    ]);
   });
 });
 

@@ -1,13 +1,13 @@
 /**
  * unmergeIdentity: splits a person back into the two persons that one merge joined (see
- * domain/identity/unmerge.ts), then audits what changed, why and on whose say. Workflow code: no
- * I/O, clocks or randomness; the one effect is an activity keyed by this run.
+ * domain/identity/unmerge.ts). The activity writes the audit row (what changed, why and on whose
+ * say) in the same transaction as the change, so neither stands without the other. Workflow code:
+ * no I/O, clocks or randomness; the one effect is an activity keyed by this run.
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { ACTIVITY_RETRY, parseOrFail } from '../common/failures.js';
 import { type UnmergeInput, unmergeInputSchema } from '../domain/identity/edits.js';
-import { IDENTITY_AUDIT_SUBJECT } from '../domain/identity/merge.js';
 import type { UnmergeResult } from '../domain/identity/unmerge.js';
 
 const act = proxyActivities<Activities>({
@@ -21,13 +21,5 @@ export async function unmergeIdentity(raw: UnmergeInput): Promise<UnmergeResult>
   const { reason, requestedBy } = input;
   const target =
     input.mergeId !== undefined ? { mergeId: input.mergeId } : { personId: input.personId ?? 0 };
-  const result = await act.applyUnmerge({ ...target, reason, requestedBy });
-  await act.recordAudit({
-    actor: requestedBy,
-    action: 'identity.unmerged',
-    subject: IDENTITY_AUDIT_SUBJECT,
-    inputs: { ...target, reason },
-    outputs: { ...result },
-  });
-  return result;
+  return act.applyUnmerge({ ...target, reason, requestedBy });
 }

@@ -15,11 +15,13 @@
  * to exactly what they were before the unmerge; otherwise the two sides are joined as a merge
  * would.
  *
- * Both run in one transaction under the identity lock, keyed by the calling workflow run: a retry
- * finds its own row and returns the recorded result.
+ * Both run in one transaction under the identity lock, with their audit row, keyed by the calling
+ * workflow run: a retry finds its own row and returns the recorded result.
  */
 import type { Pool, PoolClient, Queryable } from '../../common/db.js';
 import { withTransaction } from '../../common/db.js';
+import { appendAuditIn, auditKey } from '../audit.js';
+import { IDENTITY_AUDIT_SUBJECT } from './merge.js';
 import { lockGraph } from './store.js';
 
 /** Thrown for a request that cannot be carried out as asked; `kind` says why. */
@@ -38,6 +40,8 @@ export interface GraphEditBy {
   requestedBy: string;
   workflowId: string;
   runId: string;
+  /** The time the audit row records. */
+  at?: Date;
 }
 
 export type UnmergeTarget = { mergeId: number } | { personId: number };
@@ -94,7 +98,10 @@ export async function unmergeIdentity(
     if (done) return { ...done, replayed: true };
     const merge = await findMerge(client, target);
     if (merge.undone_by !== null) throw alreadyUndone(merge);
-    return split(client, merge, by);
+    const result = await split(client, merge, by);
+    const { replayed: _replayed, ...outputs } = result;
+    await audit(client, by, 'identity.unmerged', { ...target, reason: by.reason }, outputs);
+    return result;
   });
 }
 
@@ -195,7 +202,10 @@ export async function remergeIdentity(
     await client.query('update identity_merges set undone_by = null where id = $1', [
       unmerge.merge_id,
     ]);
-    return remergeResult(unmerge, joined, false);
+    const result = remergeResult(unmerge, joined, false);
+    const { replayed: _replayed, ...outputs } = result;
+    await audit(client, by, 'identity.remerged', { unmergeId, reason: by.reason }, outputs);
+    return result;
   });
 }
 
@@ -285,6 +295,30 @@ async function findUnmergeByRun(
     [by.workflowId, by.runId],
   );
   return rows[0];
+}
+
+/** The edit's audit row, in the edit's transaction: both commit, or neither. */
+async function audit(
+  client: PoolClient,
+  by: GraphEditBy,
+  action: string,
+  inputs: Record<string, unknown>,
+  outputs: Record<string, unknown>,
+): Promise<void> {
+  await appendAuditIn(
+    client,
+    {
+      actor: by.requestedBy,
+      action,
+      subject: IDENTITY_AUDIT_SUBJECT,
+      workflowId: by.workflowId,
+      runId: by.runId,
+      idempotencyKey: auditKey(by.workflowId, by.runId, action),
+      inputs,
+      outputs,
+    },
+    by.at,
+  );
 }
 
 /**
