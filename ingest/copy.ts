@@ -7,6 +7,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { PoolClient } from '../common/db.js';
+import { describeProblem } from './segment.js';
 
 /** How far an import has read: rows so far, bytes so far, and the bytes of all its input files. */
 export interface ImportProgress {
@@ -51,14 +52,9 @@ export class ImportError extends Error {
   }
 }
 
-// `field "rating": "abc" is not a number…`, or without a value `field "rating" is missing…`.
+// `ratings.csv line 7: field "rating": "abc" is not a number…` (or without a value).
 function describeRow(file: string, line: number, field: string, value: unknown, problem: string) {
-  const where = `${path.basename(file)} line ${line}: field "${field}"`;
-  if (value === undefined) return `${where} ${problem}`;
-  // Values come from CSV text or parsed JSON, so JSON shows them all; the fallback is for safety.
-  const shown = JSON.stringify(value) ?? `(${typeof value})`;
-  const short = shown.length > 80 ? `${shown.slice(0, 77)}...` : shown;
-  return `${where}: ${short} ${problem}`;
+  return `${path.basename(file)} line ${line}: ${describeProblem({ field, value, problem })}`;
 }
 
 /** Counts rows across the files of one import and reports to the listener now and then. */
