@@ -1,21 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
-import { buildApi } from '../api/server.js';
-import { logger } from '../common/logger.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { importMessages, message, resolveAll, storedPartition } from './identity-support.js';
-import { startWorkers } from './retrain-support.js';
-import {
-  createTestDatabase,
-  testQueuePrefix,
-  testTemporalClient,
-  type TestDatabase,
-} from './support.js';
+import { type Harness, startHarness } from './harness.js';
+import { testQueuePrefix, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 let client: Client;
-let workers: Awaited<ReturnType<typeof startWorkers>>;
-let api: ReturnType<typeof buildApi>;
+let h: Harness;
 let base: string;
 const prefix = testQueuePrefix('identity-edits');
 
@@ -34,17 +26,8 @@ async function finished(started: Record<string, unknown>) {
 }
 
 beforeAll(async () => {
-  db = await createTestDatabase('identity-edits');
-  client = await testTemporalClient();
-  workers = await startWorkers(db.pool, prefix, client);
-  api = buildApi({
-    pool: db.pool,
-    temporal: client,
-    queuePrefix: prefix,
-    log: logger('silent'),
-    actor: 'api-test',
-  });
-  base = await api.listen({ host: '127.0.0.1', port: 0 });
+  h = await startHarness('identity-edits', { api: true, prefix });
+  ({ db, client, base } = h);
   await importMessages(db.pool, [
     message({ id: 'e1', at: 0, anonymousId: 'anon-1' }),
     message({ id: 'e2', at: 1, type: 'identify', userId: 'ann', email: ' Ann@Example.com ' }),
@@ -54,10 +37,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await api.close();
-  await workers.stop();
-  await client.connection.close();
-  await db.close();
+  await h.close();
 });
 
 describe('identity over HTTP and Temporal', () => {

@@ -6,26 +6,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@temporalio/client';
-import { buildApi } from '../api/server.js';
-import { logger } from '../common/logger.js';
 import { auditTrail } from '../domain/audit.js';
 import { loadIdentityRules } from '../domain/identity/rules-file.js';
 import { importEvents } from '../ingest/events.js';
 import { createWriteKey } from '../ingest/write-keys.js';
 import { popsRunner } from './cli-support.js';
 import { importMessages, message, resolveAll } from './identity-support.js';
-import { startWorkers } from './retrain-support.js';
-import {
-  createTestDatabase,
-  testQueuePrefix,
-  testTemporalClient,
-  type TestDatabase,
-} from './support.js';
+import { type Harness, startHarness } from './harness.js';
+import { testQueuePrefix, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 let client: Client;
-let workers: Awaited<ReturnType<typeof startWorkers>>;
-let api: ReturnType<typeof buildApi>;
+let h: Harness;
 let base: string;
 let key: string;
 const prefix = testQueuePrefix('identity-regressions');
@@ -46,17 +38,8 @@ async function call(method: string, route: string, body?: unknown, writeKey?: st
 }
 
 beforeAll(async () => {
-  db = await createTestDatabase('identity-regressions');
-  client = await testTemporalClient();
-  workers = await startWorkers(db.pool, prefix, client);
-  api = buildApi({
-    pool: db.pool,
-    temporal: client,
-    queuePrefix: prefix,
-    log: logger('silent'),
-    actor: 'api-test',
-  });
-  base = await api.listen({ host: '127.0.0.1', port: 0 });
+  h = await startHarness('identity-regressions', { api: true, prefix });
+  ({ db, client, base } = h);
   key = (await createWriteKey(db.pool, 'regress', 'tester')).key;
   await importMessages(db.pool, [
     message({ id: 'g1', at: 0, anonymousId: 'ga' }),
@@ -67,10 +50,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await api.close();
-  await workers.stop();
-  await client.connection.close();
-  await db.close();
+  await h.close();
 });
 
 describe('identity regressions', () => {

@@ -16,31 +16,23 @@ import {
   storedConflicts,
   storedPartition,
 } from './identity-support.js';
-import { startWorkers } from './retrain-support.js';
-import {
-  createTestDatabase,
-  testQueuePrefix,
-  testTemporalClient,
-  type TestDatabase,
-} from './support.js';
+import { type Harness, startHarness } from './harness.js';
+import { testQueuePrefix, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 let client: Client;
-let workers: Awaited<ReturnType<typeof startWorkers>>;
+let h: Harness;
 const prefix = testQueuePrefix('identity-schedule');
 // The shared test server runs other files' workflows too: ids here carry this file's prefix.
 const workflowId = `identity-merge/${prefix}`;
 
 beforeAll(async () => {
-  db = await createTestDatabase('identity-schedule');
-  client = await testTemporalClient();
-  workers = await startWorkers(db.pool, prefix, client);
+  h = await startHarness('identity-schedule', { prefix });
+  ({ db, client } = h);
 });
 
 afterAll(async () => {
-  await workers.stop();
-  await client.connection.close();
-  await db.close();
+  await h.close();
 });
 
 async function count(sql: string): Promise<number> {

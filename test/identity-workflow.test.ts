@@ -12,31 +12,23 @@ import {
   storedConflicts,
   storedPartition,
 } from './identity-support.js';
-import { startWorkers } from './retrain-support.js';
-import {
-  createTestDatabase,
-  testQueuePrefix,
-  testTemporalClient,
-  type TestDatabase,
-} from './support.js';
+import { type Harness, startHarness } from './harness.js';
+import { testQueuePrefix, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 let client: Client;
-let workers: Awaited<ReturnType<typeof startWorkers>>;
+let h: Harness;
 const prefix = testQueuePrefix('identity-workflow');
 // The shared test server runs other files' workflows too: this file's merge gets its own id.
 const workflowId = `identity-merge/${prefix}`;
 
 beforeAll(async () => {
-  db = await createTestDatabase('identity-workflow');
-  client = await testTemporalClient();
-  workers = await startWorkers(db.pool, prefix, client);
+  h = await startHarness('identity-workflow', { prefix });
+  ({ db, client } = h);
 });
 
 afterAll(async () => {
-  await workers.stop();
-  await client.connection.close();
-  await db.close();
+  await h.close();
 });
 
 async function count(sql: string): Promise<number> {
