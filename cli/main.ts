@@ -22,6 +22,7 @@ const demo = () => import('./demo.js');
 const identity = () => import('./identity.js');
 const identityMerge = () => import('./identity-merge.js');
 const writeKeys = () => import('./write-keys.js');
+const features = () => import('./features.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -171,6 +172,24 @@ writeKeysCmd
   .description('revoke a write key')
   .option('--json', 'machine-readable output')
   .action(lazy(writeKeys, 'revokeWriteKeyCommand'));
+
+const featuresCmd = program.command('features').description('the feature registry');
+featuresCmd
+  .command('register <file>')
+  .description('register the feature definitions of a YAML file (all or none; audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(features, 'registerFeaturesCommand'));
+featuresCmd
+  .command('list')
+  .description('registered features with their latest version')
+  .option('--json', 'machine-readable output')
+  .action(lazy(features, 'listFeaturesCommand'));
+featuresCmd
+  .command('show <name>')
+  .description("a feature's versions: definition, owner, lineage")
+  .option('--version <n>', 'one version')
+  .option('--json', 'machine-readable output')
+  .action(lazy(features, 'showFeatureCommand'));
 
 try {
   await program.parseAsync(process.argv);

@@ -54,7 +54,12 @@ export function progressBar(label: string, enabled: boolean, unit = ''): Progres
 
 /** Turns an error into the message and exit code the CLI ends with. */
 export function exitFor(err: unknown): { message: string; code: number } {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof RulesFileError) {
+  if (
+    err instanceof UsageError ||
+    err instanceof ConfigError ||
+    err instanceof RulesFileError ||
+    (err instanceof Error && ['FeatureFileError', 'FeatureVersionConflict'].includes(err.name))
+  ) {
     return { message: err.message, code: 2 };
   }
   if (err instanceof ZodError) return { message: describeZodError(err, undefined), code: 2 };

@@ -1,0 +1,169 @@
+/**
+ * The feature registry in PostgreSQL. Registering is all or nothing and audited in the same
+ * transaction. A (name, version) keeps its computation for ever: registering it again with another
+ * computation is refused, naming the version to declare instead; owner, description and freshness
+ * SLA may change in place.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../../common/canonical-json.js';
+import type { Pool, PoolClient, Queryable } from '../../common/db.js';
+import { withTransaction } from '../../common/db.js';
+import { appendAuditIn } from '../audit.js';
+import { computationOf, type FeatureDefinition, sourceTables } from './definition.js';
+
+/** Thrown when a version would change its computation; nothing of that registration is written. */
+export class FeatureVersionConflict extends Error {
+  override name = 'FeatureVersionConflict';
+}
+
+export type Registration = 'created' | 'updated' | 'unchanged';
+
+/** The sha256 of the canonical JSON of a definition's computation. */
+export function computationSha256(f: FeatureDefinition): string {
+  return createHash('sha256')
+    .update(canonicalJson(computationOf(f)))
+    .digest('hex');
+}
+
+/** Registers the definitions in one transaction; returns what happened to each, in order. */
+export async function registerFeatures(
+  pool: Pool,
+  definitions: readonly FeatureDefinition[],
+  actor: string,
+): Promise<Array<{ name: string; version: number; registration: Registration }>> {
+  return withTransaction(pool, async (client) => {
+    const out = [];
+    for (const f of definitions) {
+      const registration = await registerOne(client, f, actor);
+      out.push({ name: f.name, version: f.version, registration });
+    }
+    return out;
+  });
+}
+
+async function registerOne(
+  client: PoolClient,
+  f: FeatureDefinition,
+  actor: string,
+): Promise<Registration> {
+  const sha = computationSha256(f);
+  const { rows } = await client.query<{ computation_sha256: string; definition: unknown }>(
+    `select computation_sha256, definition from feature_versions
+      where name = $1 and version = $2 for update`,
+    [f.name, f.version],
+  );
+  const existing = rows[0];
+  if (existing && existing.computation_sha256 !== sha) {
+    const next = await nextVersion(client, f.name);
+    throw new FeatureVersionConflict(
+      `feature ${f.name} version ${f.version} is registered with another computation;` +
+        ` a changed computation needs a new version (declare version ${next})`,
+    );
+  }
+  if (existing && canonicalJson(existing.definition) === canonicalJson(f)) return 'unchanged';
+  const registration: Registration = existing ? 'updated' : 'created';
+  await client.query(
+    `insert into feature_versions (name, version, entity, value_type, definition,
+                                   computation_sha256, owner, description,
+                                   freshness_sla_seconds, registered_by)
+     values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)
+     on conflict (name, version) do update
+        set definition = excluded.definition, owner = excluded.owner,
+            description = excluded.description,
+            freshness_sla_seconds = excluded.freshness_sla_seconds, updated_at = now()`,
+    [
+      f.name,
+      f.version,
+      f.entity,
+      f.type,
+      JSON.stringify(f),
+      sha,
+      f.owner,
+      f.description,
+      f.freshnessSla,
+      actor,
+    ],
+  );
+  await appendAuditIn(client, {
+    actor,
+    action: `feature.${registration}`,
+    subject: `feature/${f.name}/${f.version}`,
+    inputs: { definition: f },
+    outputs: { computationSha256: sha },
+  });
+  return registration;
+}
+
+async function nextVersion(db: Queryable, name: string): Promise<number> {
+  const { rows } = await db.query<{ next: number }>(
+    'select coalesce(max(version), 0) + 1 as next from feature_versions where name = $1',
+    [name],
+  );
+  return rows[0]?.next ?? 1;
+}
+
+/** One registered version, as `pops features show` and the API print it. */
+export interface FeatureVersionView {
+  name: string;
+  version: number;
+  definition: FeatureDefinition;
+  computationSha256: string;
+  registeredAt: string;
+  registeredBy: string;
+  updatedAt: string;
+  lineage: { sourceTables: string[]; lastBackfill: null; freshness: 'never backfilled' };
+}
+
+/** Every feature with its latest version and how many versions it has. */
+export async function listFeatures(db: Queryable) {
+  const { rows } = await db.query<{
+    name: string;
+    latest: number;
+    versions: number;
+    entity: string;
+    owner: string;
+  }>(
+    `select distinct on (name) name, version as latest, entity, owner,
+            count(*) over (partition by name)::int as versions
+       from feature_versions order by name, version desc`,
+  );
+  return rows;
+}
+
+/** The versions of a feature (or one of them), newest first; [] when it is not registered. */
+export async function showFeature(
+  db: Queryable,
+  name: string,
+  version?: number,
+): Promise<FeatureVersionView[]> {
+  const { rows } = await db.query<{
+    name: string;
+    version: number;
+    definition: FeatureDefinition;
+    computation_sha256: string;
+    registered_at: Date;
+    registered_by: string;
+    updated_at: Date;
+  }>(
+    `select name, version, definition, computation_sha256, registered_at, registered_by, updated_at
+       from feature_versions
+      where name = $1 and ($2::int is null or version = $2)
+      order by version desc`,
+    [name, version ?? null],
+  );
+  return rows.map((r) => ({
+    name: r.name,
+    version: r.version,
+    definition: r.definition,
+    computationSha256: r.computation_sha256,
+    registeredAt: r.registered_at.toISOString(),
+    registeredBy: r.registered_by,
+    updatedAt: r.updated_at.toISOString(),
+    // Backfills come next (issue 4): until then no version has been materialized.
+    lineage: {
+      sourceTables: sourceTables(r.definition),
+      lastBackfill: null,
+      freshness: 'never backfilled',
+    },
+  }));
+}
