@@ -30,8 +30,9 @@ async function refusing<T>(work: () => Promise<T>): Promise<T> {
 export function identityEditActivities({ pool, log, clock }: ActivityDeps) {
   return {
     /**
-     * Undoes one merge and audits it in the same transaction, keyed by the calling run (a retry returns the recorded result). Thrown:
-     * NotFoundFailure for an unknown merge or person, ConflictFailure for a merge already undone.
+     * Undoes one merge and audits it in the same transaction, keyed by the calling run (a retry
+     * returns the recorded result). Thrown: NotFoundFailure for an unknown merge or person,
+     * ConflictFailure for a merge already undone.
      */
     async applyUnmerge(input: UnmergeTarget & EditInput): Promise<UnmergeResult> {
       const by = { ...input, ...callerWorkflow(), at: clock() };
@@ -42,8 +43,8 @@ export function identityEditActivities({ pool, log, clock }: ActivityDeps) {
     },
 
     /**
-     * Reverts an unmerge and audits it in the same transaction, keyed by the calling run. Thrown: NotFoundFailure for an unknown
-     * unmerge, ConflictFailure for one already reverted.
+     * Reverts an unmerge and audits it in the same transaction, keyed by the calling run. Thrown:
+     * NotFoundFailure for an unknown unmerge, ConflictFailure for one already reverted.
      */
     async applyRemerge(input: { unmergeId: number } & EditInput): Promise<RemergeResult> {
       const by = { ...input, ...callerWorkflow(), at: clock() };
