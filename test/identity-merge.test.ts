@@ -15,6 +15,7 @@ import {
   resolveAll,
   storedConflicts,
   storedPartition,
+  failFirstLedgerWrite,
 } from './identity-support.js';
 import { createTestDatabase, type TestDatabase } from './support.js';
 
@@ -307,16 +308,7 @@ describe('exactly-once chunks', () => {
   it('leaves no trace of a chunk whose commit fails, and applies it once on retry', async () => {
     const stream = peopleStream(9, 20, 4);
     await importMessages(db.pool, stream.messages);
-    // The ledger row is the chunk's last write: failing it once fails the whole transaction late.
-    await db.pool.query(`
-      create sequence fail_once;
-      create function fail_first_ledger_write() returns trigger language plpgsql as $$
-      begin
-        if nextval('fail_once') = 1 then raise exception 'simulated crash before commit'; end if;
-        return new;
-      end $$;
-      create trigger fail_first before insert on identity_chunks
-        for each row execute function fail_first_ledger_write();`);
+    await failFirstLedgerWrite(db.pool);
     const request = { after: 0, limit: 10_000, rules: DEFAULT_RULES, workflowId: 'w', runId: 'r' };
 
     try {

@@ -90,6 +90,22 @@ export async function resolveAll(
   }
 }
 
+/**
+ * Makes the first ledger write of a chunk fail, once: the ledger row is a chunk's last write, so the
+ * whole transaction fails late, as a crash just before commit would.
+ */
+export async function failFirstLedgerWrite(pool: Pool): Promise<void> {
+  await pool.query(`
+    create sequence fail_once;
+    create function fail_first_ledger_write() returns trigger language plpgsql as $$
+    begin
+      if nextval('fail_once') = 1 then raise exception 'simulated crash before commit'; end if;
+      return new;
+    end $$;
+    create trigger fail_first before insert on identity_chunks
+      for each row execute function fail_first_ledger_write();`);
+}
+
 /** Empties events and every identity table, and rewinds the watermark. */
 export async function resetGraph(pool: Pool): Promise<void> {
   await pool.query(

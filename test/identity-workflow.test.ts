@@ -11,6 +11,7 @@ import {
   resetGraph,
   storedConflicts,
   storedPartition,
+  failFirstLedgerWrite,
 } from './identity-support.js';
 import { type Harness, startHarness } from './harness.js';
 import { testQueuePrefix, type TestDatabase } from './support.js';
@@ -96,15 +97,7 @@ describe('mergeIdentities', () => {
     await resetGraph(db.pool);
     const stream = peopleStream(22, 30, 6);
     await importMessages(db.pool, inTimeOrder(stream.messages));
-    await db.pool.query(`
-      create sequence fail_once;
-      create function fail_first_ledger_write() returns trigger language plpgsql as $$
-      begin
-        if nextval('fail_once') = 1 then raise exception 'simulated crash before commit'; end if;
-        return new;
-      end $$;
-      create trigger fail_first before insert on identity_chunks
-        for each row execute function fail_first_ledger_write();`);
+    await failFirstLedgerWrite(db.pool);
 
     const run = await startMergeIdentities(client, prefix, { chunkSize: 10_000 }, workflowId);
     const result = await waitForMerge(client, run);
