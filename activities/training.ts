@@ -180,7 +180,9 @@ function popularityBaseline(
 /** Builds the training-queue activities. */
 export function trainingActivities({ pool, log, trainBackend, temporal }: ActivityDeps) {
   return {
-    /** Trains the run's model; resumes from its last checkpoint; a finished run returns its result. */
+    /**
+     * Trains the run's model; resumes from its last checkpoint; a finished run returns its result.
+     */
     async trainModel(input: TrainInput): Promise<TrainOutput> {
       const done = await pool.query<ResultRow>(
         'select * from training_results where run_key = $1',

@@ -42,7 +42,7 @@ const DEFAULTS: ThroughputOptions = {
 
 /**
  * n rows of d ≥ 4 features, feature j ~ Normal(j, (j + 1)²), and a 0/1 label drawn with
- * P(y = 1) = sigmoid(2·z0 − 1.5·z1 + z2·z3), where zj is feature j standardized. The z2·z3 term
+ * P(y = 1) = sigmoid(2·z0 − 1.5·z1 + z2·z3), zj being feature j standardized. The z2·z3 term
  * makes the rule non-linear, so a hidden layer helps; the same seed gives the same data.
  */
 export function syntheticLogisticData(n: number, d: number, seed: number): SyntheticData {

@@ -1,4 +1,4 @@
-/** `pops import …`, `pops models …` and `pops audit verify`: commands that need PostgreSQL only. */
+/** `pops import …`, `pops models …` and `pops audit verify`: commands needing PostgreSQL only. */
 import fs from 'node:fs';
 import { z } from 'zod';
 import { verifyAudit } from '../domain/audit.js';

@@ -1,6 +1,6 @@
 /**
- * PostgreSQL access: one pool per process and one transaction helper. SQL lives next to the code that
- * owns it; this module only hands out clients.
+ * PostgreSQL access: one pool per process and one transaction helper. SQL lives next to the code
+ * that owns it; this module only hands out clients.
  */
 import pg from 'pg';
 
@@ -52,7 +52,7 @@ export function withDatabase(databaseUrl: string, database: string): string {
   return url.toString();
 }
 
-/** Creates the database if it does not exist (connects to the server's `postgres` database to do so). */
+/** Creates the database if it does not exist (by way of the server's `postgres` database). */
 export async function ensureDatabase(databaseUrl: string): Promise<void> {
   const name = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
   const admin = new pg.Client({ connectionString: withDatabase(databaseUrl, 'postgres') });

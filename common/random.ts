@@ -1,6 +1,6 @@
 /**
  * mulberry32: a tiny seeded PRNG (32-bit state) returning floats in [0, 1). Not for cryptography;
- * its point is that the same seed gives the same sequence everywhere (training shuffles, simulator).
+ * its point is that the same seed gives the same sequence everywhere (training, simulator).
  */
 export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;

@@ -51,7 +51,8 @@ let runtimeInstalled = false;
 
 /**
  * Routes the Temporal SDK's own logs (workers, bundler) into pops' logger, at warn and above unless
- * LOG_LEVEL asks for debug. Must run before the first worker or native connection; later calls no-op.
+ * LOG_LEVEL asks for debug. Must run before the first worker or native connection; later calls
+ * do nothing.
  */
 export function installTemporalLogging(log: Logger): void {
   if (runtimeInstalled) return;

@@ -1,8 +1,8 @@
 /**
- * The append-only, hash-chained audit log. Each row's hash is sha256 over the previous row's hash and
- * a canonical JSON (RFC 8785) of the row, so editing, reordering or removing a row breaks the chain
- * at that row. Appends are serialized by an advisory lock; an idempotency key makes a retried append
- * return the row it already wrote.
+ * The append-only, hash-chained audit log. Each row's hash is sha256 over the previous row's hash
+ * and a canonical JSON (RFC 8785) of the row, so editing, reordering or removing a row breaks the
+ * chain at that row. Appends are serialized by an advisory lock; an idempotency key makes a retried
+ * append return the row it already wrote.
  */
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../common/canonical-json.js';

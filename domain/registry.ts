@@ -1,6 +1,6 @@
 /**
- * The model registry: declared models, and versions numbered 1, 2, 3… per model. A version is keyed
- * by the run that produced it, so registering the same run twice returns the first version.
+ * The model registry: declared models, and versions numbered 1, 2, 3… per model. A version is
+ * keyed by the run that produced it, so registering the same run twice returns the first version.
  */
 import type { Pool, Queryable } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
@@ -83,7 +83,9 @@ function fromRow(row: VersionRow): ModelVersion {
   };
 }
 
-/** Declares a model over an event source; declaring it again with the same source changes nothing. */
+/**
+ * Declares a model over an event source; declaring it again with the same source changes nothing.
+ */
 export async function declareModel(
   db: Queryable,
   model: { name: string; source: string; description?: string; createdBy: string },

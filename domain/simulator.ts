@@ -2,8 +2,8 @@
  * A seeded generator of MovieLens-format data (`ratings.csv`, `movies.csv`), so the demo needs no
  * download. The data has structure a model can learn and a popularity ranking cannot fully use:
  * movies have a latent quality and genres, users have genre tastes, a rating bias and an active
- * period; popularity is Zipf-like and only loosely tied to quality. The same seed writes the
- * same bytes.
+ * period; popularity is Zipf-like and only loosely tied to quality. The same seed writes the same
+ * bytes.
  */
 import fs from 'node:fs';
 import { once } from 'node:events';

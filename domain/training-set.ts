@@ -1,16 +1,19 @@
 /**
  * The point-in-time training set, computed inside PostgreSQL. Every labelled interaction (a `rated`
- * event at time t) gets features from events **strictly before t**: window frames end at the current
- * row and `exclude group` removes the row's peers, so an event at the same instant is never seen.
+ * event at time t) gets features from events **strictly before t**: window frames end at the
+ * current row and `exclude group` removes the row's peers, so an event at the same instant is
+ * never seen.
  *
  * Features (raw; the model standardizes them with means and deviations of the training split):
  * - user_prior_count_log: ln(1 + ratings the person gave before t)
  * - user_prior_mean: the person's mean rating before t, smoothed toward 3.5 with weight 5
- * - user_prior_positive_rate: share of the person's ratings >= 4 before t, smoothed toward 0.5 with weight 5
+ * - user_prior_positive_rate: share of the person's ratings >= 4 before t, smoothed toward 0.5
+ *   with weight 5
  * - user_days_since_last_log: ln(1 + days since the person's previous rating), 0 for a first rating
  * - item_prior_count_log: ln(1 + ratings the item got before t) (its popularity at t)
  * - item_prior_mean: the item's mean rating before t, smoothed toward 3.5 with weight 5
- * - item_prior_positive_rate: share of the item's ratings >= 4 before t, smoothed toward 0.5 with weight 5
+ * - item_prior_positive_rate: share of the item's ratings >= 4 before t, smoothed toward 0.5
+ *   with weight 5
  * - item_age_days_log: ln(1 + days since the item's first rating), 0 for its first rating
  * - user_genre_mean: the person's mean rating before t on items sharing a genre with this item
  *   (a rating counts once per shared genre), smoothed toward 3.5 with weight 5
@@ -83,7 +86,8 @@ export async function materializeExamples(
   const days = (later: string, earlier: string) =>
     `coalesce(ln(1 + extract(epoch from (${later} - ${earlier})) / 86400.0), 0)`;
   // Fresh tables have no statistics; estimated at one row, the planner would re-run the window
-  // aggregates inside nested loops. This statement is set-based through and through: hash joins only.
+  // aggregates inside nested loops. This statement is set-based through and through: only hash
+  // joins.
   await client.query('set local enable_nestloop = off');
   const result = await client.query<{ split: string; n: number }>(
     `with rated as materialized (

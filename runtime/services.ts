@@ -1,6 +1,7 @@
 /**
  * Brings up what pops needs and hands back where it is: the configured PostgreSQL and Temporal when
- * DATABASE_URL / TEMPORAL_ADDRESS are set, the embedded ones otherwise. Migrations run here, on start.
+ * DATABASE_URL / TEMPORAL_ADDRESS are set, the embedded ones otherwise. Migrations run here, at
+ * start-up.
  */
 import path from 'node:path';
 import { type Config, stateDir } from '../common/config.js';
@@ -21,7 +22,9 @@ export interface Services {
   stop(): Promise<void>;
 }
 
-/** Starts or connects to PostgreSQL and Temporal, applies migrations, and returns their addresses. */
+/**
+ * Starts or connects to PostgreSQL and Temporal, applies migrations, and returns their addresses.
+ */
 export async function startServices(
   config: Config,
   log: Logger,

@@ -1,7 +1,7 @@
 /**
  * Finds or obtains the Temporal CLI that runs the embedded dev server. The routes, in order:
- * POPS_TEMPORAL_CLI, `temporal` on PATH, the pops cache folder, `go install` into that cache.
- * (The SDK's own download is the last route; it is taken in temporal-server.ts because it starts the
+ * POPS_TEMPORAL_CLI, `temporal` on PATH, the pops cache folder, `go install` into that cache. (The
+ * SDK's own download is the last route; it is taken in temporal-server.ts because it starts the
  * server rather than handing back a path.) One log line says which route was taken.
  */
 import { spawnSync } from 'node:child_process';

@@ -1,7 +1,7 @@
 /**
  * The embedded Temporal used when TEMPORAL_ADDRESS is unset: the Temporal CLI's dev server, its
- * history kept in a SQLite file in the state folder so that workflows survive a restart, its UI on a
- * known port. A server already answering on the port is reused.
+ * history kept in a SQLite file in the state folder so that workflows survive a restart, its UI on
+ * a known port. A server already answering on the port is reused.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';

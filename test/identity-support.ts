@@ -91,8 +91,8 @@ export async function resolveAll(
 }
 
 /**
- * Makes the first ledger write of a chunk fail, once: the ledger row is a chunk's last write, so the
- * whole transaction fails late, as a crash just before commit would.
+ * Makes the first ledger write of a chunk fail, once: the ledger row is a chunk's last write, so
+ * the whole transaction fails late, as a crash just before commit would.
  */
 export async function failFirstLedgerWrite(pool: Pool): Promise<void> {
   await pool.query(`

@@ -47,7 +47,7 @@ describe('mergeIdentities', () => {
     const chunks = full + (messages.length % chunkSize > 0 ? 1 : 0);
     const input = { requestedBy: 'tester', chunkSize, chunksPerRun: 3 };
 
-    // Holding the graph lock keeps the first chunk waiting, so the second start surely finds it running.
+    // Holding the graph lock keeps the first chunk waiting: the second start finds it running.
     const holder = await db.pool.connect();
     await holder.query('begin');
     await lockGraph(holder);

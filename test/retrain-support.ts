@@ -15,7 +15,9 @@ import { createWorkers, runWorkers, type RunningWorkers } from '../workers/creat
 
 export const MOVIELENS = path.resolve(import.meta.dirname, '../../shared/data/movielens-small');
 
-/** Writes the ratings of users 1..maxUser (and all movies) to a temp dir; returns it and the rows. */
+/**
+ * Writes the ratings of users 1..maxUser (and all movies) to a temp dir; returns it and the rows.
+ */
 export function movieLensSlice(maxUser: number): {
   dir: string;
   ratings: Array<{ user: number; ts: number; rating: number }>;

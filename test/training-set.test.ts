@@ -50,7 +50,7 @@ async function seed(source: string, ratings: Rating[]): Promise<void> {
   );
 }
 
-/** The features of one rating from the ratings strictly before it: an independent, row-by-row reference. */
+/** The features of one rating from the ratings strictly before it: an independent reference. */
 function reference(all: Rating[], r: Rating): number[] {
   const before = all.filter((o) => o.ts < r.ts);
   const mine = before.filter((o) => o.person === r.person);

@@ -1,7 +1,7 @@
 /**
  * Builds the workers of each task queue: orchestration runs the workflows and the light SQL
- * activities; training runs CPU-heavy training and evaluation; io is for outbound calls. Each can run
- * in its own process so a cluster scales them apart; `pops serve` runs them all in one.
+ * activities; training runs CPU-heavy training and evaluation; io is for outbound calls. Each can
+ * run in its own process so a cluster scales them apart; `pops serve` runs them all in one.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,9 @@ export interface WorkerOptions {
   maxConcurrentActivities?: number;
 }
 
-/** The git commit of the running code: POPS_CODE_COMMIT (set in images), else git, else 'unknown'. */
+/**
+ * The git commit of the running code: POPS_CODE_COMMIT (set in images), else git, else 'unknown'.
+ */
 export function codeCommit(): string {
   if (process.env['POPS_CODE_COMMIT']) return process.env['POPS_CODE_COMMIT'];
   try {
@@ -50,7 +52,9 @@ export function codeCommit(): string {
   }
 }
 
-/** Creates one worker per requested queue (a queue with nothing to run yet is skipped with a log). */
+/**
+ * Creates one worker per requested queue (a queue with nothing to run yet is skipped with a log).
+ */
 export async function createWorkers(options: WorkerOptions): Promise<Worker[]> {
   const deps: ActivityDeps = {
     pool: options.pool,
@@ -91,7 +95,9 @@ export async function createWorkers(options: WorkerOptions): Promise<Worker[]> {
 
 export interface RunningWorkers {
   workers: Worker[];
-  /** Shuts every worker down (in-flight activities get the grace time), then closes the connection. */
+  /**
+   * Shuts every worker down (in-flight activities get the grace time), then closes the connection.
+   */
   stop(): Promise<void>;
 }
 

@@ -1,7 +1,7 @@
 /**
- * Feature definitions: what a feature computes (entity, source, aggregation, windows, type, default,
- * TTL) and who answers for it (owner, description, freshness SLA). Validated by zod wherever they
- * enter. Pure data and zod only, so workflow code may import it.
+ * Feature definitions: what a feature computes (entity, source, aggregation, windows, type,
+ * default, TTL) and who answers for it (owner, description, freshness SLA). Validated by zod
+ * wherever they enter. Pure data and zod only, so workflow code may import it.
  *
  * A version's computation is fixed once registered: `computationOf` is what is hashed, and a change
  * to it needs a new version (domain/features/registry.ts). Windows end at the feature's time and
