@@ -286,7 +286,8 @@ function generate(
   row(
     `identity: generated ${fmt(base.links)} links`,
     `${secs((performance.now() - t) / 1000)} s`,
-    `${fmt(base.events)} events, ${fmt(distinctIdentifiers(base))} identifiers, seed ${options.seed}`,
+    `${fmt(base.events)} events, ${fmt(distinctIdentifiers(base))} identifiers,` +
+      ` seed ${options.seed}`,
   );
   const counts = (s: GeneratedStream): Counts => ({ events: s.events, links: s.links });
   return { files, base: counts(base), increment: counts(increment) };
