@@ -1,11 +1,13 @@
 /**
- * The identity graph over HTTP: look a person up by any identifier or person id (the same view as
- * `pops identity show`), and start an unmerge or a remerge (answered 202 with the workflow to
- * follow at GET /v1/workflows/:id). Registered by api/server.ts as a plugin.
+ * The identity graph over HTTP: resolve new events now, look a person up by any identifier or
+ * person id (the same view as `pops identity show`), and start an unmerge or a remerge (answered
+ * 202 with the workflow to follow at GET /v1/workflows/:id). Registered by api/server.ts as a
+ * plugin.
  */
 import type { Client } from '@temporalio/client';
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
+import { requestMerge } from '../client/identity.js';
 import { startRemerge, startUnmerge } from '../client/identity-edits.js';
 import type { Pool } from '../common/db.js';
 import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
@@ -57,6 +59,9 @@ const unmergeBody = z
     path: ['mergeId'],
   });
 const remergeBody = z.object({ unmergeId: id, reason: plainText(500) }).strict();
+// Rules come from the server's configuration (POPS_IDENTITY_RULES) and chunk sizes from the
+// workflow's defaults: a merge request has nothing to set, and an unknown field is refused.
+const mergeBody = z.object({}).strict();
 
 /** Answers 404 or 409 (through the API's error handler) for an edit that could only fail. */
 function refuseIf(refusal: UnmergeRefusal | undefined): void {
@@ -71,6 +76,18 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
     if (!view) throw new ApiError('not_found', `${what} is not in the identity graph`);
     return view;
   };
+
+  // 202 when it started a merge, 200 when one was running and the request attached to it.
+  app.post('/v1/identity/merges', async (request, reply) => {
+    parse(mergeBody, request.body ?? {}, 'body');
+    const started = await options.withDeadline(() =>
+      requestMerge(options.temporal, options.queuePrefix, {
+        requestedBy: options.actor,
+        ...(options.identityRules ? { rules: options.identityRules } : {}),
+      }),
+    );
+    return reply.status(started.attached ? 200 : 202).send(started);
+  });
 
   app.get('/v1/identity/persons/:personId', async (request) => {
     const { personId } = parse(personParams, request.params, 'path');

@@ -150,7 +150,6 @@ export function buildApi(deps: ApiDeps) {
   });
 
   void app.register(import('./segment.js'), { pool: deps.pool });
-  void app.register(import('./identity-merge.js'), deps);
   void app.register(identityRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,

@@ -4,13 +4,11 @@
  */
 import cliProgress from 'cli-progress';
 import { ZodError, type z } from 'zod';
-import { ConfigError } from '../common/config.js';
-import { RulesFileError } from '../domain/identity/rules-file.js';
 import { rootCause } from '../client/retrain.js';
-import { describeZodError } from '../common/failures.js';
+import { describeZodError, InputError } from '../common/failures.js';
 
 /** Thrown for bad command-line input; the CLI exits 2 with the message. */
-export class UsageError extends Error {}
+export class UsageError extends InputError {}
 
 /** Parses CLI values with zod, or throws a UsageError naming each wrong option. */
 export function parseArgs<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
@@ -54,16 +52,10 @@ export function progressBar(label: string, enabled: boolean, unit = ''): Progres
 
 /** Turns an error into the message and exit code the CLI ends with. */
 export function exitFor(err: unknown): { message: string; code: number } {
-  if (
-    err instanceof UsageError ||
-    err instanceof ConfigError ||
-    err instanceof RulesFileError ||
-    (err instanceof Error && ['FeatureFileError', 'FeatureVersionConflict'].includes(err.name))
-  ) {
+  if (err instanceof InputError) {
     return { message: err.message, code: 2 };
   }
   if (err instanceof ZodError) return { message: describeZodError(err, undefined), code: 2 };
-  if (err instanceof Error && err.name === 'ImportError') return { message: err.message, code: 2 };
   const message = err instanceof Error ? err.message : String(err);
   const root = rootCause(err);
   const type = (root as { type?: string }).type;

@@ -2,6 +2,7 @@
  * The one place pops reads its environment. Every variable is parsed by zod at start; a wrong value
  * fails with the variable's name and the value it had, before anything connects or writes.
  */
+import { InputError } from './failures.js';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -81,7 +82,7 @@ export const envSchema = z.object({
 export type Config = z.infer<typeof envSchema>;
 
 /** Thrown by loadConfig when a variable has a wrong value; the message names each bad variable. */
-export class ConfigError extends Error {
+export class ConfigError extends InputError {
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n  ${problems.join('\n  ')}`);
     this.name = 'ConfigError';

@@ -15,6 +15,12 @@ export const FAILURE_TYPES = {
 export type FailureType = (typeof FAILURE_TYPES)[keyof typeof FAILURE_TYPES];
 
 /**
+ * Bad input that a person can fix (a file, an argument, a setting): its message names the field and
+ * the value. The CLI exits 2 for it; every such error of pops extends this class.
+ */
+export class InputError extends Error {}
+
+/**
  * The retry policy of every pops activity: refusals are not retried, anything else a bounded
  * number of times, so a failure nobody foresaw ends the run with its message instead of retrying
  * forever (and a transient one, such as an import holding `events`, is waited out).

@@ -2,6 +2,7 @@
  * What the importers share: the error that names a bad row, progress reporting, and streaming COPY
  * text into a staging table. The importers own their SQL; this module never touches real tables.
  */
+import { InputError } from '../common/failures.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -38,7 +39,7 @@ const COPY_ESCAPES: Readonly<Record<string, string>> = {
  * Thrown by the importers when a row is malformed: names the file, the 1-based line (the header
  * of a CSV file is line 1), the field and the bad value. Nothing of the import is kept.
  */
-export class ImportError extends Error {
+export class ImportError extends InputError {
   override readonly name = 'ImportError';
 
   constructor(

@@ -6,11 +6,11 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { describeZodError } from '../../common/failures.js';
+import { describeZodError, InputError } from '../../common/failures.js';
 import { type FeatureDefinition, featureDefinitionSchema } from './definition.js';
 
 /** Thrown for a file that cannot be read or holds an invalid definition. */
-export class FeatureFileError extends Error {
+export class FeatureFileError extends InputError {
   override name = 'FeatureFileError';
 }
 

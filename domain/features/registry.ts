@@ -4,6 +4,7 @@
  * computation is refused, naming the version to declare instead; owner, description and freshness
  * SLA may change in place.
  */
+import { InputError } from '../../common/failures.js';
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../../common/canonical-json.js';
 import type { Pool, PoolClient, Queryable } from '../../common/db.js';
@@ -12,7 +13,7 @@ import { appendAuditIn } from '../audit.js';
 import { computationOf, type FeatureDefinition, sourceTables } from './definition.js';
 
 /** Thrown when a version would change its computation; nothing of that registration is written. */
-export class FeatureVersionConflict extends Error {
+export class FeatureVersionConflict extends InputError {
   override name = 'FeatureVersionConflict';
 }
 

@@ -5,13 +5,13 @@
  */
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { describeZodError } from '../../common/failures.js';
+import { describeZodError, InputError } from '../../common/failures.js';
 import { type IdentityRules, identityRulesSchema } from './rules.js';
 
 /**
  * Thrown when the rules file cannot be read or does not hold valid rules; the message says where.
  */
-export class RulesFileError extends Error {
+export class RulesFileError extends InputError {
   override name = 'RulesFileError';
 }
 
