@@ -83,6 +83,26 @@ const YIELDS: Record<string, readonly string[]> = {
   last: VALUE_TYPES,
 };
 
+/**
+ * Checks on each backfilled partition (a snapshot day): the share of missing values, the range
+ * values must fall in, and how far the day's row count may move from the previous day's (0.5:
+ * within half to one and a half times). A breach warns (the partition is written and marked) or
+ * fails (the partition is not written; the backfill stops). Not part of the computation.
+ */
+const quality = z
+  .strictObject({
+    maxNullRate: z.number().min(0).max(1).optional(),
+    min: z.number().optional(),
+    max: z.number().optional(),
+    maxRowCountChange: z.number().positive().optional(),
+    /** Row-count changes are only judged when the previous day had at least this many rows. */
+    minRowsToCompare: z.number().int().min(1).default(100),
+    policy: z.enum(['warn', 'fail']).default('warn'),
+  })
+  .refine((q) => q.min === undefined || q.max === undefined || q.min <= q.max, {
+    error: 'has min above max',
+  });
+
 export const featureDefinitionSchema = z
   .strictObject({
     name,
@@ -108,6 +128,7 @@ export const featureDefinitionSchema = z
     owner: plainText(200),
     description: plainText(2000),
     freshnessSla: duration,
+    quality: quality.optional(),
   })
   .superRefine((f, ctx) => {
     const yields = YIELDS[f.aggregation.fn] ?? [];

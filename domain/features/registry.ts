@@ -168,3 +168,48 @@ export async function showFeature(
     },
   }));
 }
+
+/** A feature version: `name@version`, or `name` for the latest registered version. */
+export interface FeatureRef {
+  name: string;
+  version: number;
+}
+
+/** Parses `name@3` (or `name`, version left out). */
+export function parseFeatureRef(text: string): { name: string; version?: number } {
+  const m = /^([a-z][a-z0-9_]{0,62})(?:@([1-9][0-9]{0,6}))?$/.exec(text);
+  if (!m) {
+    throw new InputError(
+      `feature ${JSON.stringify(text)} is not a feature reference (name or name@version)`,
+    );
+  }
+  return m[2] ? { name: m[1] as string, version: Number(m[2]) } : { name: m[1] as string };
+}
+
+/**
+ * The stored definitions of the referenced versions (the latest where a version is left out), in
+ * the order asked; an InputError names every reference that is not registered.
+ */
+export async function loadDefinitions(
+  db: Queryable,
+  refs: ReadonlyArray<{ name: string; version?: number }>,
+): Promise<FeatureDefinition[]> {
+  const { rows } = await db.query<{ name: string; version: number; definition: FeatureDefinition }>(
+    `select distinct on (r.i) r.i::int as i, v.name, v.version, v.definition
+       from unnest($1::text[], $2::int[]) with ordinality as r(name, version, i)
+       join feature_versions v on v.name = r.name and (r.version is null or v.version = r.version)
+      order by r.i, v.version desc`,
+    [refs.map((r) => r.name), refs.map((r) => r.version ?? null)],
+  );
+  const found = new Map(rows.map((r) => [Number((r as { i?: number }).i), r]));
+  const missing = refs
+    .map((r, i) => (found.has(i + 1) ? null : r.version ? `${r.name}@${r.version}` : r.name))
+    .filter((m): m is string => m !== null);
+  if (missing.length > 0) {
+    throw new InputError(
+      `feature ${missing.map((m) => JSON.stringify(m)).join(', ')} is not registered` +
+        ' (pops features list shows what is; pops features register <file> adds)',
+    );
+  }
+  return refs.map((_, i) => (found.get(i + 1) as { definition: FeatureDefinition }).definition);
+}
