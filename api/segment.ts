@@ -2,15 +2,27 @@
  * Segment-compatible ingestion: `POST /v1/batch`, `/v1/track`, `/v1/identify`, `/v1/alias` and
  * `/v1/page`, authenticated by a write key the way Segment clients send it, so their libraries can
  * point here unchanged. Messages are checked by the same rules as the NDJSON import
- * (ingest/segment.ts); a request is stored whole, in one statement, or not at all, and the 200 is
- * sent after the commit. Registered by api/server.ts as a Fastify plugin of its own, so its body
- * parsing and limits apply to these routes only.
+ * (ingest/segment.ts); a request is stored whole, in one transaction, or not at all, and the 200
+ * is sent after the commit. A track message that breaks its event's contract (domain/contracts)
+ * is kept in the quarantine with its reasons instead of in `events`, in the same transaction: the
+ * request is still accepted (a Segment sender retries anything else), and the answer counts it.
+ * Registered by api/server.ts as a Fastify plugin of its own, so its body parsing and limits apply
+ * to these routes only.
  */
 import { randomUUID } from 'node:crypto';
 import { createGunzip } from 'node:zlib';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { Pool } from '../common/db.js';
+import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
+import {
+  judge,
+  type JudgedFields,
+  QuarantineTally,
+  type QuarantineRow,
+  storeQuarantined,
+  trackEvents,
+} from '../domain/contracts/quarantine.js';
+import { activeContracts } from '../domain/contracts/registry.js';
 import {
   checkMessage,
   describeProblem,
@@ -22,6 +34,7 @@ import {
   type MessageProblem,
   type MessageType,
   type SegmentMessage,
+  storableMessage,
 } from '../ingest/segment.js';
 import { authenticateWriteKey, type WriteKeyIdentity } from '../ingest/write-keys.js';
 
@@ -41,6 +54,13 @@ export const BATCH_LIMIT_BYTES = 500 * 1024;
 const READ_LIMIT_BYTES = 4 * BATCH_LIMIT_BYTES;
 
 const SINGLE_ROUTES: readonly MessageType[] = ['track', 'identify', 'alias', 'page'];
+
+/** A checked message: its events row, the fields its contract judges, the message as received. */
+interface Received {
+  row: EventRow;
+  fields: JudgedFields;
+  message: unknown;
+}
 
 /** A request refused with 400 or 401 and a message saying why. */
 class Refusal extends Error {
@@ -104,9 +124,15 @@ async function ingest(
     const body = parseBody(raw);
     const key = await authenticate(pool, request.headers.authorization, body);
     const messages = route === 'batch' ? readBatch(body, raw) : [readSingle(body, route, raw)];
-    const stored = await storeEvents(pool, key.source, receivedAt, messages);
-    request.log.debug({ writeKey: key.prefix, messages: messages.length, stored }, 'ingested');
-    return await reply.status(200).send({ success: true });
+    const { stored, quarantine } = await storeBatch(pool, key.source, receivedAt, messages);
+    const counts = { writeKey: key.prefix, messages: messages.length, stored };
+    request.log.debug({ ...counts, quarantined: quarantine.messages }, 'ingested');
+    if (quarantine.messages > 0) {
+      // Paths and rules only: the values may be personal data.
+      const reasons = quarantine.reasons().map(({ expected: _, ...count }) => count);
+      request.log.info({ writeKey: key.prefix, reasons }, 'messages quarantined');
+    }
+    return await reply.status(200).send({ success: true, quarantined: quarantine.messages });
   } catch (err) {
     if (!(err instanceof Refusal)) throw err;
     if (err.status === 401) void reply.header('www-authenticate', 'Basic realm="pops"');
@@ -184,7 +210,7 @@ const batchSchema = z.object(
 /**
  * Checks a `/v1/batch` body: its size, then each message (the batch context merged in), in order.
  */
-function readBatch(body: unknown, raw: Buffer): EventRow[] {
+function readBatch(body: unknown, raw: Buffer): Received[] {
   if (body instanceof Refusal) throw body;
   const parsed = batchSchema.safeParse(body, { reportInput: true });
   if (!parsed.success) throw badBatch(firstProblem(parsed.error, '(body)'));
@@ -196,14 +222,15 @@ function readBatch(body: unknown, raw: Buffer): EventRow[] {
     const size = sizes[index] ?? 0;
     if (size > MESSAGE_LIMIT_BYTES) throw tooLargeMessage(where, size);
     // Merged before the check, so what the batch context brings is checked as part of the message.
-    const checked = checkMessage(context ? withContext(input, context) : input, 'http');
+    const merged = context ? withContext(input, context) : input;
+    const checked = checkMessage(merged, 'http');
     if (!checked.ok) throw new Refusal(400, `${where}: ${describeProblem(checked.problem)}`);
-    return accept({ ...checked.message, sentAt: checked.message.sentAt ?? sentAt });
+    return accept({ ...checked.message, sentAt: checked.message.sentAt ?? sentAt }, merged);
   });
 }
 
 /** Checks the body of `/v1/<type>`: one message, whose type the route gives. */
-function readSingle(body: unknown, type: MessageType, raw: Buffer): EventRow {
+function readSingle(body: unknown, type: MessageType, raw: Buffer): Received {
   if (body instanceof Refusal) throw body;
   if (raw.length > MESSAGE_LIMIT_BYTES) throw tooLargeMessage('message', raw.length);
   if (!isPlainObject(body)) throw new Refusal(400, 'message: is not a JSON object');
@@ -219,15 +246,17 @@ function readSingle(body: unknown, type: MessageType, raw: Buffer): EventRow {
   const input = { ...body, type };
   const checked = checkMessage(input, 'http');
   if (!checked.ok) throw new Refusal(400, `message: ${describeProblem(checked.problem)}`);
-  return accept(checked.message);
+  return accept(checked.message, input);
 }
 
 /**
- * The row of a checked message. A message without `messageId` gets a generated one (`pops-` and a
- * random UUID): it is stored, but a resend of it cannot be recognized as a duplicate.
+ * The row of a checked message, with what its contract needs. A message without `messageId` gets
+ * a generated one (`pops-` and a random UUID): it is stored, but a resend of it cannot be
+ * recognized as a duplicate.
  */
-function accept(message: SegmentMessage): EventRow {
-  return eventRow({ ...message, messageId: message.messageId ?? `pops-${randomUUID()}` });
+function accept(message: SegmentMessage, received: unknown): Received {
+  const row = eventRow({ ...message, messageId: message.messageId ?? `pops-${randomUUID()}` });
+  return { row, fields: message, message: storableMessage(received, message) };
 }
 
 /**
@@ -278,19 +307,52 @@ function tooLargeBatch(total: number, sizes: readonly number[]): Refusal {
 }
 
 /**
- * Inserts the rows in one statement (all or nothing), in batch order, skipping messageIds already
- * stored; returns how many were new. `ts` is corrected for the sender's clock as the Segment spec
- * says: receivedAt - (sentAt - timestamp) when both were sent, the timestamp as sent when sentAt
- * was not, receivedAt when there was no timestamp. The difference is taken in seconds (exact to
+ * Stores a request in one transaction: its messages are judged by the active contracts of the
+ * source (one query, for the batch's track events), those that keep theirs (or have none) go into
+ * `events`, and the others into the quarantine (but for duplicates of stored events, which are
+ * dropped). Returns how many events were new, and the tally of the quarantined.
+ */
+async function storeBatch(
+  pool: Pool,
+  source: string,
+  receivedAt: Date,
+  messages: readonly Received[],
+): Promise<{ stored: number; quarantine: QuarantineTally }> {
+  return withTransaction(pool, async (client) => {
+    const events = trackEvents(messages.map((m) => m.fields));
+    const contracts = await activeContracts(client, source, events);
+    const rows: EventRow[] = [];
+    const kept: QuarantineRow[] = [];
+    for (const { row, fields, message } of messages) {
+      const breach = judge(contracts, fields);
+      if (breach === null) rows.push(row);
+      else kept.push({ messageId: row.message_id, event: row.event ?? '', breach, message });
+    }
+    const stored = await storeEvents(client, source, receivedAt, rows);
+    const duplicates = await storeQuarantined(client, source, receivedAt, kept);
+    const quarantine = new QuarantineTally();
+    for (const q of kept) {
+      if (!duplicates.has(q.messageId)) quarantine.add(q.event, q.breach.reasons);
+    }
+    return { stored, quarantine };
+  });
+}
+
+/**
+ * Inserts the rows in one statement, in batch order, skipping messageIds already stored; returns
+ * how many were new. `ts` is corrected for the sender's clock as the Segment spec says:
+ * receivedAt - (sentAt - timestamp) when both were sent, the timestamp as sent when sentAt was not,
+ * receivedAt when there was no timestamp. The difference is taken in seconds (exact to
  * the microsecond), so no calendar or time-zone arithmetic enters it.
  */
 async function storeEvents(
-  pool: Pool,
+  client: PoolClient,
   source: string,
   receivedAt: Date,
   rows: readonly EventRow[],
 ): Promise<number> {
-  const result = await pool.query(
+  if (rows.length === 0) return 0;
+  const result = await client.query(
     `insert into events (message_id, source, type, event, person_id, user_id, anonymous_id,
                          previous_id, item_id, ts, received_at, original_timestamp, sent_at,
                          properties, traits, context)

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import { z } from 'zod';
 import { verifyAudit } from '../domain/audit.js';
+import type { ReasonCount } from '../domain/contracts/quarantine.js';
 import { modelNameSchema } from '../domain/retrain.js';
 import {
   declareModel,
@@ -69,18 +70,31 @@ export async function importEventsCommand(
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();
-    print(
-      Boolean(options.json),
-      result,
-      () =>
+    const stored = result.read - result.inserted - result.quarantined;
+    print(Boolean(options.json), result, () =>
+      [
         `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
-        `${result.read - result.inserted} already stored (deduplicated on messageId),` +
-        ` in ${result.seconds.toFixed(2)} s`,
+          `${stored} already stored (deduplicated on messageId),` +
+          ` in ${result.seconds.toFixed(2)} s`,
+        ...quarantineLines(result.quarantined, result.quarantineReasons),
+      ].join('\n'),
     );
   } finally {
     bar.stop();
     await rt.close();
   }
+}
+
+/** What an import says about the messages that broke their contract (nothing when none did). */
+function quarantineLines(quarantined: number, reasons: readonly ReasonCount[]): string[] {
+  if (quarantined === 0) return [];
+  return [
+    `${quarantined} broke their event's contract and are quarantined, not stored` +
+      ' (pops quarantine list):',
+    ...reasons.map(
+      (r) => `  ${r.messages} × ${r.event}: ${r.path} (${r.rule}): expected ${r.expected}`,
+    ),
+  ];
 }
 
 /** `pops models create <name> --source <source>`. */

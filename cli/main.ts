@@ -23,6 +23,7 @@ const identity = () => import('./identity.js');
 const identityMerge = () => import('./identity-merge.js');
 const writeKeys = () => import('./write-keys.js');
 const features = () => import('./features.js');
+const contracts = () => import('./contracts.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -190,6 +191,30 @@ featuresCmd
   .option('--version <n>', 'one version')
   .option('--json', 'machine-readable output')
   .action(lazy(features, 'showFeatureCommand'));
+
+const contractsCmd = program
+  .command('contracts')
+  .description('data contracts: the declared properties of track events');
+contractsCmd
+  .command('register <file>')
+  .description('register the contracts of a YAML file (all or none; audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(contracts, 'registerContractsCommand'));
+contractsCmd
+  .command('list')
+  .description('registered contracts with their latest (judging) version')
+  .option('--json', 'machine-readable output')
+  .action(lazy(contracts, 'listContractsCommand'));
+
+program
+  .command('quarantine')
+  .description('messages kept aside because they broke their contract')
+  .command('list')
+  .description('quarantined messages: counts by event and reason, then the latest')
+  .option('--event <name>', 'one event')
+  .option('--limit <n>', 'latest messages shown (default 20)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(contracts, 'listQuarantineCommand'));
 
 try {
   await program.parseAsync(process.argv);

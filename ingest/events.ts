@@ -2,11 +2,16 @@
  * Imports a file of Segment-spec messages (NDJSON, one message a line) into `events`. Each line is
  * checked with zod as it streams, so an error names its line and field; checked rows are copied
  * into a staging table and moved into `events` by one statement, all in one transaction. Messages
- * are deduplicated on `messageId`, so importing a file again adds nothing.
+ * are deduplicated on `messageId`, so importing a file again adds nothing. A track message that
+ * breaks its event's contract (domain/contracts; the source's contracts are read once) goes into
+ * the quarantine with its reasons instead, in the same transaction.
  */
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
+import type { Reason } from '../domain/contracts/check.js';
+import { judge, QuarantineTally, type ReasonCount } from '../domain/contracts/quarantine.js';
+import { activeContracts, type ActiveContract } from '../domain/contracts/registry.js';
 import {
   COPY_CHUNK_CHARS,
   copyInto,
@@ -16,7 +21,13 @@ import {
   type ProgressListener,
   ProgressMeter,
 } from './copy.js';
-import { checkMessage, type EventRow, eventRow, type ImportedMessage } from './segment.js';
+import {
+  checkMessage,
+  type EventRow,
+  eventRow,
+  type ImportedMessage,
+  storableMessage,
+} from './segment.js';
 
 export { ImportError, type ImportProgress, type ProgressListener } from './copy.js';
 export { segmentMessageSchema, type SegmentMessage } from './segment.js';
@@ -28,11 +39,17 @@ export interface EventsImportOptions {
   onProgress?: ProgressListener;
 }
 
-/** What `importEvents` did: lines read as messages, and messages new to the database. */
+/**
+ * What `importEvents` did: lines read as messages, messages new to `events`, and messages that
+ * broke their contract (quarantined now or before; not duplicates of stored events), with how
+ * often each rule broke.
+ */
 export interface EventsImportResult {
   source: string;
   read: number;
   inserted: number;
+  quarantined: number;
+  quarantineReasons: ReasonCount[];
   seconds: number;
 }
 
@@ -51,6 +68,9 @@ const STAGING_COLUMNS = [
   'traits',
   'context',
 ] as const satisfies ReadonlyArray<keyof EventRow>;
+
+/** The staging columns of a quarantined message (null for the others), after STAGING_COLUMNS. */
+const QUARANTINE_COLUMNS = ['contract_id', 'reasons', 'message'] as const;
 
 /** Imports the NDJSON file of Segment messages at `file` in one transaction. */
 export async function importEvents(
@@ -77,17 +97,22 @@ async function copyAndInsert(
   file: string,
   source: string,
   meter: ProgressMeter,
-): Promise<{ read: number; inserted: number }> {
+): Promise<Omit<EventsImportResult, 'source' | 'seconds'>> {
   await client.query(
     `create temp table import_events (
        message_id text not null, type text not null, event text, person_id text not null,
        user_id text, anonymous_id text, previous_id text, item_id text,
        original_timestamp timestamptz not null, sent_at timestamptz,
-       properties jsonb not null, traits jsonb, context jsonb
+       properties jsonb not null, traits jsonb, context jsonb,
+       contract_id bigint, reasons jsonb, message jsonb
      ) on commit drop`,
   );
+  const contracts = await activeContracts(client, source);
+  const tally = new QuarantineTally();
   const counter = { rows: 0 };
-  await copyInto(client, 'import_events', STAGING_COLUMNS, messageChunks(file, meter, counter));
+  const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally);
+  const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS];
+  await copyInto(client, 'import_events', columns, messageChunks(file, meter, counter, stage));
   const inserted = await client.query(
     // A file is history, not a live send: its timestamps are stored as they are, uncorrected.
     `insert into events (message_id, source, type, event, person_id, user_id, anonymous_id,
@@ -97,17 +122,59 @@ async function copyAndInsert(
             previous_id, item_id, original_timestamp, original_timestamp, sent_at, properties,
             traits, context
        from import_events
+      where reasons is null
      on conflict (message_id) do nothing`,
     [source],
   );
-  return { read: counter.rows, inserted: inserted.rowCount ?? 0 };
+  if (tally.messages > 0) await quarantineStaged(client, source, tally);
+  return {
+    read: counter.rows,
+    inserted: inserted.rowCount ?? 0,
+    quarantined: tally.messages,
+    quarantineReasons: tally.reasons(),
+  };
 }
 
-/** Yields COPY text for the file's messages in chunks; blank lines are skipped. */
+/**
+ * Moves the staged messages that broke their contract into the quarantine, after the events. One
+ * whose messageId is in `events` (stored before, or by this import) is a duplicate: dropped, and
+ * taken out of the tally. One already quarantined is not written again.
+ */
+async function quarantineStaged(
+  client: PoolClient,
+  source: string,
+  tally: QuarantineTally,
+): Promise<void> {
+  const duplicates = await client.query<{ event: string; reasons: Reason[] }>(
+    `delete from import_events i
+      where i.reasons is not null
+        and exists (select from events e where e.message_id = i.message_id)
+     returning i.event, i.reasons`,
+  );
+  for (const d of duplicates.rows) tally.remove(d.event, d.reasons);
+  await client.query(
+    `insert into quarantined_events (message_id, source, event, contract_id, message, reasons)
+     select message_id, $1::text, event, contract_id, message, reasons
+       from import_events
+      where reasons is not null
+     on conflict (message_id) do nothing`,
+    [source],
+  );
+}
+
+/** One line, checked: the message, the JSON as read, and whether its text had a `\u` escape. */
+interface ParsedLine {
+  message: ImportedMessage;
+  input: unknown;
+  mayHaveEscapes: boolean;
+}
+
+/** Yields COPY text for the file's messages (by `stage`) in chunks; blank lines are skipped. */
 async function* messageChunks(
   file: string,
   meter: ProgressMeter,
   counter: { rows: number },
+  stage: (parsed: ParsedLine) => string,
 ): AsyncGenerator<string> {
   const input = fs.createReadStream(file, { encoding: 'utf8' });
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
@@ -119,7 +186,7 @@ async function* messageChunks(
       if (raw.trim() === '') continue;
       // A byte-order mark would make the first line invalid JSON.
       const json = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-      chunk += copyRow(parseMessage(file, line, json));
+      chunk += stage(parseMessage(file, line, json));
       counter.rows += 1;
       meter.row(input.bytesRead);
       if (chunk.length >= COPY_CHUNK_CHARS) {
@@ -136,7 +203,7 @@ async function* messageChunks(
 }
 
 /** Parses and checks one line; throws an ImportError naming the line and the field path. */
-function parseMessage(file: string, line: number, raw: string): ImportedMessage {
+function parseMessage(file: string, line: number, raw: string): ParsedLine {
   let input: unknown;
   try {
     input = JSON.parse(raw);
@@ -144,16 +211,34 @@ function parseMessage(file: string, line: number, raw: string): ImportedMessage 
     throw new ImportError(file, line, '(line)', raw, `is not JSON: ${(err as Error).message}`);
   }
   // Only a \u escape can carry what PostgreSQL cannot store, so lines without one skip the walk.
-  const checked = checkMessage(input, 'import', raw.includes('\\u'));
+  const mayHaveEscapes = raw.includes('\\u');
+  const checked = checkMessage(input, 'import', mayHaveEscapes);
   if (!checked.ok) {
     const { field, value, problem } = checked.problem;
     throw new ImportError(file, line, field, value, problem);
   }
-  return checked.message;
+  return { message: checked.message, input, mayHaveEscapes };
 }
 
-/** One message as a COPY text row of the staging table, columns in STAGING_COLUMNS order. */
-function copyRow(message: ImportedMessage): string {
+/**
+ * One message as a COPY text row of the staging table, columns in STAGING_COLUMNS then
+ * QUARANTINE_COLUMNS order; a message that breaks its contract carries the contract, the reasons
+ * and itself as read, and is counted in `tally`.
+ */
+function copyRow(
+  { message, input, mayHaveEscapes }: ParsedLine,
+  contracts: ReadonlyMap<string, ActiveContract>,
+  tally: QuarantineTally,
+): string {
   const row = eventRow(message);
-  return `${STAGING_COLUMNS.map((column) => copyValue(row[column])).join('\t')}\n`;
+  const values: Array<string | null> = STAGING_COLUMNS.map((column) => row[column]);
+  const breach = judge(contracts, message);
+  if (breach === null) {
+    values.push(null, null, null);
+  } else {
+    tally.add(message.event ?? '', breach.reasons);
+    const kept = storableMessage(input, message, mayHaveEscapes);
+    values.push(String(breach.contractId), JSON.stringify(breach.reasons), JSON.stringify(kept));
+  }
+  return `${values.map(copyValue).join('\t')}\n`;
 }

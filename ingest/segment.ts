@@ -221,6 +221,19 @@ export function unstorablePath(value: unknown, at = ''): string | null {
   return null;
 }
 
+/**
+ * What to keep of a message as received (the quarantine keeps it whole): the received JSON, unless
+ * it holds text PostgreSQL cannot store, which can only sit in a field the check dropped; then the
+ * message as checked. `mayHaveEscapes` as for checkMessage.
+ */
+export function storableMessage(
+  received: unknown,
+  checked: SegmentMessage,
+  mayHaveEscapes = true,
+): unknown {
+  return mayHaveEscapes && unstorablePath(received) !== null ? checked : received;
+}
+
 /** `field "f": value problem`, or `field "f" problem` without a value; long values are cut. */
 export function describeProblem({ field, value, problem }: MessageProblem): string {
   if (value === undefined) return `field "${field}" ${problem}`;
