@@ -5,6 +5,7 @@
 import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
 import type { ActivityDeps } from './deps.js';
+import { featureConsistencyActivities } from './feature-consistency.js';
 import { identityActivities } from './identity.js';
 import { identityEditActivities } from './identity-edits.js';
 import { registryActivities } from './registry.js';
@@ -25,6 +26,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...registryActivities(deps),
     ...identityActivities(deps),
     ...identityEditActivities(deps),
+    ...featureConsistencyActivities(deps),
   };
 }
 

@@ -12,6 +12,7 @@ import type { Logger } from '../common/logger.js';
 import { ApiError, parse, send } from './errors.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
 import { UnmergeRefusal } from '../domain/identity/unmerge.js';
+import { featureRoutes } from './features.js';
 import { identityRoutes } from './identity.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
@@ -158,5 +159,6 @@ export function buildApi(deps: ApiDeps) {
     ...(deps.identityRules ? { identityRules: deps.identityRules } : {}),
     withDeadline: (call) => temporal(call),
   });
+  void app.register(featureRoutes, { pool: deps.pool, identityRules: deps.identityRules });
   return app;
 }

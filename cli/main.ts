@@ -23,6 +23,7 @@ const identity = () => import('./identity.js');
 const identityMerge = () => import('./identity-merge.js');
 const writeKeys = () => import('./write-keys.js');
 const features = () => import('./features.js');
+const featureCheck = () => import('./feature-check.js');
 const contracts = () => import('./contracts.js');
 
 const program = new Command('pops')
@@ -191,6 +192,15 @@ featuresCmd
   .option('--version <n>', 'one version')
   .option('--json', 'machine-readable output')
   .action(lazy(features, 'showFeatureCommand'));
+featuresCmd
+  .command('check')
+  .description('compare a sample of the online store with the offline store (audited)')
+  .option('--features <list>', 'comma-separated name or name@version (default: every feature)')
+  .option('--sample <n>', 'entities sampled per feature version (default 1000)')
+  .option('--reason <text>', 'why, for the audit log')
+  .option('--wait', 'wait and print the mismatches, exit 1 if any (runs workers in this process)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(featureCheck, 'checkFeaturesCommand'));
 
 const contractsCmd = program
   .command('contracts')

@@ -3,3 +3,4 @@ export { retrainModel } from './retrainModel.js';
 export { mergeIdentities } from './mergeIdentities.js';
 export { unmergeIdentity } from './unmergeIdentity.js';
 export { remergeIdentity } from './remergeIdentity.js';
+export { checkFeatureConsistency } from './checkFeatureConsistency.js';
