@@ -6,6 +6,7 @@ import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
 import type { ActivityDeps } from './deps.js';
 import { featureConsistencyActivities } from './feature-consistency.js';
+import { featureActivities, materializationActivities } from './features.js';
 import { identityActivities } from './identity.js';
 import { identityEditActivities } from './identity-edits.js';
 import { registryActivities } from './registry.js';
@@ -27,6 +28,8 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...identityActivities(deps),
     ...identityEditActivities(deps),
     ...featureConsistencyActivities(deps),
+    ...featureActivities(deps),
+    ...materializationActivities(deps),
   };
 }
 

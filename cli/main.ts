@@ -25,6 +25,7 @@ const writeKeys = () => import('./write-keys.js');
 const features = () => import('./features.js');
 const featureCheck = () => import('./feature-check.js');
 const contracts = () => import('./contracts.js');
+const backfill = () => import('./backfill.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -201,6 +202,28 @@ featuresCmd
   .option('--wait', 'wait and print the mismatches, exit 1 if any (runs workers in this process)')
   .option('--json', 'machine-readable output')
   .action(lazy(featureCheck, 'checkFeaturesCommand'));
+
+const backfillCmd = program
+  .command('backfill')
+  .description('backfill features into the offline and online stores');
+backfillCmd
+  .command('start')
+  .description('start (or attach to) a backfill of features over a range of UTC days')
+  .requiredOption('--features <list>', 'comma-separated name or name@version')
+  .requiredOption('--from <day>', 'first day, YYYY-MM-DD (inclusive)')
+  .requiredOption('--to <day>', 'last day, YYYY-MM-DD (inclusive)')
+  .option('--partition <unit>', 'days per activity: day, week, month or year', 'day')
+  .option('--parallelism <n>', 'partitions computed at once (default 4)')
+  .option('--reason <text>', 'why, for the audit log')
+  .option('--wait', 'watch it to the end (runs workers in this process)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(backfill, 'startBackfillCommand'));
+backfillCmd
+  .command('status <id>')
+  .description("a backfill's progress: partitions done, rows/s, ETA")
+  .option('--watch', 'follow it to the end with a progress bar')
+  .option('--json', 'machine-readable output')
+  .action(lazy(backfill, 'backfillStatusCommand'));
 
 const contractsCmd = program
   .command('contracts')

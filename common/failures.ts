@@ -10,6 +10,7 @@ export const FAILURE_TYPES = {
   notFound: 'NotFoundFailure',
   conflict: 'ConflictFailure',
   insufficientData: 'InsufficientDataFailure',
+  qualityCheck: 'QualityCheckFailure',
 } as const;
 
 export type FailureType = (typeof FAILURE_TYPES)[keyof typeof FAILURE_TYPES];
@@ -74,4 +75,15 @@ export function parseOrFail<S extends z.ZodType>(
     FAILURE_TYPES.validation,
     `invalid ${what}: ${describeZodError(result.error, input)}`,
   );
+}
+
+/** Parses with zod or throws an InputError that names each wrong field (for clients and the CLI). */
+export function parseOrThrow<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  what: string,
+): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  throw new InputError(`invalid ${what}: ${describeZodError(result.error, input)}`);
 }

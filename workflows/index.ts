@@ -4,3 +4,5 @@ export { mergeIdentities } from './mergeIdentities.js';
 export { unmergeIdentity } from './unmergeIdentity.js';
 export { remergeIdentity } from './remergeIdentity.js';
 export { checkFeatureConsistency } from './checkFeatureConsistency.js';
+export { backfillFeatures } from './backfillFeatures.js';
+export { materializeFeatures } from './materializeFeatures.js';

@@ -40,14 +40,17 @@ export function literal(text: string): string {
  * deterministic tie-break among rows of equal ts: the event id, or the row's JSON) and props (jsonb:
  * the event's properties, or the SQL row itself). `range` bounds ts as [from, until).
  */
-export function sourceRowsSql(f: FeatureDefinition, range: { from: string; until: string }): string {
+export function sourceRowsSql(
+  f: FeatureDefinition,
+  range: { from: string; until: string },
+): string {
   if ('events' in f.source) {
     const key = entityKeySql(f.entity);
     const bySource = f.source.events.source
       ? ` and e.source = ${literal(f.source.events.source)}`
       : '';
     const itemNeeded = f.entity === 'person' ? '' : ' and e.item_id is not null';
-    return `select ${key} as entity_id, e.ts, e.id::text as row_key, e.properties as props
+    return `select ${key} as entity_id, e.ts, lpad(e.id::text, 20, '0') as row_key, e.properties as props
       from ${EVENTS_WITH_PERSONS}
      where e.type = 'track' and e.event = ${literal(f.source.events.event)}${bySource}${itemNeeded}
        and e.ts >= ${range.from} and e.ts < ${range.until}`;

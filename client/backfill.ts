@@ -1,0 +1,100 @@
+/**
+ * Client-side start and watch of backfillFeatures, for the CLI and the API to share. Feature
+ * references are pinned to versions before the start, so the workflow id names exactly what it
+ * owns (`backfill/<name@version+…>/<from>/<to>`) and a second start of the same backfill attaches.
+ */
+import { type Client, WorkflowNotFoundError } from '@temporalio/client';
+import type { Queryable } from '../common/db.js';
+import { parseOrThrow } from '../common/failures.js';
+import { queueName } from '../common/queues.js';
+import {
+  type BackfillInput,
+  backfillInputSchema,
+  type BackfillProgress,
+  type BackfillResult,
+  backfillWorkflowId,
+} from '../domain/features/backfill.js';
+import { loadDefinitions, parseFeatureRef } from '../domain/features/registry.js';
+import { runningRunId } from './retrain.js';
+
+export interface StartedBackfill {
+  workflowId: string;
+  runId: string;
+  attached: boolean;
+  features: Array<{ name: string; version: number }>;
+}
+
+/** Starts a backfill of `features` (`name` or `name@version`), or attaches to the one running. */
+export async function startBackfill(
+  client: Client,
+  db: Queryable,
+  prefix: string,
+  request: Omit<BackfillInput, 'features'> & { features: string[] },
+): Promise<StartedBackfill> {
+  const definitions = await loadDefinitions(db, request.features.map(parseFeatureRef));
+  const features = definitions.map((d) => ({ name: d.name, version: d.version }));
+  const input = parseOrThrow(backfillInputSchema, { ...request, features }, 'backfill');
+  const workflowId = backfillWorkflowId(features, input.from, input.to);
+  const running = await runningRunId(client, workflowId);
+  if (running) return { workflowId, runId: running, attached: true, features };
+  const handle = await client.workflow.start('backfillFeatures', {
+    workflowId,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+  });
+  return { workflowId, runId: handle.firstExecutionRunId, attached: false, features };
+}
+
+export interface BackfillStatus {
+  workflowId: string;
+  status: string;
+  progress?: BackfillProgress;
+  result?: BackfillResult;
+  failure?: string;
+}
+
+/** The backfill's state: the progress query while it runs, its result once done. */
+export async function backfillStatus(
+  client: Client,
+  workflowId: string,
+): Promise<BackfillStatus | undefined> {
+  const handle = client.workflow.getHandle(workflowId);
+  let description;
+  try {
+    description = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+  const status = description.status.name;
+  const out: BackfillStatus = { workflowId, status };
+  if (status === 'RUNNING') {
+    out.progress = await handle.query<BackfillProgress>('progress');
+  } else if (status === 'COMPLETED') {
+    out.result = (await handle.result()) as BackfillResult;
+  } else {
+    try {
+      await handle.result();
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause;
+      out.failure = cause?.message ?? (err as Error).message;
+    }
+  }
+  return out;
+}
+
+/** Rows per second and the estimated seconds left, from a progress report at `nowMs`. */
+export function rates(
+  p: BackfillProgress,
+  nowMs: number,
+): { rowsPerSecond: number; etaSeconds: number | null } {
+  const elapsed = Math.max(0.001, (nowMs - p.startedAtMs) / 1000);
+  const rows = p.tileRows + p.valueRows;
+  const left = p.partitionsTotal - p.partitionsDone;
+  return {
+    rowsPerSecond: rows / elapsed,
+    etaSeconds: p.partitionsDone > 0 ? (elapsed / p.partitionsDone) * left : null,
+  };
+}
