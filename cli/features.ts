@@ -32,8 +32,26 @@ export async function listFeaturesCommand(options: { json?: boolean }) {
       features.length === 0
         ? 'no features registered (pops features register config/features.example.yaml)'
         : table(
-            ['feature', 'latest', 'versions', 'entity', 'owner'],
-            features.map((f) => [f.name, f.latest, f.versions, f.entity, f.owner]),
+            [
+              'feature',
+              'latest',
+              'versions',
+              'entity',
+              'owner',
+              'reads',
+              'values through',
+              'freshness',
+            ],
+            features.map((f) => [
+              f.name,
+              f.latest,
+              f.versions,
+              f.entity,
+              f.owner,
+              f.sourceTables.join(','),
+              f.latestSnapshot ?? '-',
+              f.freshness,
+            ]),
           ),
     );
   } finally {
@@ -73,7 +91,15 @@ export async function showFeatureCommand(name: string, options: Record<string, u
               ` ttl ${d.ttl === undefined ? 'none' : `${d.ttl} s`}`,
             `  owner ${d.owner}; freshness SLA ${d.freshnessSla} s; registered ${v.registeredAt}` +
               ` by ${v.registeredBy}`,
-            `  lineage: reads ${v.lineage.sourceTables.join(', ')}; ${v.lineage.freshness}`,
+            `  lineage: reads ${v.lineage.sourceTables.join(', ')}; ${v.lineage.freshness}` +
+              (v.lineage.latestSnapshot ? `; values through ${v.lineage.latestSnapshot}` : ''),
+            ...(v.lineage.lastBackfill
+              ? [
+                  `  last backfill ${v.lineage.lastBackfill.id} (${v.lineage.lastBackfill.status});` +
+                    ` ${v.lineage.partitions.computed} days computed,` +
+                    ` ${v.lineage.partitions.warned} warned, ${v.lineage.partitions.failed} failed`,
+                ]
+              : []),
             `  computation sha256 ${v.computationSha256.slice(0, 12)}…`,
           ].join('\n');
         })

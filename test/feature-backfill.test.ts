@@ -12,7 +12,7 @@ import { InputError } from '../common/failures.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import type { BackfillResult, MaterializeResult } from '../domain/features/backfill.js';
 import { featureDefinitionSchema, type FeatureDefinition } from '../domain/features/definition.js';
-import { registerFeatures } from '../domain/features/registry.js';
+import { listFeatures, registerFeatures, showFeature } from '../domain/features/registry.js';
 import type { materializeFeatures } from '../workflows/materializeFeatures.js';
 import { spawnWorker } from './fixtures/spawn-worker.js';
 import {
@@ -120,6 +120,23 @@ describe('a backfill', () => {
     expect(rows[0]?.n).toBe(definitions.length * daysBetween(FROM, TO).length);
     const trail = await auditTrail(h.db.pool, { workflowId: result.backfillId });
     expect(trail.map((r) => r.action)).toEqual(['backfill.started', 'backfill.completed']);
+
+    // Lineage: the registry knows the last backfill and how current the values are.
+    const now = new Date('2024-03-25T06:00:00Z');
+    const [shown] = await showFeature(h.db.pool, 'p_count', 1, now);
+    expect(shown?.lineage).toEqual({
+      sourceTables: ['events'],
+      lastBackfill: { id: result.backfillId, status: 'completed', finishedAt: expect.any(String) },
+      latestSnapshot: '2024-03-24T00:00:00.000Z',
+      partitions: { computed: 20, warned: 0, failed: 0 },
+      // 30 h after the last snapshot, against a 1-day SLA.
+      freshness: 'stale: 30 h behind (SLA 24 h)',
+    });
+    const listed = await listFeatures(h.db.pool, new Date('2024-03-24T12:00:00Z'));
+    expect(listed.find((f) => f.name === 'p_count')).toMatchObject({
+      lastBackfill: result.backfillId,
+      freshness: 'fresh',
+    });
   });
 
   it('run again, leaves every table as one run did', async () => {

@@ -139,7 +139,17 @@ describe('the feature registry', () => {
       [1, ['7d', 'lifetime'], 'growth'],
     ]);
     expect(await listFeatures(db.pool)).toEqual([
-      { name: 'person_rating_count', latest: 2, versions: 2, entity: 'person', owner: 'ml' },
+      {
+        name: 'person_rating_count',
+        latest: 2,
+        versions: 2,
+        entity: 'person',
+        owner: 'ml',
+        sourceTables: ['events'],
+        lastBackfill: null,
+        latestSnapshot: null,
+        freshness: 'never backfilled',
+      },
     ]);
     const trail = await auditTrail(db.pool, { subject: 'feature/person_rating_count/1' });
     expect(trail.map((r) => [r.action, r.actor])).toEqual([

@@ -112,23 +112,119 @@ export interface FeatureVersionView {
   registeredAt: string;
   registeredBy: string;
   updatedAt: string;
-  lineage: { sourceTables: string[]; lastBackfill: null; freshness: 'never backfilled' };
+  lineage: Lineage;
 }
 
-/** Every feature with its latest version and how many versions it has. */
-export async function listFeatures(db: Queryable) {
+/** Where a version's values come from and how current they are. */
+export interface Lineage {
+  sourceTables: string[];
+  /** The last backfill that wrote a partition of this version, or null. */
+  lastBackfill: { id: string; status: string; finishedAt: string | null } | null;
+  /** The time of the newest snapshot (the midnight ending the last computed day), or null. */
+  latestSnapshot: string | null;
+  /** Days computed; of them warned and failed by quality checks. */
+  partitions: { computed: number; warned: number; failed: number };
+  /** `fresh`, `stale: <h> h behind (SLA <h> h)`, or `never backfilled`. */
+  freshness: string;
+}
+
+interface LineageRow {
+  name: string;
+  version: number;
+  backfill_id: string | null;
+  backfill_status: string | null;
+  backfill_finished_at: Date | null;
+  latest_snapshot: Date | null;
+  computed: number;
+  warned: number;
+  failed: number;
+}
+
+/** The lineage of each version (by `name@version`), read in one query. */
+async function lineageOf(
+  db: Queryable,
+  versions: ReadonlyArray<{ name: string; version: number; definition: FeatureDefinition }>,
+  now: Date,
+): Promise<Map<string, Lineage>> {
+  const { rows } = await db.query<LineageRow>(
+    `select v.name, v.version, last.backfill_id, b.status as backfill_status,
+            b.finished_at as backfill_finished_at,
+            (p.latest_day + 1)::timestamp at time zone 'UTC' as latest_snapshot,
+            coalesce(p.computed, 0)::int as computed, coalesce(p.warned, 0)::int as warned,
+            coalesce(p.failed, 0)::int as failed
+       from unnest($1::text[], $2::int[]) as v(name, version)
+       left join lateral (
+         select max(day) filter (where quality_status <> 'fail') as latest_day,
+                count(*) filter (where quality_status <> 'fail') as computed,
+                count(*) filter (where quality_status = 'warn') as warned,
+                count(*) filter (where quality_status = 'fail') as failed
+           from feature_partitions fp where fp.name = v.name and fp.version = v.version
+       ) p on true
+       left join lateral (
+         select backfill_id from feature_partitions fp
+          where fp.name = v.name and fp.version = v.version
+          order by computed_at desc limit 1
+       ) last on true
+       left join feature_backfills b on b.id = last.backfill_id`,
+    [versions.map((v) => v.name), versions.map((v) => v.version)],
+  );
+  const out = new Map<string, Lineage>();
+  for (const r of rows) {
+    const v = versions.find((x) => x.name === r.name && x.version === r.version);
+    if (!v) continue;
+    const sla = v.definition.freshnessSla;
+    const behind = r.latest_snapshot ? (now.getTime() - r.latest_snapshot.getTime()) / 1000 : 0;
+    const hours = (sec: number) => `${Math.round((sec / 3600) * 10) / 10} h`;
+    out.set(`${r.name}@${r.version}`, {
+      sourceTables: sourceTables(v.definition),
+      lastBackfill: r.backfill_id
+        ? {
+            id: r.backfill_id,
+            status: r.backfill_status ?? 'unknown',
+            finishedAt: r.backfill_finished_at?.toISOString() ?? null,
+          }
+        : null,
+      latestSnapshot: r.latest_snapshot?.toISOString() ?? null,
+      partitions: { computed: r.computed, warned: r.warned, failed: r.failed },
+      freshness: !r.latest_snapshot
+        ? 'never backfilled'
+        : behind <= sla
+          ? 'fresh'
+          : `stale: ${hours(behind)} behind (SLA ${hours(sla)})`,
+    });
+  }
+  return out;
+}
+
+/** Every feature with its latest version, how many versions it has, and that version's lineage. */
+export async function listFeatures(db: Queryable, now: Date = new Date()) {
   const { rows } = await db.query<{
     name: string;
     latest: number;
     versions: number;
     entity: string;
     owner: string;
+    definition: FeatureDefinition;
   }>(
-    `select distinct on (name) name, version as latest, entity, owner,
+    `select distinct on (name) name, version as latest, entity, owner, definition,
             count(*) over (partition by name)::int as versions
        from feature_versions order by name, version desc`,
   );
-  return rows;
+  const lineage = await lineageOf(
+    db,
+    rows.map((r) => ({ name: r.name, version: r.latest, definition: r.definition })),
+    now,
+  );
+  return rows.map(({ definition: _definition, ...r }) => {
+    const l = lineage.get(`${r.name}@${r.latest}`) as Lineage;
+    return {
+      ...r,
+      sourceTables: l.sourceTables,
+      lastBackfill: l.lastBackfill?.id ?? null,
+      latestSnapshot: l.latestSnapshot,
+      freshness: l.freshness,
+    };
+  });
 }
 
 /** The versions of a feature (or one of them), newest first; [] when it is not registered. */
@@ -136,6 +232,7 @@ export async function showFeature(
   db: Queryable,
   name: string,
   version?: number,
+  now: Date = new Date(),
 ): Promise<FeatureVersionView[]> {
   const { rows } = await db.query<{
     name: string;
@@ -152,6 +249,7 @@ export async function showFeature(
       order by version desc`,
     [name, version ?? null],
   );
+  const lineage = await lineageOf(db, rows, now);
   return rows.map((r) => ({
     name: r.name,
     version: r.version,
@@ -160,12 +258,7 @@ export async function showFeature(
     registeredAt: r.registered_at.toISOString(),
     registeredBy: r.registered_by,
     updatedAt: r.updated_at.toISOString(),
-    // Backfills come next (issue 4): until then no version has been materialized.
-    lineage: {
-      sourceTables: sourceTables(r.definition),
-      lastBackfill: null,
-      freshness: 'never backfilled',
-    },
+    lineage: lineage.get(`${r.name}@${r.version}`) as Lineage,
   }));
 }
 
