@@ -118,12 +118,15 @@ export async function offlineAt(
 }
 
 // Definitions change rarely (a registration), and a lookup must not read them each time: they
-// are cached per pool for a few seconds, and reloaded at once when a feature asked for by name is
-// registered but not in the cache. A new latest version is served as `name` within those seconds.
+// are cached per pool for a few seconds (with each version's latest computed snapshot, which
+// freshness needs), and reloaded at once when a feature asked for by name is registered but not
+// in the cache. A new latest version is served as `name` within those seconds.
 const CATALOG_MAX_AGE_MS = 5000;
 
 interface Catalog {
   loadedAt: number;
+  /** `name@version` → the time of its latest computed snapshot (see OnlineFeature). */
+  through: Map<string, Date | null>;
   /** `name@version` → definition. */
   versions: Map<string, FeatureDefinition>;
   /** name → its latest version. */
@@ -133,16 +136,25 @@ interface Catalog {
 const catalogs = new WeakMap<Queryable, { catalog?: Catalog; loading?: Promise<Catalog> }>();
 
 async function loadCatalog(db: Queryable): Promise<Catalog> {
-  const { rows } = await db.query<{ definition: FeatureDefinition }>(
-    'select definition from feature_versions order by name, version',
+  const { rows } = await db.query<{ definition: FeatureDefinition; through: Date | null }>(
+    `select v.definition,
+            ((select greatest(max(p.day), (select m.closed_through from feature_materializations m
+                                            where m.name = v.name and m.version = v.version))
+                from feature_partitions p
+               where p.name = v.name and p.version = v.version and p.quality_status <> 'fail'
+             ) + 1)::timestamp at time zone 'UTC' as through
+       from feature_versions v
+      order by v.name, v.version`,
   );
   const versions = new Map<string, FeatureDefinition>();
   const latest = new Map<string, FeatureDefinition>();
-  for (const { definition: f } of rows) {
+  const through = new Map<string, Date | null>();
+  for (const { definition: f, through: t } of rows) {
     versions.set(`${f.name}@${f.version}`, f);
     latest.set(f.name, f);
+    through.set(`${f.name}@${f.version}`, t);
   }
-  return { loadedAt: Date.now(), versions, latest };
+  return { loadedAt: Date.now(), through, versions, latest };
 }
 
 /** Whether any of the names is registered now (a cached catalog that misses it is behind). */
@@ -193,6 +205,12 @@ function find(catalog: Catalog, r: FeatureRequest): FeatureDefinition | undefine
     : catalog.versions.get(`${r.name}@${r.version}`);
 }
 
+/** A definition a lookup serves, with its latest computed snapshot as the catalog last saw it. */
+interface Served {
+  f: FeatureDefinition;
+  through: Date | null;
+}
+
 /**
  * The definitions a lookup serves: those asked for (each once, in order), or the latest version
  * of every feature whose latest version is of this entity kind, by name.
@@ -201,12 +219,17 @@ async function featuresFor(
   db: Queryable,
   entity: Entity,
   refs: readonly FeatureRequest[] | undefined,
-): Promise<FeatureDefinition[]> {
+): Promise<Served[]> {
   let catalog = await catalogOf(db);
+  const serve = (f: FeatureDefinition): Served => ({
+    f,
+    through: catalog.through.get(`${f.name}@${f.version}`) ?? null,
+  });
   if (!refs) {
     return [...catalog.latest.values()]
       .filter((f) => f.entity === entity)
-      .sort((a, b) => a.name.localeCompare(b.name));
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map(serve);
   }
   const unknown = refs.filter((r) => !find(catalog, r)).map((r) => r.name);
   if (unknown.length > 0 && (await anyRegistered(db, unknown))) catalog = await catalogOf(db, true);
@@ -228,7 +251,7 @@ async function featuresFor(
     );
     throw new FeatureEntityMismatch(`feature ${named.join(', ')}, not a ${entity} feature`);
   }
-  return [...found.values()];
+  return [...found.values()].map(serve);
 }
 
 /** One feature of an entity as the lookup serves it. */
@@ -291,15 +314,15 @@ function keySql(selector: EntitySelector): { variant: string; sql: string; param
 interface LookupRow {
   entity_id: string;
   i: number | null;
-  ts: Date | null;
+  /** The snapshot time in epoch milliseconds (cheaper to read than a timestamp's text). */
+  ts_ms: number | null;
   vals: Array<number | null> | null;
-  through: Date | null;
 }
 
-function served(f: FeatureDefinition, row: LookupRow | undefined, now: Date): OnlineFeature {
-  const snapshot = row?.ts && row.vals ? { ts: row.ts, vals: row.vals } : undefined;
+function served({ f, through }: Served, row: LookupRow | undefined, now: Date): OnlineFeature {
+  const snapshot =
+    row && row.ts_ms !== null && row.vals ? { ts: new Date(row.ts_ms), vals: row.vals } : undefined;
   const read = valuesAt(f, snapshot, now);
-  const through = row?.through ?? null;
   const asOf = Math.max(read.ts?.getTime() ?? -Infinity, through?.getTime() ?? -Infinity);
   return {
     name: f.name,
@@ -323,7 +346,7 @@ interface Read {
 /** Resolves the entity and reads its online values in one statement; undefined: no such person. */
 async function read(
   db: Queryable,
-  defs: readonly FeatureDefinition[],
+  defs: readonly Served[],
   selector: EntitySelector,
   now: Date,
 ): Promise<Read | undefined> {
@@ -333,18 +356,13 @@ async function read(
   const { rows } = await db.query<LookupRow>({
     name: `pops-feature-lookup-${key.variant}`,
     text: `with k as (${key.sql})
-     select k.entity_id, f.i::int as i, o.ts, o.vals,
-            ((select greatest(max(p.day), (select m.closed_through from feature_materializations m
-                                            where m.name = f.name and m.version = f.version))
-                from feature_partitions p
-               where p.name = f.name and p.version = f.version and p.quality_status <> 'fail'
-             ) + 1)::timestamp at time zone 'UTC' as through
+     select k.entity_id, f.i::int as i, (extract(epoch from o.ts) * 1000)::float8 as ts_ms, o.vals
        from k
        left join unnest($${n + 1}::text[], $${n + 2}::int[]) with ordinality as f(name, version, i)
          on true
        left join feature_online o
          on o.name = f.name and o.version = f.version and o.entity_id = k.entity_id`,
-    values: [...key.params, defs.map((f) => f.name), defs.map((f) => f.version)],
+    values: [...key.params, defs.map((d) => d.f.name), defs.map((d) => d.f.version)],
   });
   const first = rows[0];
   if (!first) return undefined;
@@ -352,7 +370,7 @@ async function read(
   return {
     entityKey: first.entity_id,
     features: defs.map((f, i) => served(f, byIndex.get(i + 1), now)),
-    stored: rows.filter((r) => r.ts !== null).length,
+    stored: rows.filter((r) => r.ts_ms !== null).length,
   };
 }
 
