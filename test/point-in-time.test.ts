@@ -387,8 +387,12 @@ describe('point-in-time sets', () => {
   it('refuse a labels query whose ts has no time zone, naming the column', async () => {
     const naive = `select row_id, ts::timestamp as ts, person_key, item_key from labels_src`;
     await expect(build({ setKey: 'naive', labels: naive, features: REQUESTED })).rejects.toThrow(
-      'labels column ts is timestamp without time zone, not timestamp with time zone',
+      "labels column ts is timestamp without time zone, not timestamp with time zone (say its zone: ts at time zone 'UTC')",
     );
+    const textIds = 'select row_id::text as row_id, ts, person_key, item_key from labels_src';
+    await expect(
+      build({ setKey: 'text-ids', labels: textIds, features: REQUESTED }),
+    ).rejects.toThrow('labels column row_id is text, not an integer');
     const missing = 'select row_id, ts, item_key from labels_src';
     await expect(
       build({ setKey: 'no-person', labels: missing, features: REQUESTED }),

@@ -18,9 +18,10 @@
  *   count is checked and an Error is raised if it ever differs.
  *
  * How: per entity kind, one sort-merge. The label rows and the snapshot rows of every feature of
- * that kind are ordered by (entity, ts, kind: snapshots first); a running max over
- * [snapshot ts, value] pairs carries each feature's latest snapshot forward to the label rows.
- * Per label row that costs a share of one sort, not one index lookup per feature.
+ * that kind are ordered by (entity, ts, kind: snapshots first); per feature version, a running max
+ * over [snapshot epoch, ...vals] arrays carries its latest snapshot forward to the label rows (the
+ * epoch comes first and is unique per entity, so the max is the latest). Per label row that costs
+ * a share of one sort per entity kind, not one index lookup per feature.
  */
 import { InputError } from '../../common/failures.js';
 import type { PoolClient } from '../../common/db.js';
@@ -57,7 +58,13 @@ const INTEGER = [20, 21, 23];
 const NUMBER = [20, 21, 23, 700, 701, 1700];
 const TEXT = [25, 1042, 1043];
 const TIMESTAMPTZ = 1184;
-const TIMESTAMP = 1114;
+const WANTED = {
+  row_id: 'an integer',
+  ts: "timestamp with time zone (say its zone: ts at time zone 'UTC')",
+  person_key: 'text',
+  item_key: 'text',
+  label: 'a number',
+} as const;
 
 interface Resolved {
   f: FeatureDefinition;
@@ -142,30 +149,33 @@ async function checkLabelColumns(
 ): Promise<Set<string>> {
   const { fields } = await client.query(`select * from (${labels}) labels limit 0`);
   const types = new Map(fields.map((f) => [f.name, f.dataTypeID]));
-  const need = (column: string, allowed: number[], what: string) => {
+  const wrong: Array<keyof typeof WANTED> = [];
+  const need = (column: keyof typeof WANTED, allowed: number[]) => {
     const type = types.get(column);
     if (type === undefined) {
-      throw new InputError(`labels query has no ${column} column (${what} needed)`);
+      throw new InputError(`labels query has no ${column} column (${WANTED[column]} needed)`);
     }
-    if (!allowed.includes(type)) {
-      throw new InputError(`labels column ${column} is ${typeName(type)}, not ${what}`);
-    }
+    if (!allowed.includes(type)) wrong.push(column);
   };
-  need('row_id', INTEGER, 'an integer');
-  need('ts', [TIMESTAMPTZ], 'timestamp with time zone (cast it: ts at time zone ...)');
+  need('row_id', INTEGER);
+  need('ts', [TIMESTAMPTZ]);
   const kinds = new Set(features.map((r) => r.f.entity));
-  if (kinds.has('person') || kinds.has('person_item')) need('person_key', TEXT, 'text');
-  if (kinds.has('item') || kinds.has('person_item')) need('item_key', TEXT, 'text');
-  if (types.has('label')) need('label', NUMBER, 'a number');
+  if (kinds.has('person') || kinds.has('person_item')) need('person_key', TEXT);
+  if (kinds.has('item') || kinds.has('person_item')) need('item_key', TEXT);
+  if (types.has('label')) need('label', NUMBER);
+  const first = wrong[0];
+  if (first !== undefined) {
+    const { rows } = await client.query<{ name: string }>('select format_type($1, null) as name', [
+      types.get(first),
+    ]);
+    throw new InputError(`labels column ${first} is ${rows[0]?.name ?? '?'}, not ${WANTED[first]}`);
+  }
   return new Set(types.keys());
 }
 
-function typeName(oid: number): string {
-  if (oid === TIMESTAMP) return 'timestamp without time zone';
-  return `of type oid ${oid}`;
-}
-
+/** Serializes builders of one set key; a set found written is refused. */
 async function refuseWrittenSet(client: PoolClient, setKey: string): Promise<void> {
+  await client.query('select pg_advisory_xact_lock(hashtext($1))', [`pit_set_rows:${setKey}`]);
   const found = await client.query('select 1 from pit_set_rows where set_key = $1 limit 1', [
     setKey,
   ]);
