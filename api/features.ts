@@ -116,6 +116,15 @@ function featureRequests(raw: string | string[] | undefined): FeatureRequest[] |
   });
 }
 
+/** A refused feature request as the API answers it: 404 not registered, 400 another entity's. */
+function refusal(err: unknown): never {
+  if (err instanceof FeatureNotRegistered) throw new ApiError('not_found', err.message);
+  if (err instanceof FeatureEntityMismatch) {
+    throw new ApiError('validation', `invalid query: features: ${err.message}`);
+  }
+  throw err;
+}
+
 /** The feature lookup route. */
 export const featureRoutes: FastifyPluginAsync<FeatureRoutesOptions> = async (app, options) => {
   const types = typesOf(options.identityRules ?? identityRulesSchema.parse({}));
@@ -125,16 +134,7 @@ export const featureRoutes: FastifyPluginAsync<FeatureRoutesOptions> = async (ap
     const { features } = parse(query, request.query, 'query');
     const selector = selectorOf(entity, id, types);
     const refs = featureRequests(features);
-    let found;
-    try {
-      found = await lookupEntity(options.pool, entity, selector, refs);
-    } catch (err) {
-      if (err instanceof FeatureNotRegistered) throw new ApiError('not_found', err.message);
-      if (err instanceof FeatureEntityMismatch) {
-        throw new ApiError('validation', `invalid query: features: ${err.message}`);
-      }
-      throw err;
-    }
+    const found = await lookupEntity(options.pool, entity, selector, refs).catch(refusal);
     if (!found) {
       throw new ApiError('not_found', `${entity} ${JSON.stringify(id)} ${UNKNOWN[entity]}`);
     }
