@@ -297,6 +297,14 @@ function qualityAudit(
   };
 }
 
+/** The latest version of every registered feature. */
+async function latestDefinitions(db: Queryable): Promise<FeatureDefinition[]> {
+  const { rows } = await db.query<{ definition: FeatureDefinition }>(
+    `select distinct on (name) definition from feature_versions order by name, version desc`,
+  );
+  return rows.map((r) => r.definition);
+}
+
 /** The earliest day (UTC) of source events of f received after `since`, or null. */
 async function earliestLateDay(db: Queryable, f: FeatureDefinition, since: Date) {
   if (!('events' in f.source)) return null;
@@ -315,11 +323,15 @@ export function materializationActivities({ pool, clock }: ActivityDeps) {
   return {
     /** Which days the next incremental run computes; see MaterializePlan. */
     async planMaterialization(input: {
-      features: FeatureRef[];
+      features: FeatureRef[] | 'all';
       latenessSeconds: number;
       receivedOverlapSeconds: number;
     }): Promise<MaterializePlan> {
-      const definitions = await loadDefinitions(pool, input.features);
+      const definitions =
+        input.features === 'all'
+          ? await latestDefinitions(pool)
+          : await loadDefinitions(pool, input.features);
+      const features = definitions.map((f) => ({ name: f.name, version: f.version }));
       const now = clock();
       const watermark = new Date(now.getTime() - input.latenessSeconds * 1000);
       const closedThrough = addDays(watermark.toISOString().slice(0, 10), -1);
@@ -354,19 +366,18 @@ export function materializationActivities({ pool, clock }: ActivityDeps) {
         from && from <= closedThrough
           ? { from, to: closedThrough, ...(fresh ? {} : { tilesFrom: from }) }
           : null;
-      return { range, receivedThrough: now.toISOString(), closedThrough, lateFrom };
+      return { features, range, receivedThrough: now.toISOString(), closedThrough, lateFrom };
     },
 
     /** Records how far the features are materialized, and audits the run. */
     async commitMaterialization(input: {
-      features: FeatureRef[];
       plan: MaterializePlan;
       requestedBy: string;
       backfill: BackfillResult | null;
     }): Promise<void> {
       const { workflowId, runId } = callerWorkflow();
       await withTransaction(pool, async (client) => {
-        for (const f of input.features) {
+        for (const f of input.plan.features) {
           await client.query(
             `insert into feature_materializations (name, version, received_through, closed_through)
              values ($1, $2, $3, $4)
@@ -388,7 +399,7 @@ export function materializationActivities({ pool, clock }: ActivityDeps) {
             workflowId,
             runId,
             idempotencyKey: auditKey(workflowId, runId, 'features.materialized'),
-            inputs: { features: input.features, plan: input.plan },
+            inputs: { plan: input.plan },
             outputs: { backfill: input.backfill },
           },
           clock(),

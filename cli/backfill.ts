@@ -1,10 +1,17 @@
 /**
- * `pops backfill start` (start or attach to a backfill, optionally watch it to the end) and
- * `pops backfill status <id>` (partitions done, rows/s and ETA, with a progress bar on a terminal).
+ * `pops backfill start` (start or attach to a backfill, optionally watch it to the end),
+ * `pops backfill status <id>` (partitions done, rows/s and ETA, with a progress bar on a terminal)
+ * and `pops features materialize` (one incremental step).
  */
 import { z } from 'zod';
-import { type BackfillStatus, backfillStatus, rates, startBackfill } from '../client/backfill.js';
-import { PARTITION_UNITS } from '../domain/features/backfill.js';
+import {
+  type BackfillStatus,
+  backfillStatus,
+  rates,
+  startBackfill,
+  startMaterialize,
+} from '../client/backfill.js';
+import { type MaterializeResult, PARTITION_UNITS } from '../domain/features/backfill.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
 import { hasPollers, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
@@ -138,6 +145,68 @@ export async function backfillStatusCommand(
     }
     print(args.json, s, () => describeBackfill(s));
     exitForStatus(s);
+  } finally {
+    await rt.close();
+  }
+}
+
+const materializeArgs = z.object({
+  features: z
+    .string()
+    .min(1)
+    .transform((v) => v.split(',').map((s) => s.trim()))
+    .optional(),
+  lateness: z
+    .string()
+    .regex(/^[0-9]{1,6}[smhd]$/, 'is not a duration like 30m, 1h or 2d')
+    .transform(
+      (v) => Number(v.slice(0, -1)) * { s: 1, m: 60, h: 3600, d: 86_400 }[v.slice(-1) as 's'],
+    )
+    .optional(),
+  partition: z.enum(PARTITION_UNITS).optional(),
+  wait: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+
+/** `pops features materialize [--features a,b] [--lateness 1h] [--wait]`. */
+export async function materializeCommand(options: Record<string, unknown>): Promise<void> {
+  const args = parseArgs(materializeArgs, options);
+  const rt = await openRuntime();
+  try {
+    const started = await startMaterialize(rt.client, rt.pool, rt.prefix, {
+      features: args.features ?? 'all',
+      ...(args.partition ? { partition: args.partition } : {}),
+      ...(args.lateness !== undefined ? { latenessSeconds: args.lateness } : {}),
+      requestedBy: rt.config.POPS_ACTOR,
+    });
+    const line = () =>
+      `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`;
+    if (!args.wait) {
+      print(args.json, started, line);
+      return;
+    }
+    const local = await runWorkers(rt);
+    try {
+      const result = (await rt.client.workflow
+        .getHandle(started.workflowId, started.runId)
+        .result()) as MaterializeResult;
+      print(args.json, { ...started, result }, () => {
+        const lines = [line()];
+        lines.push(
+          result.range
+            ? `  computed ${result.range.from}..${result.range.to}` +
+                (result.lateFrom ? ` (late events from ${result.lateFrom})` : '') +
+                `: ${result.backfill?.valueRows ?? 0} value rows`
+            : `  nothing new: closed through ${result.closedThrough}`,
+        );
+        lines.push(
+          `  features: ${result.features.map((f) => `${f.name}@${f.version}`).join(', ')}`,
+        );
+        return lines.join('\n');
+      });
+    } finally {
+      await local.stop();
+    }
   } finally {
     await rt.close();
   }

@@ -203,6 +203,18 @@ featuresCmd
   .option('--json', 'machine-readable output')
   .action(lazy(featureCheck, 'checkFeaturesCommand'));
 
+featuresCmd
+  .command('materialize')
+  .description(
+    'one incremental step: compute the days closed since the last, and those late events fall on',
+  )
+  .option('--features <list>', 'comma-separated name or name@version (default: every feature)')
+  .option('--lateness <duration>', 'how long after a day ends its events may arrive (default 1h)')
+  .option('--partition <unit>', 'days per activity: day, week, month or year (default by range)')
+  .option('--wait', 'wait for it (runs workers in this process)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(backfill, 'materializeCommand'));
+
 const backfillCmd = program
   .command('backfill')
   .description('backfill features into the offline and online stores');

@@ -1,6 +1,7 @@
 /** `pops serve` (every worker and the API) and `pops worker --queue …` (one queue's workers). */
 import { z } from 'zod';
 import { buildApi } from '../api/server.js';
+import { ensureMaterializeSchedule } from '../client/backfill.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
 import { parseArgs } from './output.js';
@@ -42,6 +43,14 @@ async function scheduleIdentityMerges(rt: Runtime, rules: IdentityRules): Promis
   );
 }
 
+/** Has the schedule of incremental feature materialization exist, unless it is `off`. */
+async function scheduleMaterialization(rt: Runtime): Promise<void> {
+  const every = rt.config.POPS_FEATURES_MATERIALIZE_EVERY;
+  if (every === 'off') return;
+  await ensureMaterializeSchedule(rt.client, rt.prefix, every);
+  rt.log.info({ every: every ?? '15m' }, 'feature materialization is scheduled');
+}
+
 /** `pops serve`: every worker and the API in one process until Ctrl-C. */
 export async function serveCommand(): Promise<void> {
   const identityRules = configuredIdentityRules();
@@ -49,6 +58,7 @@ export async function serveCommand(): Promise<void> {
   const workers = await runWorkers(rt);
   try {
     await scheduleIdentityMerges(rt, identityRules);
+    await scheduleMaterialization(rt);
   } catch (err) {
     await workers.stop();
     await rt.close();

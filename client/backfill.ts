@@ -3,7 +3,12 @@
  * references are pinned to versions before the start, so the workflow id names exactly what it
  * owns (`backfill/<name@version+…>/<from>/<to>`) and a second start of the same backfill attaches.
  */
-import { type Client, WorkflowNotFoundError } from '@temporalio/client';
+import {
+  type Client,
+  ScheduleAlreadyRunning,
+  ScheduleOverlapPolicy,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
 import type { Queryable } from '../common/db.js';
 import { parseOrThrow } from '../common/failures.js';
 import { queueName } from '../common/queues.js';
@@ -13,6 +18,9 @@ import {
   type BackfillProgress,
   type BackfillResult,
   backfillWorkflowId,
+  type MaterializeInput,
+  materializeInputSchema,
+  materializeWorkflowId,
 } from '../domain/features/backfill.js';
 import { loadDefinitions, parseFeatureRef } from '../domain/features/registry.js';
 import { runningRunId } from './retrain.js';
@@ -97,4 +105,83 @@ export function rates(
     rowsPerSecond: rows / elapsed,
     etaSeconds: p.partitionsDone > 0 ? (elapsed / p.partitionsDone) * left : null,
   };
+}
+
+export interface StartedMaterialize {
+  workflowId: string;
+  runId: string;
+  attached: boolean;
+}
+
+/**
+ * Starts one incremental materialization step of `features` (or of every registered feature), or
+ * attaches to the step running under the same id.
+ */
+export async function startMaterialize(
+  client: Client,
+  db: Queryable,
+  prefix: string,
+  request: Omit<MaterializeInput, 'features'> & { features: string[] | 'all' },
+): Promise<StartedMaterialize> {
+  const features =
+    request.features === 'all'
+      ? ('all' as const)
+      : (await loadDefinitions(db, request.features.map(parseFeatureRef))).map((d) => ({
+          name: d.name,
+          version: d.version,
+        }));
+  const input = parseOrThrow(materializeInputSchema, { ...request, features }, 'materialize');
+  const workflowId = materializeWorkflowId(features);
+  const running = await runningRunId(client, workflowId);
+  if (running) return { workflowId, runId: running, attached: true };
+  const handle = await client.workflow.start('materializeFeatures', {
+    workflowId,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+  });
+  return { workflowId, runId: handle.firstExecutionRunId, attached: false };
+}
+
+/** The schedule of incremental materialization of every registered feature. */
+export const MATERIALIZE_SCHEDULE_ID = 'features-materialize';
+export const DEFAULT_MATERIALIZE_EVERY = '15m';
+
+/** Creates the schedule, or sets its interval and action to this code's; idempotent. */
+export async function ensureMaterializeSchedule(
+  client: Client,
+  prefix: string,
+  every: string = DEFAULT_MATERIALIZE_EVERY,
+): Promise<void> {
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: 'materializeFeatures',
+    workflowId: `${materializeWorkflowId('all')}/scheduled`,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [
+      {
+        features: 'all',
+        requestedBy: `schedule/${MATERIALIZE_SCHEDULE_ID}`,
+      } satisfies MaterializeInput,
+    ],
+  };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' };
+  try {
+    await client.schedule.create({
+      scheduleId: MATERIALIZE_SCHEDULE_ID,
+      spec: { intervals: [{ every }] },
+      action,
+      policies,
+    });
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    await client.schedule.getHandle(MATERIALIZE_SCHEDULE_ID).update((previous) => ({
+      ...previous,
+      spec: { intervals: [{ every }] },
+      action,
+      policies,
+      state: { paused: previous.state.paused, note: previous.state.note },
+    }));
+  }
 }

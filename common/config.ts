@@ -76,6 +76,18 @@ export const envSchema = z.object({
       )
       .optional(),
   ),
+  // How often `pops serve` has the incremental materialization of every registered feature run
+  // (15m when unset); `off` creates no schedule.
+  POPS_FEATURES_MATERIALIZE_EVERY: optionalText.pipe(
+    z
+      .string()
+      .toLowerCase()
+      .regex(
+        /^(off|[1-9][0-9]{0,5}[smhd])$/,
+        'must be off, or a whole number of s, m, h or d, e.g. 15m',
+      )
+      .optional(),
+  ),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

@@ -31,15 +31,15 @@ export async function materializeFeatures(raw: MaterializeInput): Promise<Materi
     receivedOverlapSeconds: input.receivedOverlapSeconds,
   });
   let backfill: BackfillResult | null = null;
-  if (plan.range) {
+  if (plan.range && plan.features.length > 0) {
     log.info('materializing', { ...plan.range, lateFrom: plan.lateFrom });
     backfill = await executeChild<typeof backfillFeatures>('backfillFeatures', {
       workflowId: `${workflowId}/${runId}/${plan.range.from}/${plan.range.to}`,
       args: [
         {
-          features: input.features,
+          features: plan.features,
           ...plan.range,
-          partition: input.partition,
+          partition: input.partition ?? (spanDays(plan.range) <= 62 ? 'day' : 'month'),
           requestedBy: input.requestedBy,
           reason: plan.lateFrom ? `late events from ${plan.lateFrom}` : 'incremental',
         },
@@ -47,10 +47,15 @@ export async function materializeFeatures(raw: MaterializeInput): Promise<Materi
     });
   }
   await act.commitMaterialization({
-    features: input.features,
     plan,
     requestedBy: input.requestedBy,
     backfill,
   });
   return { ...plan, backfill };
+}
+
+function spanDays(range: { from: string; to: string }): number {
+  return (
+    (Date.parse(`${range.to}T00:00:00Z`) - Date.parse(`${range.from}T00:00:00Z`)) / 86_400_000 + 1
+  );
 }

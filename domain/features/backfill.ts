@@ -155,7 +155,8 @@ function fnv1a(text: string): string {
  * their windows reach.
  */
 export const materializeInputSchema = z.strictObject({
-  features: z.array(featureRefSchema).min(1).max(200),
+  /** Feature versions, or `all`: the latest version of every registered feature, at each step. */
+  features: z.union([z.literal('all'), z.array(featureRefSchema).min(1).max(200)]),
   /** How long after a day ends its events may still arrive before the day is computed. */
   latenessSeconds: z
     .number()
@@ -163,7 +164,8 @@ export const materializeInputSchema = z.strictObject({
     .min(0)
     .max(30 * 86_400)
     .default(3600),
-  partition: z.enum(PARTITION_UNITS).default('day'),
+  /** Days per activity; left out: a day for ranges up to 62 days, else a month. */
+  partition: z.enum(PARTITION_UNITS).optional(),
   /**
    * Events received up to this long before the previous step's mark are looked at again, for
    * transactions that were still committing when it ran.
@@ -174,6 +176,8 @@ export const materializeInputSchema = z.strictObject({
 export type MaterializeInput = z.input<typeof materializeInputSchema>;
 
 export interface MaterializePlan {
+  /** The feature versions of this step. */
+  features: Array<{ name: string; version: number }>;
   /** The days to (re)compute, or null when nothing is new. */
   range: { from: string; to: string; tilesFrom?: string } | null;
   /** What the commit records once the range is done. */
@@ -188,9 +192,11 @@ export interface MaterializeResult extends MaterializePlan {
 }
 
 /** The workflow id of the incremental materialization of a feature set. */
-export function materializeWorkflowId(features: ReadonlyArray<{ name: string; version: number }>) {
-  return backfillWorkflowId(features, 'incremental', 'latest').replace(
-    /^backfill\//,
-    'materialize/',
-  );
+export function materializeWorkflowId(
+  features: 'all' | ReadonlyArray<{ name: string; version: number }>,
+): string {
+  if (features === 'all') return 'materialize/all';
+  return backfillWorkflowId(features, 'incremental', 'latest')
+    .replace(/^backfill\//, 'materialize/')
+    .replace(/\/incremental\/latest$/, '');
 }
