@@ -178,7 +178,13 @@ describe('publishOnline', () => {
   });
 });
 
-/** The online store's rows for the lookups below, written through the offline store. */
+/**
+ * The online store's rows for the lookups and checks below, written through the offline store;
+ * once, for whichever describe runs first (so a filtered run seeds too).
+ */
+let seeding: Promise<void> | undefined;
+const seeded = () => (seeding ??= seedLookups());
+
 async function seedLookups() {
   await putValues(count2, M, '1', [12]);
   await putValues(count1, M - DAY, '1', [3, 11]);
@@ -199,7 +205,7 @@ async function seedLookups() {
 }
 
 describe('lookupOnline', () => {
-  beforeAll(seedLookups);
+  beforeAll(seeded);
 
   it('serves the values with their time, age, freshness, TTL, defaults and aging', async () => {
     const now = at(M + 4 * HOUR);
@@ -289,6 +295,7 @@ describe('lookupOnline', () => {
 });
 
 describe('GET /v1/features/:entity/:id', () => {
+  beforeAll(seeded);
   it('answers a person by id, merged id or identifier, with values aged to now', async () => {
     const before = Date.now();
     const direct = await get('/v1/features/person/1');
@@ -414,6 +421,7 @@ describe('GET /v1/features/:entity/:id', () => {
 });
 
 describe('checkFeatureConsistency', () => {
+  beforeAll(seeded);
   let n = 0;
   const run = async (features: string[], sample?: number) => {
     n += 1;
@@ -556,6 +564,7 @@ describe('checkFeatureConsistency', () => {
 });
 
 describe('pops features check', () => {
+  beforeAll(seeded);
   const pops = popsRunner(() => ({
     DATABASE_URL: h.db.url,
     POPS_TASK_QUEUE_PREFIX: prefix,
