@@ -72,6 +72,8 @@ interface Resolved {
   index: number;
   /** The feature version's number among those of its entity kind (1-based). */
   slot: number;
+  /** Its place in the requested order (0-based): the output column v<position>. */
+  position: number;
 }
 
 /**
@@ -114,7 +116,7 @@ export async function buildPointInTimeSet(
 function resolveFeatures(requested: readonly PointInTimeFeature[]): Resolved[] {
   const slots = new Map<string, number>();
   const perKind = new Map<Entity, number>();
-  return requested.map(({ definition: f, window }) => {
+  return requested.map(({ definition: f, window }, position) => {
     const index = f.windows.indexOf(window) + 1;
     if (index === 0) {
       throw new InputError(
@@ -130,7 +132,7 @@ function resolveFeatures(requested: readonly PointInTimeFeature[]): Resolved[] {
       perKind.set(f.entity, slot);
       slots.set(key, slot);
     }
-    return { f, index, slot };
+    return { f, index, slot, position };
   });
 }
 
@@ -224,17 +226,17 @@ async function refuseNulls(client: PoolClient): Promise<void> {
 }
 
 /**
- * For the feature versions of one entity kind: per label row, each version's latest snapshot at
- * or before t as [epoch seconds, ...vals] (null: none), into pit_k_<entity>; returns its rows.
+ * For the features of one entity kind: per label row, each feature's value (column v<position>)
+ * from its version's latest snapshot at or before t, carried as [epoch seconds, ...vals], into
+ * pit_k_<entity>; returns its rows.
  */
 async function carryForward(
   client: PoolClient,
   entity: Entity,
   features: readonly Resolved[],
 ): Promise<number> {
-  const versions = [
-    ...new Map(features.filter((r) => r.f.entity === entity).map((r) => [r.slot, r.f])),
-  ];
+  const mine = features.filter((r) => r.f.entity === entity);
+  const versions = [...new Map(mine.map((r) => [r.slot, r.f]))];
   const carried = versions.map(
     ([slot]) => `max(pair) filter (where f = ${slot}) over w as c${slot}`,
   );
@@ -242,9 +244,9 @@ async function carryForward(
   const wanted = versions.map(([, f]) => `(${isVersion(f)}${oldestUseful(f)})`);
   const result = await client.query(
     `create temp table pit_k_${entity} on commit drop as
-     select row_id, ${versions.map(([slot]) => `c${slot}`).join(', ')}
+     select row_id, ${mine.map((r) => `${valueSql(r)} as v${r.position}`).join(',\n')}
        from (
-         select kind, row_id, ${carried.join(',\n')}
+         select kind, row_id, ts as t, ${carried.join(',\n')}
            from (
              select ${ENTITY_KEY[entity]} as e, t as ts, 1 as kind, row_id,
                     null::int as f, null::float8[] as pair
@@ -276,16 +278,16 @@ function oldestUseful(f: FeatureDefinition): string {
   return ` and ts >= (select min(t) from pit_labels) - ${f.ttl} * interval '1 second'`;
 }
 
-/** The value of one feature for label row `l` from its carried pair `c`, per the header. */
+/** The value of one feature at the label row's t from its carried snapshot, per the header. */
 function valueSql(r: Resolved): string {
-  const c = `k_${r.f.entity}.c${r.slot}`;
+  const c = `c${r.slot}`;
   const value = `${c}[${r.index + 1}]`;
   const snapshotTs = `to_timestamp(${c}[1])`;
   const fresh =
-    r.f.ttl === undefined ? '' : ` and l.t <= ${snapshotTs} + ${r.f.ttl} * interval '1 second'`;
+    r.f.ttl === undefined ? '' : ` and t <= ${snapshotTs} + ${r.f.ttl} * interval '1 second'`;
   const aged =
     r.f.aggregation.fn === 'days_since_last'
-      ? ` + extract(epoch from l.t - ${snapshotTs})::float8 / 86400`
+      ? ` + extract(epoch from t - ${snapshotTs})::float8 / 86400`
       : '';
   const fallback = r.f.default === null ? 'null' : String(Number(r.f.default));
   return `coalesce(case when ${value} is not null${fresh} then ${value}${aged} end,
@@ -304,7 +306,7 @@ async function writeRows(
     const result = await client.query(
       `insert into pit_set_rows (set_key, row_id, ts, person_key, item_key, label, vals)
        select $1, l.row_id, l.ts, l.person_key, l.item_key, l.label,
-              array[${features.map(valueSql).join(',\n')}]::float8[]
+              array[${features.map((r) => `k_${r.f.entity}.v${r.position}`).join(', ')}]::float8[]
          from pit_labels l
          ${joins.join('\n')}`,
       [setKey],
