@@ -62,6 +62,32 @@ async function firstSourceDay(db: Queryable, f: FeatureDefinition, until: string
 /** Thrown inside a partition's transaction to roll it back when a `fail` quality check breached. */
 class QualityBreached extends Error {}
 
+/**
+ * Takes the transaction-scoped locks of the (feature version, day) pairs a partition writes, in
+ * one sorted order, so two runs writing the same day (a backfill beside a scheduled incremental
+ * step, or a retraining's) take turns instead of colliding on its keys; partitions of different
+ * days still run side by side.
+ */
+async function lockDays(
+  client: PoolClient,
+  table: 'tiles' | 'values',
+  definitions: readonly FeatureDefinition[],
+  from: string,
+  to: string,
+): Promise<void> {
+  const keys: string[] = [];
+  for (const f of definitions) {
+    for (let day = from; day <= to; day = addDays(day, 1)) {
+      keys.push(`pops/${table}/${f.name}@${f.version}/${day}`);
+    }
+  }
+  await client.query(
+    `select count(pg_advisory_xact_lock(hashtext(k)))
+       from (select k from unnest($1::text[]) as k order by k) sorted`,
+    [keys],
+  );
+}
+
 /** Runs `work` in one transaction, heartbeating while it runs. */
 function partitionTransaction<T>(deps: ActivityDeps, work: (c: PoolClient) => Promise<T>) {
   return withHeartbeat(() => withTransaction(deps.pool, work));
@@ -132,6 +158,7 @@ export function featureActivities(deps: ActivityDeps) {
     async backfillTiles(input: PartitionInput): Promise<{ tileRows: number }> {
       const definitions = await loadDefinitions(pool, input.features);
       const tileRows = await partitionTransaction(deps, async (client) => {
+        await lockDays(client, 'tiles', definitions, input.from, input.to);
         let n = 0;
         for (const f of definitions) n += await writeTiles(client, f, input.from, input.to);
         return n;
@@ -152,6 +179,7 @@ export function featureActivities(deps: ActivityDeps) {
       const { workflowId, runId } = callerWorkflow();
       const breached: Array<{ f: FeatureDefinition; breaches: QualityBreach[] }> = [];
       const outcome = await partitionTransaction(deps, async (client) => {
+        await lockDays(client, 'values', definitions, input.from, input.to);
         let valueRows = 0;
         const warned: Array<{ f: FeatureDefinition; breaches: QualityBreach[] }> = [];
         for (const f of definitions) {

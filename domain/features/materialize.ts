@@ -181,7 +181,8 @@ export async function writeSnapshots(
                    and (($4::date + 1)::timestamp at time zone 'UTC')`,
     [f.name, f.version, from, to],
   );
-  const touching = [0, ...finite].map((d) => (d === 0 ? 'd.day' : `d.day - ${d}`)).join(', ');
+  // A tile of day D changes the snapshots of D and, for each window w, of D + w (it leaves).
+  const shifts = [...new Set([0, ...finite])].join(', ');
   const reach = lifetime ? '' : ` and t.day > c.day - ${Math.max(...finite)}`;
   // The base snapshot (the first day of a backfill) holds every entity its windows reach, so
   // that a read in the range never falls back to a snapshot the backfill did not write.
@@ -210,14 +211,18 @@ export async function writeSnapshots(
     f.aggregation.fn === 'distinct_count'
       ? f.windows.map((w) => `, d.w${windowIndex(w)}`).join('')
       : '';
+  // Tiles just written have no statistics yet: estimated at a row or two, the planner would walk
+  // an entity's history once per changed day in nested loops. Hash joins are right at any size.
+  await client.query(`select set_config('enable_nestloop', $1, true)`, [
+    f.aggregation.fn === 'distinct_count' ? 'on' : 'off',
+  ]);
   await client.query(
-    `with days as (
-       select g::date as day from generate_series($3::date, $4::date, interval '1 day') g
-     ),
-     changed as (
-       select distinct d.day, t.entity_id
-         from days d
-         join feature_tiles t on t.name = $1 and t.version = $2 and t.day in (${touching})
+    `with changed as (
+       select distinct t.day + k as day, t.entity_id
+         from feature_tiles t cross join unnest(array[${shifts}]) as k
+        where t.name = $1 and t.version = $2
+          and t.day between $3::date - ${Math.max(0, ...finite)} and $4::date
+          and t.day + k between $3::date and $4::date
        ${base}
      )
      insert into feature_values (name, version, ts, entity_id, vals)
@@ -231,6 +236,7 @@ export async function writeSnapshots(
       group by c.day, c.entity_id${groupDistinct}`,
     [f.name, f.version, from, to],
   );
+  await client.query(`select set_config('enable_nestloop', 'on', true)`);
   return snapshotFigures(client, f, from, to);
 }
 
@@ -247,22 +253,33 @@ async function snapshotFigures(
       `count(*) filter (where v.vals[${i + 1}] is null)::int,
        min(v.vals[${i + 1}]), max(v.vals[${i + 1}])`,
   ).join(', ');
+  // Grouped once per table, not per day: a year-long partition is 365 days.
   const { rows } = await client.query<{ day: string; value_rows: number; figures: unknown[] }>(
     `with days as (
        select g::date as day from generate_series($3::date, $4::date, interval '1 day') g
+     ),
+     v as (
+       select (v.ts at time zone 'UTC')::date - 1 as day, count(*)::int as value_rows,
+              array[${perWindow}]::double precision[] as figures
+         from feature_values v
+        where v.name = $1 and v.version = $2
+          and v.ts between (($3::date + 1)::timestamp at time zone 'UTC')
+                       and (($4::date + 1)::timestamp at time zone 'UTC')
+        group by v.ts
+     ),
+     t as (
+       select day, count(*)::int as n from feature_tiles
+        where name = $1 and version = $2 and day between $3::date - 1 and $4::date
+        group by day
      )
-     select to_char(d.day, 'YYYY-MM-DD') as day,
-            (select count(*)::int from feature_values v
-              where v.name = $1 and v.version = $2
-                and v.ts = (d.day + 1)::timestamp at time zone 'UTC') as value_rows,
-            (select count(*)::int from feature_tiles t
-              where t.name = $1 and t.version = $2 and t.day = d.day) as tile_rows,
-            (select count(*)::int from feature_tiles t
-              where t.name = $1 and t.version = $2 and t.day = d.day - 1) as previous_tile_rows,
-            (select array[${perWindow}]::double precision[] from feature_values v
-              where v.name = $1 and v.version = $2
-                and v.ts = (d.day + 1)::timestamp at time zone 'UTC') as figures
-       from days d order by d.day`,
+     select to_char(d.day, 'YYYY-MM-DD') as day, coalesce(v.value_rows, 0) as value_rows,
+            coalesce(t1.n, 0) as tile_rows, coalesce(t0.n, 0) as previous_tile_rows,
+            coalesce(v.figures, '{}') as figures
+       from days d
+       left join v on v.day = d.day
+       left join t t1 on t1.day = d.day
+       left join t t0 on t0.day = d.day - 1
+      order by d.day`,
     [f.name, f.version, from, to],
   );
   return rows.map((r) => {
