@@ -2,18 +2,29 @@
 import { type Queryable, withTransaction } from '../common/db.js';
 import { FAILURE_TYPES, failure } from '../common/failures.js';
 import type { TrainingSetSummary } from '../domain/retrain.js';
+import { InputError } from '../common/failures.js';
+import type { FeatureDefinition } from '../domain/features/definition.js';
+import { loadDefinitions, parseFeatureRef } from '../domain/features/registry.js';
 import {
   classCounts,
   defaultRange,
-  FEATURES,
   materializeExamples,
+  trainingFeatureName,
 } from '../domain/training-set.js';
 import { type ActivityDeps, withHeartbeat } from './deps.js';
+
+/** A training feature pinned to a version. */
+export interface TrainingFeature {
+  name: string;
+  version: number;
+  window: string;
+}
 
 export interface BuildTrainingSetInput {
   setKey: string;
   model: string;
   source: string;
+  features: TrainingFeature[];
   trainUntil?: string;
   validateUntil?: string;
 }
@@ -91,6 +102,11 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
           `source "${input.source}" has no rated events to train on`,
         );
       }
+      const definitions = await loadDefinitions(pool, input.features);
+      const features = input.features.map((f, i) => ({
+        definition: definitions[i] as FeatureDefinition,
+        window: f.window,
+      }));
       const row = await withHeartbeat(() =>
         withTransaction(pool, async (client) => {
           await client.query('select pg_advisory_xact_lock(hashtext($1))', [input.setKey]);
@@ -111,10 +127,16 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
               range.trainFrom,
               range.trainUntil,
               range.validateUntil,
-              FEATURES,
+              features.map(trainingFeatureName),
             ],
           );
-          const counts = await materializeExamples(client, input.setKey, input.source, range);
+          const counts = await materializeExamples(
+            client,
+            input.setKey,
+            input.source,
+            range,
+            features,
+          );
           const updated = await client.query<SetRow>(
             `update training_sets set train_rows = $2, validate_rows = $3
               where set_key = $1 returning *`,
@@ -128,6 +150,68 @@ export function trainingSetActivities({ pool, log }: ActivityDeps) {
         'training set built',
       );
       return enoughRows(pool, row, input.model);
+    },
+
+    /**
+     * Pins `name[@version]:window` specs to registered versions; a NotFoundFailure says how to
+     * register what is missing, a ValidationFailure names a window the feature does not have.
+     */
+    async resolveTrainingFeatures(specs: string[]): Promise<TrainingFeature[]> {
+      const parsed = specs.map((spec) => {
+        const at = spec.lastIndexOf(':');
+        return { ref: parseFeatureRef(spec.slice(0, at)), window: spec.slice(at + 1) };
+      });
+      let definitions: FeatureDefinition[];
+      try {
+        definitions = await loadDefinitions(
+          pool,
+          parsed.map((p) => p.ref),
+        );
+      } catch (err) {
+        if (!(err instanceof InputError)) throw err;
+        throw failure(
+          FAILURE_TYPES.notFound,
+          `${err.message}; the default training features are those of` +
+            ' config/features.example.yaml (pops features register config/features.example.yaml)',
+        );
+      }
+      return parsed.map((p, i) => {
+        const d = definitions[i] as FeatureDefinition;
+        if (!d.windows.includes(p.window)) {
+          throw failure(
+            FAILURE_TYPES.validation,
+            `training feature ${JSON.stringify(specs[i])}: ${d.name}@${d.version} has no window` +
+              ` ${p.window} (it has ${d.windows.join(', ')})`,
+          );
+        }
+        return { name: d.name, version: d.version, window: p.window };
+      });
+    },
+
+    /**
+     * The training range of the source (the last 20% of its rated events' time validates unless
+     * the input says), as ISO instants; an InsufficientDataFailure when it has no rated events.
+     */
+    async planTrainingRange(input: {
+      source: string;
+      trainUntil?: string;
+      validateUntil?: string;
+    }): Promise<{ trainFrom: string; trainUntil: string; validateUntil: string }> {
+      const range = await defaultRange(pool, input.source, {
+        ...(input.trainUntil ? { trainUntil: new Date(input.trainUntil) } : {}),
+        ...(input.validateUntil ? { validateUntil: new Date(input.validateUntil) } : {}),
+      });
+      if (!range) {
+        throw failure(
+          FAILURE_TYPES.insufficientData,
+          `source "${input.source}" has no rated events to train on`,
+        );
+      }
+      return {
+        trainFrom: range.trainFrom.toISOString(),
+        trainUntil: range.trainUntil.toISOString(),
+        validateUntil: range.validateUntil.toISOString(),
+      };
     },
 
     /** The model's declaration, or a NotFoundFailure that says how to declare it. */

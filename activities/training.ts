@@ -21,14 +21,10 @@ import {
   EPOCH_SIGNAL,
   type EpochProgress,
   type EvaluationMetrics,
+  POPULARITY_FEATURE,
   type TrainingOptions,
 } from '../domain/retrain.js';
-import {
-  type ExampleMatrix,
-  FEATURES,
-  loadExamples,
-  POPULARITY_FEATURE_INDEX,
-} from '../domain/training-set.js';
+import { type ExampleMatrix, loadExamples } from '../domain/training-set.js';
 import { type ActivityDeps, callerWorkflow, withHeartbeat } from './deps.js';
 
 export interface TrainInput {
@@ -152,8 +148,14 @@ function popularityBaseline(
   train: ExampleMatrix,
   validate: ExampleMatrix,
 ): { scores: Float32Array; probabilities: Float32Array } {
+  const index = train.names.findIndex((n) =>
+    new RegExp(`^${POPULARITY_FEATURE.name}@\\d+:${POPULARITY_FEATURE.window}$`).test(n),
+  );
+  if (index < 0) {
+    throw new Error(`the training set has no ${POPULARITY_FEATURE.name}:lifetime for the baseline`);
+  }
   const column = (m: ExampleMatrix) =>
-    Float32Array.from({ length: m.n }, (_, i) => m.x[i * m.dim + POPULARITY_FEATURE_INDEX] ?? 0);
+    Float32Array.from({ length: m.n }, (_, i) => m.x[i * m.dim + index] ?? 0);
   const trainPop = column(train);
   const edges = Array.from(trainPop).sort((a, b) => a - b);
   const bins = 10;
@@ -193,7 +195,7 @@ export function trainingActivities({ pool, log, trainBackend, temporal }: Activi
       const ctx = Context.current();
       const { tf, backend } = await loadTensorflow(trainBackend, log);
       const data = await loadExamples(pool, input.setKey, 'train');
-      const preprocessing = fitPreprocessing([...FEATURES], data.x, data.n);
+      const preprocessing = fitPreprocessing(data.names, data.x, data.n);
       const x = applyPreprocessing(preprocessing, data.x, data.n);
       const resumeFrom = await loadCheckpoint(pool, input.runKey);
       if (resumeFrom) {

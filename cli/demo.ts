@@ -14,6 +14,8 @@ import type { MergeIdentitiesResult } from '../domain/identity/merge.js';
 import { simulateSegmentTraffic } from '../domain/identity/simulator.js';
 import { simulateMovieLens } from '../domain/simulator.js';
 import { declareModel } from '../domain/registry.js';
+import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
+import { registerFeatures } from '../domain/features/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
@@ -130,6 +132,8 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
         source: data.source,
         createdBy: rt.config.POPS_ACTOR,
       });
+      // The model trains on the example features (registering them again changes nothing).
+      await registerFeatures(rt.pool, loadFeatureFile(EXAMPLE_FEATURES_FILE), rt.config.POPS_ACTOR);
       const request = retrainInputSchema.parse({
         model,
         reason: 'pops demo',

@@ -40,9 +40,47 @@ export const trainingOptionsSchema = z.object({
     .default(42),
 });
 
+/**
+ * A feature the model trains on: a registered feature, its version (the latest when left out) and
+ * one of its windows, `name[@version]:window`.
+ */
+export const trainingFeatureSchema = z
+  .string()
+  .regex(
+    /^[a-z][a-z0-9_]{0,62}(@[1-9][0-9]{0,6})?:(lifetime|[1-9][0-9]{0,3}d)$/,
+    'is not a training feature: name[@version]:window, e.g. item_popularity:lifetime',
+  );
+
+/**
+ * The features a model trains on unless its retraining says otherwise: those of
+ * config/features.example.yaml. The popularity baseline scores by `item_popularity:lifetime`,
+ * which every feature list must hold.
+ */
+export const DEFAULT_TRAINING_FEATURES = [
+  'person_rating_count:lifetime',
+  'person_rating_count:30d',
+  'person_mean_rating:lifetime',
+  'person_positive_rate:90d',
+  'person_days_since_last_rating:lifetime',
+  'item_popularity:lifetime',
+  'item_popularity:7d',
+  'item_mean_rating:lifetime',
+  'item_positive_rate:lifetime',
+] as const;
+export const POPULARITY_FEATURE = { name: 'item_popularity', window: 'lifetime' } as const;
+
 export const retrainInputSchema = z
   .object({
     model: modelNameSchema,
+    features: z
+      .array(trainingFeatureSchema)
+      .min(1)
+      .max(100)
+      .refine((f) => new Set(f).size === f.length, { error: 'has a feature twice' })
+      .refine((f) => f.some((x) => /^item_popularity(@\d+)?:lifetime$/.test(x)), {
+        error: 'must hold item_popularity:lifetime (the popularity baseline scores by it)',
+      })
+      .default([...DEFAULT_TRAINING_FEATURES]),
     reason: plainText(500),
     requestedBy: plainText(200).default('unknown'),
     trainUntil: isoInstant.optional(),
@@ -66,6 +104,7 @@ export type TrainingOptions = z.output<typeof trainingOptionsSchema>;
 
 export const RETRAIN_STAGES = [
   'starting',
+  'backfilling-features',
   'building-training-set',
   'training',
   'evaluating',

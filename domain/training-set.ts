@@ -1,48 +1,24 @@
 /**
- * The point-in-time training set, computed inside PostgreSQL. Every labelled interaction (a `rated`
- * event at time t) gets features from events **strictly before t**: window frames end at the
- * current row and `exclude group` removes the row's peers, so an event at the same instant is
- * never seen.
- *
- * Features (raw; the model standardizes them with means and deviations of the training split):
- * - user_prior_count_log: ln(1 + ratings the person gave before t)
- * - user_prior_mean: the person's mean rating before t, smoothed toward 3.5 with weight 5
- * - user_prior_positive_rate: share of the person's ratings >= 4 before t, smoothed toward 0.5
- *   with weight 5
- * - user_days_since_last_log: ln(1 + days since the person's previous rating), 0 for a first rating
- * - item_prior_count_log: ln(1 + ratings the item got before t) (its popularity at t)
- * - item_prior_mean: the item's mean rating before t, smoothed toward 3.5 with weight 5
- * - item_prior_positive_rate: share of the item's ratings >= 4 before t, smoothed toward 0.5
- *   with weight 5
- * - item_age_days_log: ln(1 + days since the item's first rating), 0 for its first rating
- * - user_genre_mean: the person's mean rating before t on items sharing a genre with this item
- *   (a rating counts once per shared genre), smoothed toward 3.5 with weight 5
- * - user_genre_count_log: ln(1 + number of those genre-matching prior ratings)
+ * The training set of a retraining run, built from registry features through the point-in-time
+ * builder (domain/features/point-in-time.ts): each labelled interaction (a `rated` event of the
+ * model's source at time t, with a numeric rating) gets, per training feature, the value the
+ * offline store held at t (the latest daily snapshot at or before t, so only events of earlier
+ * UTC days count; within the feature's TTL; its default when missing). A value still missing
+ * after the default trains as 0.
  *
  * Label: rating >= 4. Split by time: [trainFrom, trainUntil) trains, [trainUntil, validateUntil]
- * validates. A `rated` event whose rating is not a JSON number is not an example.
- * The popularity baseline scores an item by item_prior_count_log.
+ * validates. The popularity baseline scores an item by `item_popularity:lifetime`.
  */
 import type { PoolClient, Queryable } from '../common/db.js';
+import { type PointInTimeFeature, buildPointInTimeSet } from './features/point-in-time.js';
+import { EVENTS_WITH_PERSONS, entityKeySql, literal } from './features/source.js';
 
-export const FEATURES = [
-  'user_prior_count_log',
-  'user_prior_mean',
-  'user_prior_positive_rate',
-  'user_days_since_last_log',
-  'item_prior_count_log',
-  'item_prior_mean',
-  'item_prior_positive_rate',
-  'item_age_days_log',
-  'user_genre_mean',
-  'user_genre_count_log',
-] as const;
-
-export const POPULARITY_FEATURE_INDEX = FEATURES.indexOf('item_prior_count_log');
 export const POSITIVE_RATING = 4;
-const PRIOR_MEAN = 3.5;
-const PRIOR_RATE = 0.5;
-const PRIOR_WEIGHT = 5;
+
+/** How a training feature is named in a set: `name@version:window`. */
+export function trainingFeatureName(f: PointInTimeFeature): string {
+  return `${f.definition.name}@${f.definition.version}:${f.window}`;
+}
 
 export interface TimeRange {
   trainFrom: Date;
@@ -72,83 +48,41 @@ export async function defaultRange(
 }
 
 /**
- * Writes the examples of one training set in one statement; returns the rows per split. The caller
- * runs it in the transaction that also records the set, so a retry finds it whole or not at all.
+ * Writes the examples of one training set: the point-in-time rows of its labels, then one example
+ * per row. The caller runs it in the transaction that also records the set, so a retry finds it
+ * whole or not at all. Returns the rows per split.
  */
 export async function materializeExamples(
   client: PoolClient,
   setKey: string,
   source: string,
   range: TimeRange,
+  features: readonly PointInTimeFeature[],
 ): Promise<{ train: number; validate: number }> {
-  const smooth = (sum: string, n: string, prior: number) =>
-    `((coalesce(${sum}, 0) + ${PRIOR_WEIGHT * prior}) / (${n} + ${PRIOR_WEIGHT}))`;
-  const days = (later: string, earlier: string) =>
-    `coalesce(ln(1 + extract(epoch from (${later} - ${earlier})) / 86400.0), 0)`;
-  // Fresh tables have no statistics; estimated at one row, the planner would re-run the window
-  // aggregates inside nested loops. This statement is set-based through and through: only hash
-  // joins.
-  await client.query('set local enable_nestloop = off');
+  const labels = `select e.id as row_id, e.ts, ${entityKeySql('person')} as person_key,
+            e.item_id as item_key
+       from ${EVENTS_WITH_PERSONS}
+      where e.source = ${literal(source)} and e.type = 'track' and e.event = 'rated'
+        and e.item_id is not null and jsonb_typeof(e.properties -> 'rating') = 'number'
+        and e.ts >= ${literal(range.trainFrom.toISOString())}::timestamptz
+        and e.ts <= ${literal(range.validateUntil.toISOString())}::timestamptz`;
+  await buildPointInTimeSet(client, { setKey, labels, features });
   const result = await client.query<{ split: string; n: number }>(
-    `with rated as materialized (
-       select e.id, e.person_id, e.item_id, e.ts, (e.properties ->> 'rating')::real as rating,
-              ((e.properties ->> 'rating')::real >= ${POSITIVE_RATING})::int as positive
-         from events e
-        where e.source = $2 and e.event = 'rated' and e.ts <= $4::timestamptz
-          and jsonb_typeof(e.properties -> 'rating') = 'number'
-     ),
-     with_user as (
-       select r.*, count(*) over w as u_n, sum(rating) over w as u_total,
-              sum(positive) over w as u_positives, max(ts) over w as u_last
-         from rated r
-       window w as (partition by person_id order by ts
-                    range between unbounded preceding and current row exclude group)
-     ),
-     with_item as (
-       select x.*, count(*) over w as i_n, sum(rating) over w as i_total,
-              sum(positive) over w as i_positives, min(ts) over w as i_first
-         from with_user x
-       window w as (partition by item_id order by ts
-                    range between unbounded preceding and current row exclude group)
-     ),
-     by_genre as materialized (
-       select id, sum(n) as n, sum(total) as total
-         from (
-           select r.id, count(*) over w as n, sum(r.rating) over w as total
-             from rated r
-             join items it on it.source = $2 and it.item_id = r.item_id
-            cross join lateral unnest(it.genres) as g(genre)
-           window w as (partition by r.person_id, g.genre order by r.ts
-                        range between unbounded preceding and current row exclude group)
-         ) per_genre
-        group by id
-     ),
-     examples as (
+    `with examples as (
        insert into training_examples
          (set_key, event_id, split, person_id, item_id, ts, rating, label, features)
-       select $1, x.id,
-              case when x.ts < $3::timestamptz then 'train' else 'validate' end,
-              x.person_id, x.item_id, x.ts, x.rating, x.positive,
-              array[
-                ln(1 + x.u_n),
-                ${smooth('x.u_total', 'x.u_n', PRIOR_MEAN)},
-                ${smooth('x.u_positives', 'x.u_n', PRIOR_RATE)},
-                ${days('x.ts', 'x.u_last')},
-                ln(1 + x.i_n),
-                ${smooth('x.i_total', 'x.i_n', PRIOR_MEAN)},
-                ${smooth('x.i_positives', 'x.i_n', PRIOR_RATE)},
-                ${days('x.ts', 'x.i_first')},
-                ${smooth('g.total', 'coalesce(g.n, 0)', PRIOR_MEAN)},
-                ln(1 + coalesce(g.n, 0))
-              ]::real[]
-         from with_item x
-         left join by_genre g on g.id = x.id
-        where x.ts >= $5::timestamptz
+       select $1, e.id, case when e.ts < $2::timestamptz then 'train' else 'validate' end,
+              p.person_key, p.item_key, e.ts, (e.properties ->> 'rating')::real,
+              ((e.properties ->> 'rating')::real >= ${POSITIVE_RATING})::int,
+              array_replace(p.vals, null, 0)::real[]
+         from pit_set_rows p join events e on e.id = p.row_id
+        where p.set_key = $1
        returning split
      )
      select split, count(*)::int as n from examples group by split`,
-    [setKey, source, range.trainUntil, range.validateUntil, range.trainFrom],
+    [setKey, range.trainUntil],
   );
+  await client.query('delete from pit_set_rows where set_key = $1', [setKey]);
   const count = (split: string) => result.rows.find((r) => r.split === split)?.n ?? 0;
   return { train: count('train'), validate: count('validate') };
 }
@@ -178,6 +112,8 @@ export async function classCounts(
 export interface ExampleMatrix {
   n: number;
   dim: number;
+  /** The set's features, `name@version:window`, in column order. */
+  names: string[];
   x: Float32Array;
   y: Float32Array;
   rating: Float32Array;
@@ -202,8 +138,13 @@ export async function loadExamples(
       where set_key = $1 and split = $2 order by ts, event_id`,
     [setKey, split],
   );
+  const set = await db.query<{ features: string[] }>(
+    'select features from training_sets where set_key = $1',
+    [setKey],
+  );
+  const names = set.rows[0]?.features ?? [];
   const n = result.rows.length;
-  const dim = FEATURES.length;
+  const dim = names.length;
   const x = new Float32Array(n * dim);
   const y = new Float32Array(n);
   const rating = new Float32Array(n);
@@ -216,5 +157,5 @@ export async function loadExamples(
     persons[i] = row.person_id;
     items[i] = row.item_id;
   });
-  return { n, dim, x, y, rating, persons, items };
+  return { n, dim, names, x, y, rating, persons, items };
 }

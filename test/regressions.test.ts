@@ -13,7 +13,7 @@ import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
-import { startWorkers } from './retrain-support.js';
+import { registerExampleFeatures, startWorkers } from './retrain-support.js';
 import {
   createTestDatabase,
   testQueuePrefix,
@@ -40,6 +40,7 @@ beforeAll(async () => {
   db = await createTestDatabase('regress');
   client = await testTemporalClient();
   workers = await startWorkers(db.pool, prefix, client);
+  await registerExampleFeatures(db.pool);
 });
 
 afterAll(async () => {

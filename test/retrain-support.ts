@@ -2,6 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
+import { registerFeatures } from '../domain/features/registry.js';
 import { inject } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
@@ -44,6 +46,12 @@ export async function prepareModel(
 ): Promise<void> {
   await importMovieLens(pool, dir, { source });
   await declareModel(pool, { name: model, source, createdBy: 'test' });
+  await registerExampleFeatures(pool);
+}
+
+/** Registers config/features.example.yaml (the default training features); idempotent. */
+export async function registerExampleFeatures(pool: Pool): Promise<void> {
+  await registerFeatures(pool, loadFeatureFile(EXAMPLE_FEATURES_FILE), 'test');
 }
 
 /** Workers for every queue in this process; `stop()` shuts them down. */

@@ -81,6 +81,7 @@ describe('retrainModel on a MovieLens slice', () => {
     const trail = await auditTrail(db.pool, { workflowId: first.workflowId });
     expect(trail.map((r) => r.action)).toEqual([
       'retrain.started',
+      'retrain.features-backfilled',
       'retrain.training-set-built',
       'retrain.trained',
       'retrain.evaluated',

@@ -1,178 +1,150 @@
+/**
+ * Training sets from registry features: every example's features equal an oracle computed from
+ * the ratings themselves (the value at the end of the UTC day before the rating, aged for
+ * days_since_last, the feature's default when missing, 0 when still missing), same-day ratings
+ * never see each other, and other events and sources never count.
+ */
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../common/db.js';
-import {
-  FEATURES,
-  loadExamples,
-  materializeExamples,
-  type TimeRange,
-} from '../domain/training-set.js';
+import type { FeatureDefinition } from '../domain/features/definition.js';
+import { loadFeatureFile } from '../domain/features/file.js';
+import { writeSnapshots, writeTiles } from '../domain/features/materialize.js';
+import { registerFeatures } from '../domain/features/registry.js';
+import { DEFAULT_TRAINING_FEATURES } from '../domain/retrain.js';
+import { loadExamples, materializeExamples, type TimeRange } from '../domain/training-set.js';
+import { expectedValue, type RatedEvent } from './feature-support.js';
 import { createTestDatabase, type TestDatabase } from './support.js';
 
+const EXAMPLE = path.join(import.meta.dirname, '../config/features.example.yaml');
+const DAY = 86_400_000;
 let db: TestDatabase;
+let definitions: FeatureDefinition[];
 
 interface Rating {
   id: number;
   person: string;
   item: string;
-  ts: number; // unix seconds
+  /** Days (fractional) after 2024-01-01T00:00Z. */
+  at: number;
   rating: number;
 }
-
-const GENRES: Record<string, string[]> = {
-  i1: ['Action', 'Comedy'],
-  i2: ['Comedy'],
-  i3: ['Drama'],
-  i4: [],
-  i5: ['Action', 'Drama', 'Comedy'],
-};
+const T0 = Date.parse('2024-01-01T00:00:00Z');
 
 async function seed(source: string, ratings: Rating[]): Promise<void> {
-  for (const [item, genres] of Object.entries(GENRES)) {
-    await db.pool.query('insert into items (source, item_id, genres) values ($1, $2, $3)', [
-      source,
-      item,
-      genres,
-    ]);
-  }
   for (const r of ratings) {
     await db.pool.query(
-      `insert into events (id, message_id, source, type, event, person_id, user_id, item_id, ts, properties)
-       values ($1, $2, $3, 'track', 'rated', $4, $4, $5, to_timestamp($6), jsonb_build_object('rating', $7::real))`,
-      [r.id, `${source}:${r.id}`, source, r.person, r.item, r.ts, r.rating],
+      `insert into events (id, message_id, source, type, event, person_id, user_id, item_id, ts,
+                           properties)
+       values ($1, $2, $3, 'track', 'rated', $4, $4, $5, $6, jsonb_build_object('rating', $7::real))`,
+      [r.id, `${source}:${r.id}`, source, r.person, r.item, new Date(T0 + r.at * DAY), r.rating],
     );
   }
-  // A later event of another type and another source must never count.
+  // Another event name never counts.
   await db.pool.query(
     `insert into events (message_id, source, type, event, person_id, item_id, ts, properties)
-     values ($1, $2, 'track', 'viewed', 'u1', 'i1', to_timestamp(1), '{}'),
-            ($3, 'elsewhere', 'track', 'rated', 'u1', 'i1', to_timestamp(1), '{"rating": 5}')`,
-    [`${source}:view`, source, `${source}:other`],
+     values ($1, $2, 'track', 'viewed', 'u1', 'i1', $3, '{}')`,
+    [`${source}:view`, source, new Date(T0 + DAY)],
   );
 }
 
-/** The features of one rating from the ratings strictly before it: an independent reference. */
-function reference(all: Rating[], r: Rating): number[] {
-  const before = all.filter((o) => o.ts < r.ts);
-  const mine = before.filter((o) => o.person === r.person);
-  const theirs = before.filter((o) => o.item === r.item);
-  const smooth = (sum: number, n: number, prior: number) => (sum + 5 * prior) / (n + 5);
-  const sum = (xs: Rating[]) => xs.reduce((s, o) => s + o.rating, 0);
-  const positives = (xs: Rating[]) => xs.filter((o) => o.rating >= 4).length;
-  const lastTs = Math.max(...mine.map((o) => o.ts));
-  const firstTs = Math.min(...theirs.map((o) => o.ts));
-  const genres = GENRES[r.item] ?? [];
-  let genreN = 0;
-  let genreSum = 0;
-  for (const o of mine) {
-    const shared = (GENRES[o.item] ?? []).filter((g) => genres.includes(g)).length;
-    genreN += shared;
-    genreSum += shared * o.rating;
-  }
-  return [
-    Math.log(1 + mine.length),
-    smooth(sum(mine), mine.length, 3.5),
-    smooth(positives(mine), mine.length, 0.5),
-    mine.length > 0 ? Math.log(1 + (r.ts - lastTs) / 86400) : 0,
-    Math.log(1 + theirs.length),
-    smooth(sum(theirs), theirs.length, 3.5),
-    smooth(positives(theirs), theirs.length, 0.5),
-    theirs.length > 0 ? Math.log(1 + (r.ts - firstTs) / 86400) : 0,
-    smooth(genreSum, genreN, 3.5),
-    Math.log(1 + genreN),
-  ];
+/** The training features as the set names them, with their definitions. */
+function trainingFeatures() {
+  return DEFAULT_TRAINING_FEATURES.map((spec) => {
+    const [name, window] = spec.split(':') as [string, string];
+    return { definition: definitions.find((d) => d.name === name) as FeatureDefinition, window };
+  });
 }
 
-async function build(setKey: string, source: string, range: TimeRange) {
-  await db.pool.query(
-    `insert into models (name, source, created_by) values ($1, $2, 'test') on conflict do nothing`,
-    [source, source],
-  );
-  await db.pool.query(
-    `insert into training_sets (set_key, model, source, train_from, train_until, validate_until, features,
-       train_rows, validate_rows) values ($1, $2, $2, $3, $4, $5, $6, 0, 0)`,
-    [setKey, source, range.trainFrom, range.trainUntil, range.validateUntil, FEATURES],
-  );
-  return withTransaction(db.pool, (client) => materializeExamples(client, setKey, source, range));
+/** The oracle: what a rating at `ts` should see of each training feature. */
+function reference(all: RatedEvent[], r: Rating): number[] {
+  const ts = T0 + r.at * DAY;
+  const dayBefore = new Date(Math.floor(ts / DAY) * DAY - DAY).toISOString().slice(0, 10);
+  const midnight = Math.floor(ts / DAY) * DAY;
+  return trainingFeatures().map(({ definition: f, window }) => {
+    const key = f.entity === 'person' ? `unresolved:${r.person}` : r.item;
+    const v = expectedValue(f, f.windows.indexOf(window), all, key, dayBefore);
+    if (v === null) return typeof f.default === 'number' ? f.default : 0;
+    return f.aggregation.fn === 'days_since_last' ? v + (ts - midnight) / DAY : v;
+  });
 }
 
 beforeAll(async () => {
   db = await createTestDatabase('training_set');
+  definitions = loadFeatureFile(EXAMPLE);
+  await registerFeatures(db.pool, definitions, 'tests');
+  await db.pool.query(
+    `insert into models (name, source, created_by) values ('tiny', 'tiny', 'test')`,
+  );
 });
 afterAll(async () => {
   await db.close();
 });
 
-describe('point-in-time training sets', () => {
-  it('gives each rating only what was known strictly before it, ties included', async () => {
-    const day = 86400;
-    // u1 rates i1 and i2 at the same instant: neither may see the other.
+describe('training sets from registry features', () => {
+  it('give each rating what the offline store knew at its time, and nothing of its own day', async () => {
+    // u1 rates i1 and i2 at the same instant, and i5 later that day: none sees the others.
     const ratings: Rating[] = [
-      { id: 101, person: 'u1', item: 'i1', ts: 10 * day, rating: 5 },
-      { id: 102, person: 'u1', item: 'i2', ts: 10 * day, rating: 2 },
-      { id: 103, person: 'u2', item: 'i1', ts: 11 * day, rating: 4 },
-      { id: 104, person: 'u1', item: 'i5', ts: 12 * day, rating: 3.5 },
-      { id: 105, person: 'u2', item: 'i2', ts: 13 * day, rating: 1 },
-      { id: 106, person: 'u1', item: 'i1', ts: 14 * day, rating: 4.5 },
+      { id: 101, person: 'u1', item: 'i1', at: 10.25, rating: 5 },
+      { id: 102, person: 'u1', item: 'i2', at: 10.25, rating: 2 },
+      { id: 103, person: 'u1', item: 'i5', at: 10.75, rating: 4 },
+      { id: 104, person: 'u2', item: 'i1', at: 11.5, rating: 4 },
+      { id: 105, person: 'u1', item: 'i5', at: 12.1, rating: 3.5 },
+      { id: 106, person: 'u2', item: 'i2', at: 13.9, rating: 1 },
+      { id: 107, person: 'u1', item: 'i1', at: 14.0, rating: 4.5 },
+      { id: 108, person: 'u3', item: 'i1', at: 45.2, rating: 2 },
+      { id: 109, person: 'u1', item: 'i2', at: 46.6, rating: 5 },
     ];
     await seed('tiny', ratings);
-    const counts = await build('tiny-set', 'tiny', {
-      trainFrom: new Date(10 * day * 1000),
-      trainUntil: new Date(13 * day * 1000),
-      validateUntil: new Date(14 * day * 1000),
-    });
-    expect(counts).toEqual({ train: 4, validate: 2 });
-    const train = await loadExamples(db.pool, 'tiny-set', 'train');
-    // Rating 1 and 2 (tied, first for u1): no history at all.
-    expect(Array.from(train.x.subarray(0, 4))).toEqual([0, 3.5, 0.5, 0]);
-    // Rating 4 (u1, i5 at day 12): u1 had 2 ratings (5 and 2), the last 2 days before.
-    const row4 = Array.from(train.x.subarray(3 * FEATURES.length, 4 * FEATURES.length));
-    expect(row4[0]).toBeCloseTo(Math.log(3), 6);
-    expect(row4[1]).toBeCloseTo((7 + 17.5) / 7, 6);
-    expect(row4[2]).toBeCloseTo((1 + 2.5) / 7, 6);
-    expect(row4[3]).toBeCloseTo(Math.log(3), 6);
-    // i5 is Action|Drama|Comedy: u1's i1 (Action, Comedy: 2 shared) and i2 (Comedy: 1 shared).
-    expect(row4[8]).toBeCloseTo((2 * 5 + 1 * 2 + 17.5) / (3 + 5), 5);
-    expect(row4[9]).toBeCloseTo(Math.log(4), 6);
-    expect(Array.from(train.y)).toEqual([1, 0, 1, 0]);
-  });
-
-  it('equals a row-by-row reference on random data with many ties', async () => {
-    let state = 12345;
-    const rand = () => {
-      state = (state * 1103515245 + 12345) % 2 ** 31;
-      return state / 2 ** 31;
-    };
-    const persons = ['a', 'b', 'c', 'd', 'e', 'f'];
-    const items = Object.keys(GENRES);
-    const ratings: Rating[] = Array.from({ length: 400 }, (_, i) => ({
-      id: 1000 + i,
-      person: persons[Math.floor(rand() * persons.length)] ?? 'a',
-      item: items[Math.floor(rand() * items.length)] ?? 'i1',
-      ts: 86400 * 100 + Math.floor(rand() * 60) * 3600, // 60 distinct instants: ties everywhere
-      rating: 0.5 + Math.floor(rand() * 10) / 2,
+    const events: RatedEvent[] = ratings.map((r) => ({
+      messageId: String(r.id),
+      person: r.person,
+      item: r.item,
+      ts: new Date(T0 + r.at * DAY),
+      rating: r.rating,
+      genre: '',
     }));
-    await seed('random', ratings);
-    const tsSorted = ratings.map((r) => r.ts).sort((a, b) => a - b);
-    const range = {
-      trainFrom: new Date((tsSorted[0] ?? 0) * 1000),
-      trainUntil: new Date((86400 * 100 + 40 * 3600) * 1000),
-      validateUntil: new Date((tsSorted.at(-1) ?? 0) * 1000),
+    const range: TimeRange = {
+      trainFrom: new Date(T0 + 10 * DAY),
+      trainUntil: new Date(T0 + 13 * DAY),
+      validateUntil: new Date(T0 + 47 * DAY),
     };
-    const counts = await build('random-set', 'random', range);
-    expect(counts.train + counts.validate).toBe(ratings.length);
-    const rows = await db.pool.query<{ event_id: number; features: number[]; split: string }>(
-      `select event_id, features, split from training_examples where set_key = 'random-set'`,
+    const features = trainingFeatures();
+    await db.pool.query(
+      `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
+         features, train_rows, validate_rows) values ('tiny-set', 'tiny', 'tiny', $1, $2, $3, $4, 0, 0)`,
+      [
+        range.trainFrom,
+        range.trainUntil,
+        range.validateUntil,
+        features.map((f) => `${f.definition.name}@1:${f.window}`),
+      ],
     );
-    expect(rows.rows).toHaveLength(ratings.length);
-    const byId = new Map(ratings.map((r) => [r.id, r]));
-    for (const row of rows.rows) {
-      const r = byId.get(row.event_id);
-      if (!r) throw new Error(`unexpected event ${row.event_id}`);
-      expect(row.split).toBe(r.ts * 1000 < range.trainUntil.getTime() ? 'train' : 'validate');
-      const want = reference(ratings, r);
-      row.features.forEach((v, j) =>
-        expect(v, `event ${r.id} feature ${FEATURES[j]}`).toBeCloseTo(want[j] ?? NaN, 4),
+    const counts = await withTransaction(db.pool, async (client) => {
+      for (const f of definitions) {
+        await writeTiles(client, f, '2024-01-01', '2024-02-20');
+        await writeSnapshots(client, f, '2024-01-01', '2024-02-20', { base: true });
+      }
+      return materializeExamples(client, 'tiny-set', 'tiny', range, features);
+    });
+    expect(counts).toEqual({ train: 5, validate: 4 });
+
+    const train = await loadExamples(db.pool, 'tiny-set', 'train');
+    const validate = await loadExamples(db.pool, 'tiny-set', 'validate');
+    expect(train.names).toEqual(DEFAULT_TRAINING_FEATURES.map((s) => s.replace(':', '@1:')));
+    const rows = [...Array(train.n).keys()].map((i) => ({ m: train, i }));
+    rows.push(...[...Array(validate.n).keys()].map((i) => ({ m: validate, i })));
+    // Examples come in (ts, event id) order, as the ratings are listed.
+    rows.forEach(({ m, i }, k) => {
+      const r = ratings[k] as Rating;
+      const got = Array.from(m.x.subarray(i * m.dim, (i + 1) * m.dim));
+      const want = reference(events, r);
+      got.forEach((v, j) =>
+        expect(v, `rating ${r.id} feature ${m.names[j]}`).toBeCloseTo(want[j] ?? NaN, 4),
       );
-    }
+      expect(m.y[i]).toBe(r.rating >= 4 ? 1 : 0);
+    });
+    // The same-day ratings of u1 on day 10 see no earlier rating of theirs at all.
+    expect(Array.from(train.x.subarray(0, 3))).toEqual([0, 0, 0]);
   });
 });

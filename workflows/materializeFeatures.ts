@@ -13,6 +13,7 @@ import {
   type MaterializeInput,
   materializeInputSchema,
   type MaterializeResult,
+  partitionUnitFor,
 } from '../domain/features/backfill.js';
 import type { backfillFeatures } from './backfillFeatures.js';
 
@@ -39,7 +40,7 @@ export async function materializeFeatures(raw: MaterializeInput): Promise<Materi
         {
           features: plan.features,
           ...plan.range,
-          partition: input.partition ?? (spanDays(plan.range) <= 62 ? 'day' : 'month'),
+          partition: input.partition ?? partitionUnitFor(plan.range.from, plan.range.to),
           requestedBy: input.requestedBy,
           reason: plan.lateFrom ? `late events from ${plan.lateFrom}` : 'incremental',
         },
@@ -52,10 +53,4 @@ export async function materializeFeatures(raw: MaterializeInput): Promise<Materi
     backfill,
   });
   return { ...plan, backfill };
-}
-
-function spanDays(range: { from: string; to: string }): number {
-  return (
-    (Date.parse(`${range.to}T00:00:00Z`) - Date.parse(`${range.from}T00:00:00Z`)) / 86_400_000 + 1
-  );
 }

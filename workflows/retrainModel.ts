@@ -1,12 +1,14 @@
 /**
- * retrainModel: build a point-in-time training set, train, evaluate against a popularity baseline
- * on the later time slice, register a version, and audit each step. Workflow code: no I/O, clocks
+ * retrainModel: bring its registry features up to date (a materializeFeatures child), build a
+ * point-in-time training set from them, train, evaluate against a popularity baseline on the later
+ * time slice, register a version, and audit each step. Workflow code: no I/O, clocks
  * or randomness; every effect is an activity keyed by this run, so a retry or a replay repeats
  * nothing.
  */
 import {
   defineQuery,
   defineSignal,
+  executeChild,
   log,
   proxyActivities,
   setHandler,
@@ -23,6 +25,8 @@ import {
   type RetrainResult,
   retrainInputSchema,
 } from '../domain/retrain.js';
+import { partitionUnitFor } from '../domain/features/backfill.js';
+import type { backfillFeatures } from './backfillFeatures.js';
 
 export const progressQuery = defineQuery<RetrainProgress>('progress');
 export const epochSignal = defineSignal<[EpochProgress]>(EPOCH_SIGNAL);
@@ -73,13 +77,44 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
   });
 
   const runKey = `${workflowId}/${runId}`;
+  progress.stage = 'backfilling-features';
+  const features = await local.resolveTrainingFeatures(input.features);
+  const range = await local.planTrainingRange({
+    source: model.source,
+    ...(input.trainUntil ? { trainUntil: input.trainUntil } : {}),
+    ...(input.validateUntil ? { validateUntil: input.validateUntil } : {}),
+  });
+  // A label at t reads the snapshot of the day before t's: those days, from the first label's.
+  const from = dayBefore(range.trainFrom);
+  const to = dayBefore(range.validateUntil);
+  const refs = [
+    ...new Map(
+      features.map((f) => [`${f.name}@${f.version}`, { name: f.name, version: f.version }]),
+    ).values(),
+  ];
+  const backfill = await executeChild<typeof backfillFeatures>('backfillFeatures', {
+    workflowId: `${runKey}/features`,
+    args: [
+      {
+        features: refs,
+        from,
+        to,
+        partition: partitionUnitFor(from, to),
+        requestedBy: input.requestedBy,
+        reason: `training set of ${input.model}`,
+      },
+    ],
+  });
+  await audit('retrain.features-backfilled', { features, from, to }, { ...backfill });
+
   progress.stage = 'building-training-set';
   const trainingSet = await sql.buildTrainingSet({
     setKey: runKey,
     model: input.model,
     source: model.source,
-    ...(input.trainUntil ? { trainUntil: input.trainUntil } : {}),
-    ...(input.validateUntil ? { validateUntil: input.validateUntil } : {}),
+    features,
+    trainUntil: range.trainUntil,
+    validateUntil: range.validateUntil,
   });
   await audit('retrain.training-set-built', { source: model.source }, { ...trainingSet });
 
@@ -132,4 +167,10 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
     examplesPerSecond: trained.examplesPerSecond,
     resumedFromEpoch: trained.resumedFromEpoch,
   };
+}
+
+/** The UTC day before the instant's day, `YYYY-MM-DD`. */
+function dayBefore(instant: string): string {
+  const midnight = Math.floor(Date.parse(instant) / 86_400_000) * 86_400_000;
+  return new Date(midnight - 86_400_000).toISOString().slice(0, 10);
 }

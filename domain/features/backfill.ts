@@ -164,7 +164,7 @@ export const materializeInputSchema = z.strictObject({
     .min(0)
     .max(30 * 86_400)
     .default(3600),
-  /** Days per activity; left out: a day for ranges up to 62 days, else a month. */
+  /** Days per activity; left out: a day up to 62 days, a month up to three years, else a year. */
   partition: z.enum(PARTITION_UNITS).optional(),
   /**
    * Events received up to this long before the previous step's mark are looked at again, for
@@ -199,4 +199,10 @@ export function materializeWorkflowId(
   return backfillWorkflowId(features, 'incremental', 'latest')
     .replace(/^backfill\//, 'materialize/')
     .replace(/\/incremental\/latest$/, '');
+}
+
+/** A day per activity up to 62 days, a month up to three years, a year beyond. */
+export function partitionUnitFor(from: string, to: string): PartitionUnit {
+  const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
+  return days <= 62 ? 'day' : days <= 3 * 366 ? 'month' : 'year';
 }

@@ -4,6 +4,7 @@
  * the value. Not for workflow code: it reads the file system.
  */
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { describeZodError, InputError } from '../../common/failures.js';
@@ -44,3 +45,8 @@ function named(entry: unknown): string {
   const name = (entry as { name?: unknown } | null)?.name;
   return typeof name === 'string' ? ` (${name})` : '';
 }
+
+/** config/features.example.yaml: the features the demo registers and models train on by default. */
+export const EXAMPLE_FEATURES_FILE = fileURLToPath(
+  new URL('../../config/features.example.yaml', import.meta.url),
+);
