@@ -81,6 +81,10 @@ program
   .option('--train-until <instant>', 'end of the training window (ISO-8601 with zone)')
   .option('--validate-until <instant>', 'end of the validation window (ISO-8601 with zone)')
   .option('--epochs <n>', 'training epochs')
+  .option(
+    '--features <list>',
+    'name[@version]:window,… (default: the example features; item_popularity:lifetime required)',
+  )
   .option('--wait', 'wait for the result, showing progress')
   .option('--json', 'machine-readable output')
   .action(lazy(retrain, 'retrainCommand'));

@@ -20,6 +20,10 @@ const retrainArgs = z.object({
   trainUntil: z.string().optional(),
   validateUntil: z.string().optional(),
   epochs: z.coerce.number().int().optional(),
+  features: z
+    .string()
+    .transform((v) => v.split(',').map((f) => f.trim()))
+    .optional(),
   wait: z.boolean().default(false),
   json: z.boolean().default(false),
 });
@@ -82,6 +86,7 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
     ...(args.trainUntil ? { trainUntil: args.trainUntil } : {}),
     ...(args.validateUntil ? { validateUntil: args.validateUntil } : {}),
     ...(args.epochs !== undefined ? { training: { epochs: args.epochs } } : {}),
+    ...(args.features ? { features: args.features } : {}),
   });
   const rt = await openRuntime();
   try {
