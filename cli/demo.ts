@@ -166,6 +166,9 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
           result.metrics.auc > result.baseline.auc
             ? `  the model beats the popularity baseline by ${aucGain.toFixed(4)} AUC`
             : '  the model does NOT beat the popularity baseline on AUC',
+          `features: ${result.trainingSet.features.length} from the registry, read point-in-time` +
+            ` (${result.trainingSet.features.join(', ')})`,
+          '  see one: npx pops features show item_popularity; npx pops features list',
           `data: source ${data.source} (${data.imported ? 'imported now' : 'reused from before'})`,
           describeIdentities(identity),
           `wall time ${wallSeconds.toFixed(1)} s`,

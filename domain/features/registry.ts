@@ -174,7 +174,10 @@ async function lineageOf(
     if (!v) continue;
     const sla = v.definition.freshnessSla;
     const behind = r.latest_snapshot ? (now.getTime() - r.latest_snapshot.getTime()) / 1000 : 0;
-    const hours = (sec: number) => `${Math.round((sec / 3600) * 10) / 10} h`;
+    const hours = (sec: number) =>
+      sec > 2 * 86_400
+        ? `${Math.round(sec / 86_400)} d`
+        : `${Math.round((sec / 3600) * 10) / 10} h`;
     out.set(`${r.name}@${r.version}`, {
       sourceTables: sourceTables(v.definition),
       lastBackfill: r.backfill_id
