@@ -1,10 +1,15 @@
 /**
- * `npm run bench [-- retrain|identity ...] [--quick] [--links N]`: with no name, every benchmark.
+ * `npm run bench [-- retrain|identity|features ...] [--quick] [--links N] [--events N]
+ * [--labels N] [--explain]`: with no name, every benchmark.
  * - `retrain`: import rate on MovieLens latest-small, training throughput per backend, end-to-end
  *   retrain wall time, and POST /v1/retrains → completion latency. Runs on the embedded defaults
  *   (or DATABASE_URL / TEMPORAL_ADDRESS) in a fresh database and its own task queues.
  * - `identity`: identity resolution of 1M generated links, a 10k-link increment and the networkx
  *   ratio (bench/identity.ts); `--quick` makes it 100k links, `--links N` any size.
+ * - `features`: feature backfill of 10M generated events against a hand-written floor, a
+ *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
+ *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
+ *   EXPLAIN ANALYZE of one day's backfill statements.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,13 +26,14 @@ import { migrate } from '../common/migrate.js';
 import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { benchFeatures, FEATURE_DEFAULTS, type FeatureBenchOptions } from './features.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
-const BENCHMARKS = ['retrain', 'identity'] as const;
+const BENCHMARKS = ['retrain', 'identity', 'features'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
@@ -148,30 +154,57 @@ async function benchRetrain() {
   }
 }
 
-/** The benchmarks named on the command line (all when none is), and the identity size. */
-function parseCommandLine(): { selected: Benchmark[]; links: number } {
+/** A positive whole number given as `--name`, or the fallback. */
+function count(name: string, value: string | undefined, fallback: number): number {
+  const n = Number(value ?? fallback);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`bench: --${name} must be a positive whole number; got ${value}`);
+  }
+  return n;
+}
+
+/** The benchmarks named on the command line (all when none is), and their sizes. */
+function parseCommandLine(): {
+  selected: Benchmark[];
+  links: number;
+  features: FeatureBenchOptions;
+} {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { quick: { type: 'boolean', default: false }, links: { type: 'string' } },
+    options: {
+      quick: { type: 'boolean', default: false },
+      links: { type: 'string' },
+      events: { type: 'string' },
+      labels: { type: 'string' },
+      explain: { type: 'boolean', default: false },
+    },
   });
   const selected = positionals.map((name) => {
     const found = BENCHMARKS.find((b) => b === name);
     if (!found) throw new Error(`bench: unknown benchmark "${name}" (${BENCHMARKS.join(', ')})`);
     return found;
   });
-  const links = Number(values.links ?? (values.quick ? 100_000 : IDENTITY_DEFAULTS.links));
-  if (!Number.isSafeInteger(links) || links < 1) {
-    throw new Error(`bench: --links must be a positive whole number; got ${values.links}`);
-  }
-  return { selected: selected.length > 0 ? selected : [...BENCHMARKS], links };
+  const links = count('links', values.links, values.quick ? 100_000 : IDENTITY_DEFAULTS.links);
+  const quick = values.quick ? { events: 500_000, labels: 100_000, seconds: 10 } : {};
+  const sized = { ...FEATURE_DEFAULTS, ...quick, explain: values.explain };
+  const features = {
+    ...sized,
+    events: count('events', values.events, sized.events),
+    labels: count('labels', values.labels, sized.labels),
+  };
+  return { selected: selected.length > 0 ? selected : [...BENCHMARKS], links, features };
 }
 
 async function main() {
-  const { selected, links } = parseCommandLine();
+  const { selected, links, features } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
     await benchIdentity({ ...IDENTITY_DEFAULTS, links }, line);
+  }
+  if (selected.includes('features')) {
+    process.stdout.write(`pops features bench, ${features.events.toLocaleString('en')} events\n`);
+    await benchFeatures(features, line);
   }
 }
 
