@@ -61,7 +61,7 @@ export function describeBackfill(s: BackfillStatus, nowMs = Date.now()): string 
         (r.warnings > 0 ? `, ${r.warnings} quality warnings` : ''),
     );
   }
-  if (s.failure) lines.push(`  failure: ${s.failure}`);
+  if (s.failure) lines.push(s.status === 'RUNNING' ? `  ${s.failure}` : `  failure: ${s.failure}`);
   return lines.join('\n');
 }
 

@@ -11,8 +11,16 @@ import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from '
 /** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
 function untilSignal(): Promise<string> {
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    // The handlers stay installed: a second Ctrl-C (npm and tsx forward the signal too) must not
+    // kill the process with Node's default handler halfway through stopping the embedded servers.
+    let first: string | undefined;
+    const on = (signal: string) => () => {
+      if (first) return;
+      first = signal;
+      resolve(signal);
+    };
+    process.on('SIGINT', on('SIGINT'));
+    process.on('SIGTERM', on('SIGTERM'));
   });
 }
 

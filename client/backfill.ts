@@ -55,6 +55,9 @@ export async function startBackfill(
   return { workflowId, runId: handle.firstExecutionRunId, attached: false, features };
 }
 
+/** How long `backfillStatus` waits for a worker to answer the progress query. */
+const QUERY_DEADLINE_MS = 5000;
+
 export interface BackfillStatus {
   workflowId: string;
   status: string;
@@ -79,7 +82,16 @@ export async function backfillStatus(
   const status = description.status.name;
   const out: BackfillStatus = { workflowId, status };
   if (status === 'RUNNING') {
-    out.progress = await handle.query<BackfillProgress>('progress');
+    // A query needs a worker: without one it would wait out Temporal's whole query timeout.
+    try {
+      out.progress = await client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () =>
+        handle.query<BackfillProgress>('progress'),
+      );
+    } catch (err) {
+      out.failure =
+        `progress unavailable (${(err as Error).message.split('\n')[0]}):` +
+        ' is a worker running? start one with: npm start';
+    }
   } else if (status === 'COMPLETED') {
     out.result = (await handle.result()) as BackfillResult;
   } else {

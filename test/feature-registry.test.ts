@@ -102,6 +102,8 @@ describe('feature definitions', () => {
       'person_positive_rate@1',
       'item_popularity@1',
       'person_days_since_last_rating@1',
+      'item_mean_rating@1',
+      'item_positive_rate@1',
     ]);
     const bad = yamlFile(
       'features:\n  - {name: a, version: 1}\n  - {name: b, version: 0, entity: person}\n',
@@ -177,6 +179,8 @@ describe('the feature registry', () => {
         { name: 'person_positive_rate', registration: 'created' },
         { name: 'item_popularity', registration: 'created' },
         { name: 'person_days_since_last_rating', registration: 'created' },
+        { name: 'item_mean_rating', registration: 'created' },
+        { name: 'item_positive_rate', registration: 'created' },
       ],
     });
     const shown = await pops(['features', 'show', 'person_mean_rating']);
