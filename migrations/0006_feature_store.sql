@@ -94,3 +94,5 @@ create table feature_materializations (
 
 -- Late events are found by the time they arrived.
 create index events_received_at on events (received_at);
+-- A tile partition reads one event name over a day, whatever its source.
+create index events_event_ts on events (event, ts);
