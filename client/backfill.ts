@@ -10,7 +10,7 @@ import {
   WorkflowNotFoundError,
 } from '@temporalio/client';
 import type { Queryable } from '../common/db.js';
-import { parseOrThrow } from '../common/failures.js';
+import { InputError, parseOrThrow } from '../common/failures.js';
 import { queueName } from '../common/queues.js';
 import {
   type BackfillInput,
@@ -23,7 +23,7 @@ import {
   materializeWorkflowId,
 } from '../domain/features/backfill.js';
 import { loadDefinitions, parseFeatureRef } from '../domain/features/registry.js';
-import { runningRunId } from './retrain.js';
+import { rootCause, runningRunId } from './retrain.js';
 
 export interface StartedBackfill {
   workflowId: string;
@@ -40,8 +40,22 @@ export async function startBackfill(
   request: Omit<BackfillInput, 'features'> & { features: string[] },
 ): Promise<StartedBackfill> {
   const definitions = await loadDefinitions(db, request.features.map(parseFeatureRef));
-  const features = definitions.map((d) => ({ name: d.name, version: d.version }));
+  // `a,a@1` names one feature version once.
+  const features = [
+    ...new Map(
+      definitions.map((d) => [`${d.name}@${d.version}`, { name: d.name, version: d.version }]),
+    ).values(),
+  ];
   const input = parseOrThrow(backfillInputSchema, { ...request, features }, 'backfill');
+  const today = new Date().toISOString().slice(0, 10);
+  if (input.to >= today) {
+    // A snapshot of a day that has not ended would be stamped in the future, and the online
+    // store, guarded by time, would keep it over every real value until then.
+    throw new InputError(
+      `invalid backfill: to: is not a day that has ended (got ${JSON.stringify(input.to)};` +
+        ` the last is ${JSON.stringify(new Date(Date.now() - 86_400_000).toISOString().slice(0, 10))})`,
+    );
+  }
   const workflowId = backfillWorkflowId(features, input.from, input.to);
   const running = await runningRunId(client, workflowId);
   if (running) return { workflowId, runId: running, attached: true, features };
@@ -98,8 +112,8 @@ export async function backfillStatus(
     try {
       await handle.result();
     } catch (err) {
-      const cause = (err as { cause?: Error }).cause;
-      out.failure = cause?.message ?? (err as Error).message;
+      // The innermost cause: the SQL error or the quality check, not "Activity task failed".
+      out.failure = rootCause(err).message;
     }
   }
   return out;

@@ -196,6 +196,13 @@ describe('a backfill', () => {
     await expect(start({ features: ['P!'], from: FROM, to: TO })).rejects.toBeInstanceOf(
       InputError,
     );
+    // A day that has not ended would put online values in the future, where nothing overwrites them.
+    await expect(start({ features: ['p_count'], from: FROM, to: '2199-01-01' })).rejects.toThrow(
+      /to: is not a day that has ended \(got "2199-01-01"/,
+    );
+    await expect(
+      start({ features: ['p_count'], from: '9999-12-31', to: '9999-12-31' }),
+    ).rejects.toThrow(/from: is not a day from 1900 to 2199/);
   });
 });
 

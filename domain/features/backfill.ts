@@ -19,7 +19,8 @@ const day = z
   .refine((d) => {
     const t = Date.parse(`${d}T00:00:00Z`);
     return Number.isFinite(t) && new Date(t).toISOString().startsWith(d);
-  }, 'is not a calendar day');
+  }, 'is not a calendar day')
+  .refine((d) => d >= '1900-01-01' && d <= '2199-12-31', 'is not a day from 1900 to 2199');
 
 export const featureRefSchema = z.strictObject({
   name: z.string().regex(/^[a-z][a-z0-9_]{0,62}$/, 'is not a feature name'),
