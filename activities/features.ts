@@ -1,7 +1,7 @@
 /**
- * Backfill activities: plan a run, write the tiles of a partition, write its snapshots (with quality
- * checks and the online store), and close the run. Each partition writes by delete-and-insert in one
- * transaction, so a retry, or a second run of the same range, leaves the store as one run would.
+ * Backfill activities: plan a run, write the tiles of a partition, write its snapshots (with
+ * quality checks and the online store), and close the run. Each partition writes by
+ * delete-and-insert in one transaction, so a retry, or a second run of the same range, leaves the store as one run would.
  */
 import { type PoolClient, type Queryable, withTransaction } from '../common/db.js';
 import { FAILURE_TYPES, failure, InputError } from '../common/failures.js';
@@ -42,7 +42,7 @@ export interface PartitionInput {
   features: FeatureRef[];
   from: string;
   to: string;
-  /** The backfill's first partition: its first day's snapshot holds every entity (see writeSnapshots). */
+  /** The backfill's first partition: its first day holds every entity (see writeSnapshots). */
   base?: boolean;
 }
 

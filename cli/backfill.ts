@@ -75,7 +75,9 @@ async function watch(rt: Runtime, workflowId: string, json: boolean): Promise<Ba
       if (s.progress) {
         const r = rates(s.progress, Date.now());
         bar.update(s.progress.partitionsDone, s.progress.partitionsTotal, {
-          detail: `${s.progress.phase} ${Math.round(r.rowsPerSecond)} rows/s ETA ${seconds(r.etaSeconds)}`,
+          detail:
+            `${s.progress.phase} ${Math.round(r.rowsPerSecond)} rows/s` +
+            ` ETA ${seconds(r.etaSeconds)}`,
         });
       }
       if (s.status !== 'RUNNING') return s;
@@ -180,7 +182,8 @@ export async function materializeCommand(options: Record<string, unknown>): Prom
       requestedBy: rt.config.POPS_ACTOR,
     });
     const line = () =>
-      `${started.attached ? 'attached to' : 'started'} ${started.workflowId} (run ${started.runId})`;
+      `${started.attached ? 'attached to' : 'started'} ${started.workflowId}` +
+      ` (run ${started.runId})`;
     if (!args.wait) {
       print(args.json, started, line);
       return;

@@ -48,12 +48,13 @@ export async function startBackfill(
   ];
   const input = parseOrThrow(backfillInputSchema, { ...request, features }, 'backfill');
   const today = new Date().toISOString().slice(0, 10);
+  const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
   if (input.to >= today) {
     // A snapshot of a day that has not ended would be stamped in the future, and the online
     // store, guarded by time, would keep it over every real value until then.
     throw new InputError(
       `invalid backfill: to: is not a day that has ended (got ${JSON.stringify(input.to)};` +
-        ` the last is ${JSON.stringify(new Date(Date.now() - 86_400_000).toISOString().slice(0, 10))})`,
+        ` the last is ${JSON.stringify(yesterday)})`,
     );
   }
   const workflowId = backfillWorkflowId(features, input.from, input.to);

@@ -77,7 +77,7 @@ export function parseOrFail<S extends z.ZodType>(
   );
 }
 
-/** Parses with zod or throws an InputError that names each wrong field (for clients and the CLI). */
+/** Parses with zod or throws an InputError naming each wrong field (for clients and the CLI). */
 export function parseOrThrow<S extends z.ZodType>(
   schema: S,
   input: unknown,

@@ -4,10 +4,10 @@
  * 1. Tiles: each day's source rows, grouped per entity, reduced to the partial aggregates the
  *    feature's aggregation needs (row count, sum, condition hits, last value and time, distinct
  *    values). A day's tiles depend on that day's rows only.
- * 2. Snapshots: the value at the UTC midnight ending day D (`ts = D + 1`), per window, from the tiles
- *    of the days the window covers (D - w + 1 .. D, or every day up to D for `lifetime`). A row is
- *    written for each entity whose value may have changed at that midnight: it had rows on day D, or
- *    rows on day D - w left a window w. Every other entity keeps its previous snapshot, which is
+ * 2. Snapshots: the value at the UTC midnight ending day D (`ts = D + 1`), per window, from the
+ *    tiles of the days the window covers (D - w + 1 .. D, or every day up to D for `lifetime`). A
+ *    row is written for each entity whose value may have changed at that midnight: it had rows on
+ *    day D, or rows on day D - w left a window w. Every other entity keeps its previous snapshot, which is
  *    still exact.
  *
  * Both steps write a range of days by delete-and-insert in the caller's transaction, so running a

@@ -37,8 +37,8 @@ export function literal(text: string): string {
 
 /**
  * A select of the source's rows with columns entity_id (text), ts (timestamptz), row_key (a
- * deterministic tie-break among rows of equal ts: the event id, or the row's JSON) and props (jsonb:
- * the event's properties, or the SQL row itself). `range` bounds ts as [from, until).
+ * deterministic tie-break among rows of equal ts: the event id, or the row's JSON) and props
+ * (jsonb: the event's properties, or the SQL row itself). `range` bounds ts as [from, until).
  */
 export function sourceRowsSql(
   f: FeatureDefinition,
