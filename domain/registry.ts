@@ -1,10 +1,33 @@
 /**
  * The model registry: declared models, and versions numbered 1, 2, 3… per model. A version is
  * keyed by the run that produced it, so registering the same run twice returns the first version.
+ * Registering points the `candidate` alias at the new version; aliases and their history live in
+ * registry-aliases.ts, re-exported here.
  */
 import type { Pool, Queryable } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
+import {
+  type AliasMove,
+  aliasHistory,
+  applyMove,
+  getAliases,
+  lockModel,
+} from './registry-aliases.js';
 import type { EvaluationMetrics, TrainingSetSummary } from './retrain.js';
+import { CANDIDATE } from './rollback.js';
+
+export {
+  type AliasMove,
+  aliasHistory,
+  getAliases,
+  moveAlias,
+  moveAliasByHand,
+  promoteVersion,
+  recordValidation,
+  RegistryRefusal,
+  rollbackProduction,
+  rollbackRefusal,
+} from './registry-aliases.js';
 
 export interface ModelVersion {
   model: string;
@@ -24,6 +47,12 @@ export interface ModelVersion {
   runId: string;
   createdBy: string;
   createdAt: string;
+  /** The drift run that triggered the retraining that made it (null: not triggered by drift). */
+  driftRunId: string | null;
+  /** Its validation report (null: not validated yet). */
+  validation: unknown;
+  /** The validation's verdict (null: not validated yet). */
+  blessed: boolean | null;
 }
 
 export interface NewVersion {
@@ -39,6 +68,8 @@ export interface NewVersion {
   workflowId: string;
   runId: string;
   createdBy: string;
+  /** The drift run that triggered the retraining, if one did. */
+  driftRunId?: string | null;
 }
 
 interface VersionRow {
@@ -59,6 +90,9 @@ interface VersionRow {
   run_id: string;
   created_by: string;
   created_at: Date;
+  drift_run_id: string | null;
+  validation: unknown;
+  blessed: boolean | null;
 }
 
 function fromRow(row: VersionRow): ModelVersion {
@@ -80,6 +114,9 @@ function fromRow(row: VersionRow): ModelVersion {
     runId: row.run_id,
     createdBy: row.created_by,
     createdAt: row.created_at.toISOString(),
+    driftRunId: row.drift_run_id,
+    validation: row.validation,
+    blessed: row.blessed,
   };
 }
 
@@ -101,10 +138,13 @@ export async function declareModel(
   return { created: inserted.rowCount === 1, source: found.rows[0]?.source ?? model.source };
 }
 
-/** Registers a version (or returns the one this run already registered). */
+/**
+ * Registers a version and points `candidate` at it (history row keyed `<runKey>/candidate`), or
+ * returns the version this run already registered.
+ */
 export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelVersion> {
   return withTransaction(pool, async (client) => {
-    await client.query('select pg_advisory_xact_lock(hashtext($1))', [`registry/${v.model}`]);
+    await lockModel(client, v.model);
     const existing = await client.query<VersionRow>(
       'select * from model_versions where run_key = $1',
       [v.runKey],
@@ -114,10 +154,10 @@ export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelV
     const inserted = await client.query<VersionRow>(
       `insert into model_versions (model, version, run_key, artifact_sha256, set_key, backend,
          code_commit, features, metrics, baseline_metrics, data_range, row_counts, reason,
-         workflow_id, run_id, created_by)
+         workflow_id, run_id, created_by, drift_run_id)
        select $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7,
               $8::jsonb, $9::jsonb, $10::jsonb,
-              $11::jsonb, $12, $13, $14, $15
+              $11::jsonb, $12, $13, $14, $15, $16
          from model_versions where model = $1
        returning *`,
       [
@@ -140,9 +180,21 @@ export async function registerVersion(pool: Pool, v: NewVersion): Promise<ModelV
         v.workflowId,
         v.runId,
         v.createdBy,
+        v.driftRunId ?? null,
       ],
     );
-    return fromRow(inserted.rows[0] as VersionRow);
+    const version = fromRow(inserted.rows[0] as VersionRow);
+    await applyMove(client, {
+      model: v.model,
+      alias: CANDIDATE,
+      version: version.version,
+      kind: 'register',
+      actor: v.createdBy,
+      reason: `registered version ${version.version}: ${v.reason}`,
+      workflowId: v.workflowId,
+      moveKey: `${v.runKey}/${CANDIDATE}`,
+    });
+    return version;
   });
 }
 
@@ -190,4 +242,35 @@ export async function getVersion(
 export async function modelExists(db: Queryable, model: string): Promise<boolean> {
   const result = await db.query('select 1 from models where name = $1', [model]);
   return (result.rowCount ?? 0) > 0;
+}
+
+/** A model as `pops models show` and `GET /v1/models/:name` give it: aliases, history, versions. */
+export interface ModelView {
+  model: string;
+  source: string;
+  aliases: Record<string, number>;
+  /** Alias moves, newest first. */
+  history: AliasMove[];
+  /** Versions, newest first. */
+  versions: ModelVersion[];
+}
+
+/** The model's view, or undefined when it is not declared. */
+export async function showModel(
+  db: Queryable,
+  model: string,
+  historyLimit = 100,
+): Promise<ModelView | undefined> {
+  const found = await db.query<{ source: string }>('select source from models where name = $1', [
+    model,
+  ]);
+  const row = found.rows[0];
+  if (!row) return undefined;
+  return {
+    model,
+    source: row.source,
+    aliases: await getAliases(db, model),
+    history: await aliasHistory(db, model, historyLimit),
+    versions: await listVersions(db, model),
+  };
 }
