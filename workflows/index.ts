@@ -6,3 +6,4 @@ export { remergeIdentity } from './remergeIdentity.js';
 export { checkFeatureConsistency } from './checkFeatureConsistency.js';
 export { backfillFeatures } from './backfillFeatures.js';
 export { materializeFeatures } from './materializeFeatures.js';
+export { rollbackModel } from './rollbackModel.js';
