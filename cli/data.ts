@@ -4,15 +4,10 @@ import { z } from 'zod';
 import { verifyAudit } from '../domain/audit.js';
 import type { ReasonCount } from '../domain/contracts/quarantine.js';
 import { modelNameSchema } from '../domain/retrain.js';
-import {
-  declareModel,
-  getVersion,
-  listModels,
-  listVersions,
-  modelExists,
-} from '../domain/registry.js';
+import { declareModel, listModels, showModel } from '../domain/registry.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { describeModel } from './model-view.js';
 import { parseArgs, print, progressBar, table, UsageError } from './output.js';
 import { openDatabase } from './runtime.js';
 
@@ -148,7 +143,10 @@ export async function listModelsCommand(options: { json?: boolean }) {
   }
 }
 
-/** `pops models show <name> [--version N]`. */
+/**
+ * `pops models show <name> [--version N]`: aliases, versions with their links, and the alias
+ * history (newest first); with --version, that version alone.
+ */
 export async function showModelCommand(
   name: string,
   options: { version?: string; json?: boolean },
@@ -160,51 +158,14 @@ export async function showModelCommand(
       : parseArgs(z.coerce.number().int().positive().max(2_147_483_647), options.version);
   const rt = await openDatabase();
   try {
-    const versions =
-      version === undefined
-        ? await listVersions(rt.pool, model)
-        : [await getVersion(rt.pool, model, version)];
-    const found = versions.filter((v) => v !== undefined);
-    if (!(await modelExists(rt.pool, model))) {
-      throw new UsageError(`model "${model}" is not declared`);
-    }
+    const view = await showModel(rt.pool, model);
+    if (!view) throw new UsageError(`model "${model}" is not declared`);
+    const found = view.versions.filter((v) => version === undefined || v.version === version);
     if (version !== undefined && found.length === 0) {
       throw new UsageError(`model "${model}" has no version ${version}`);
     }
-    print(
-      Boolean(options.json),
-      version === undefined ? { model, versions: found } : found[0],
-      () =>
-        found.length === 0
-          ? `model ${model} has no versions yet (pops retrain --model ${model} --reason …)`
-          : table(
-              [
-                'version',
-                'created',
-                'auc',
-                'base auc',
-                'ndcg@10',
-                'log loss',
-                'train',
-                'validate',
-                'trained until',
-                'backend',
-                'commit',
-              ],
-              found.map((v) => [
-                v.version,
-                v.createdAt.slice(0, 19),
-                v.metrics.auc.toFixed(4),
-                v.baselineMetrics.auc.toFixed(4),
-                v.metrics.ndcgAt10.toFixed(4),
-                v.metrics.logLoss.toFixed(4),
-                v.rowCounts.train,
-                v.rowCounts.validate,
-                v.dataRange.trainUntil.slice(0, 19),
-                v.backend,
-                (v.codeCommit ?? '').slice(0, 12),
-              ]),
-            ),
+    print(Boolean(options.json), version === undefined ? view : found[0], () =>
+      describeModel(view, version === undefined ? view.versions : found),
     );
   } finally {
     await rt.close();
