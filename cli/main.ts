@@ -26,6 +26,7 @@ const features = () => import('./features.js');
 const featureCheck = () => import('./feature-check.js');
 const contracts = () => import('./contracts.js');
 const backfill = () => import('./backfill.js');
+const modelsCli = () => import('./models.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -110,10 +111,24 @@ models
   .action(lazy(data, 'listModelsCommand'));
 models
   .command('show <name>')
-  .description("a model's versions with metrics, data range and provenance")
+  .description("a model's aliases, versions with metrics and links, and alias history")
   .option('--version <n>', 'one version')
   .option('--json', 'machine-readable output')
   .action(lazy(data, 'showModelCommand'));
+models
+  .command('rollback <name>')
+  .description("point production back at the previous version (or --to's), through a workflow")
+  .option('--to <version>', 'the version to return to (default: the one `previous` points at)')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--wait', 'wait for it (runs workers in this process)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(modelsCli, 'rollbackCommand'));
+models
+  .command('alias <name> <alias> <version>')
+  .description('point a custom alias at a version (none removes it; not production; audited)')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(modelsCli, 'aliasCommand'));
 
 program
   .command('audit')
