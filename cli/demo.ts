@@ -20,7 +20,7 @@ import { retrainInputSchema } from '../domain/retrain.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
-import { describeResult, watchRetrain } from './retrain.js';
+import { approveUpFront, describeResult, watchRetrain } from './retrain.js';
 import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
 const demoArgs = z.object({
@@ -142,6 +142,8 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
       });
       const identity = await resolveIdentities(rt, args.data === undefined);
       const run = await startRetrain(rt.client, rt.prefix, request);
+      // The demo's user approves up front: a blessed candidate becomes production.
+      await approveUpFront(rt, run.workflowId, run.runId);
       const result = await watchRetrain(rt, run, args.json, request.training.epochs);
       const wallSeconds = (Date.now() - started) / 1000;
       const ui = rt.services.temporalUiUrl

@@ -10,7 +10,12 @@ import {
 import type { MergeIdentitiesResult } from '../domain/identity/merge.js';
 import { describeMerge } from './identity-merge.js';
 import { modelExists } from '../domain/registry.js';
-import { type RetrainProgress, type RetrainResult, retrainInputSchema } from '../domain/retrain.js';
+import {
+  APPROVE_SIGNAL,
+  type RetrainProgress,
+  type RetrainResult,
+  retrainInputSchema,
+} from '../domain/retrain.js';
 import { parseArgs, print, progressBar, UsageError } from './output.js';
 import { hasPollers, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
@@ -25,31 +30,68 @@ const retrainArgs = z.object({
     .transform((v) => v.split(',').map((f) => f.trim()))
     .optional(),
   wait: z.boolean().default(false),
+  promote: z.boolean().default(false),
   json: z.boolean().default(false),
 });
+
+/** A blessed candidate waiting for `pops models approve`: what `--wait` stops at. */
+export interface AwaitingApproval {
+  awaitingApproval: true;
+  model: string;
+  version: number;
+  workflowId: string;
+  runId: string;
+}
 
 /** Shows training epochs (read from the workflow's `progress` query) until the run ends. */
 export async function watchRetrain(
   rt: Runtime,
   started: StartedRetrain,
   json: boolean,
+  epochs?: number,
+): Promise<RetrainResult>;
+export async function watchRetrain(
+  rt: Runtime,
+  started: StartedRetrain,
+  json: boolean,
+  epochs: number,
+  stopAtApproval: true,
+): Promise<RetrainResult | AwaitingApproval>;
+export async function watchRetrain(
+  rt: Runtime,
+  started: StartedRetrain,
+  json: boolean,
   epochs = 1,
-): Promise<RetrainResult> {
+  stopAtApproval = false,
+): Promise<RetrainResult | AwaitingApproval> {
   const bar = progressBar('training', !json, ' epochs');
   bar.update(0, epochs, { detail: 'starting' });
   const handle = rt.client.workflow.getHandle(started.workflowId, started.runId);
+  let awaiting: (value: AwaitingApproval) => void = () => undefined;
+  const approval = new Promise<AwaitingApproval>((resolve) => (awaiting = resolve));
   const timer = setInterval(() => {
     handle
       .query<RetrainProgress>('progress')
-      .then((p) =>
+      .then((p) => {
         bar.update(p.epoch, p.epochs, {
           detail: `${p.stage}${p.loss ? ` loss ${p.loss.toFixed(4)}` : ''}`,
-        }),
-      )
+        });
+        if (stopAtApproval && p.stage === 'awaiting-approval' && p.version !== undefined) {
+          awaiting({
+            awaitingApproval: true,
+            model: started.workflowId.replace(/^retrain\//, ''),
+            version: p.version,
+            ...started,
+          });
+        }
+      })
       .catch(() => undefined);
   }, 500);
   try {
-    return await waitForRetrain(rt.client, started.workflowId, started.runId);
+    return await Promise.race([
+      waitForRetrain(rt.client, started.workflowId, started.runId),
+      approval,
+    ]);
   } finally {
     clearInterval(timer);
     bar.stop();
@@ -74,7 +116,30 @@ export function describeResult(result: RetrainResult): string {
     row('AUC', m.auc, b.auc),
     row('log loss', m.logLoss, b.logLoss),
     row('NDCG@10', m.ndcgAt10, b.ndcgAt10),
+    ...describeValidation(result),
   ].join('\n');
+}
+
+/** The validation against production and what became of the candidate, for people. */
+function describeValidation(result: RetrainResult): string[] {
+  const v = result.validation;
+  if (!v) return [];
+  const against = v.productionVersion
+    ? `against production v${v.productionVersion}`
+    : 'no production version yet: value thresholds only';
+  const lines = [`  validation ${against}: ${v.blessed ? 'BLESSED' : 'NOT blessed'}`];
+  for (const d of v.differences) {
+    lines.push(
+      `    ${d.metric.padEnd(9)} diff ${d.estimate.toFixed(4)}` +
+        ` CI [${d.low.toFixed(4)}, ${d.high.toFixed(4)}]` +
+        ` ${d.bound} bound vs ${d.limit}: ${d.pass ? 'pass' : 'FAIL'}`,
+    );
+  }
+  for (const r of v.reasons) lines.push(`    reason: ${r}`);
+  const p = result.promotion;
+  const moved = p.outcome === 'promoted' ? ` (production v${p.from ?? '-'} -> v${p.to})` : '';
+  lines.push(`  promotion: ${p.outcome}${moved}${p.by ? ` by ${p.by}` : ''}`);
+  return lines;
 }
 
 /** `pops retrain --model M --reason R [--wait]`. */
@@ -100,6 +165,7 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
       ...input,
       requestedBy: rt.config.POPS_ACTOR,
     });
+    if (args.promote) await approveUpFront(rt, started.workflowId, started.runId);
     if (!args.wait) {
       if (!(await hasPollers(rt))) {
         rt.log.warn('no worker polls the orchestration queue; start one with: npm start');
@@ -117,8 +183,19 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
     // process that died a minute ago. Beside a running `npm start` they only add capacity.
     const local = await runWorkers(rt);
     try {
-      const result = await watchRetrain(rt, started, args.json, input.training.epochs);
-      print(args.json, { ...started, result }, () => describeResult(result));
+      const result = await watchRetrain(rt, started, args.json, input.training.epochs, true);
+      if ('awaitingApproval' in result) {
+        print(
+          args.json,
+          result,
+          () =>
+            `${result.model} v${result.version} is blessed and waits for approval:\n` +
+            `  npx pops models show ${result.model}    (its validation figures)\n` +
+            `  npx pops models approve ${result.model} --reason <why>   (or reject)`,
+        );
+      } else {
+        print(args.json, { ...started, result }, () => describeResult(result));
+      }
     } finally {
       await local.stop();
     }
@@ -176,4 +253,16 @@ export async function statusCommand(
   } finally {
     await rt.close();
   }
+}
+
+/**
+ * `--promote`: the requester's approval, given at the start; it counts only if the candidate is
+ * blessed (a decision that arrives early is kept by the workflow).
+ */
+export async function approveUpFront(rt: Runtime, workflowId: string, runId: string) {
+  const actor = rt.config.POPS_ACTOR;
+  await rt.client.workflow.getHandle(workflowId, runId).signal(APPROVE_SIGNAL, {
+    by: actor,
+    reason: `approved at the start by ${actor} (--promote), if blessed`,
+  });
 }

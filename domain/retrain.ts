@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
+import { type ValidationReport, validationThresholdsSchema } from './validation.js';
 
 const isoInstant = z.iso.datetime({
   offset: true,
@@ -88,6 +89,24 @@ export const retrainInputSchema = z
     training: trainingOptionsSchema.default(trainingOptionsSchema.parse({})),
     /** How long a silent training attempt is presumed dead before it is retried elsewhere. */
     heartbeatTimeoutSeconds: z.number().int().min(10).max(3600).default(30),
+    /** The drift run that asked for this retraining (its id in drift_runs), if one did. */
+    driftRunId: z
+      .string()
+      .regex(/^[1-9][0-9]{0,17}$/, 'is not a drift run id')
+      .optional(),
+    /** How the candidate is judged against production (domain/validation.ts). */
+    validation: validationThresholdsSchema.default(validationThresholdsSchema.parse({})),
+    /**
+     * `approval`: a blessed candidate waits for an `approvePromotion` signal before `production`
+     * moves to it (until the canary rollout exists). `none`: train, validate, register; no move.
+     */
+    promotion: z.enum(['approval', 'none']).default('approval'),
+    /** How long a blessed candidate waits for approval before the run ends without promoting. */
+    approvalTimeoutHours: z
+      .number()
+      .min(0.001)
+      .max(24 * 90)
+      .default(24 * 7),
   })
   .refine(
     (v) =>
@@ -109,12 +128,18 @@ export const RETRAIN_STAGES = [
   'training',
   'evaluating',
   'registering',
+  'validating',
+  'awaiting-approval',
+  'promoting',
   'done',
 ] as const;
 export type RetrainStage = (typeof RETRAIN_STAGES)[number];
 
 export interface RetrainProgress {
   stage: RetrainStage;
+  /** Once registered: the candidate's version, and once validated: whether it is blessed. */
+  version?: number;
+  blessed?: boolean;
   epoch: number;
   epochs: number;
   loss?: number;
@@ -158,7 +183,27 @@ export interface RetrainResult {
   trainingSet: TrainingSetSummary;
   examplesPerSecond: number;
   resumedFromEpoch: number;
+  validation: ValidationReport;
+  promotion: PromotionOutcome;
 }
+
+/** What became of a candidate after validation. */
+export interface PromotionOutcome {
+  outcome: 'promoted' | 'not-blessed' | 'rejected' | 'timed-out' | 'not-requested';
+  by?: string;
+  reason?: string;
+  from?: number | null;
+  to?: number;
+}
+
+/** The signals that decide a blessed candidate's promotion. */
+export const APPROVE_SIGNAL = 'approvePromotion';
+export const REJECT_SIGNAL = 'rejectPromotion';
+export const promotionDecisionSchema = z.strictObject({
+  by: plainText(200),
+  reason: plainText(500),
+});
+export type PromotionDecision = z.output<typeof promotionDecisionSchema>;
 
 /** The workflow id that owns retraining of one model: a second request attaches to it. */
 export function retrainWorkflowId(model: string): string {

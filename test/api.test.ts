@@ -62,6 +62,7 @@ describe('the HTTP API', () => {
       model,
       reason: 'api test',
       training: { epochs: 2 },
+      promotion: 'none',
     });
     expect(started.status).toBe(202);
     expect(started.body).toMatchObject({ workflowId: `retrain/${model}`, attached: false });

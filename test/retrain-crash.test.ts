@@ -72,6 +72,7 @@ describe('a worker crash during training', () => {
     const input = retrainInputSchema.parse({
       model,
       reason: 'crash test',
+      promotion: 'none',
       training: { epochs: 6, batchSize: 256 },
       heartbeatTimeoutSeconds: 10,
     });

@@ -38,6 +38,7 @@ const request = (over: Record<string, unknown> = {}) =>
     reason: 'test',
     requestedBy: 'tester',
     training: { epochs: 3 },
+    promotion: 'none',
     ...over,
   });
 
@@ -86,6 +87,7 @@ describe('retrainModel on a MovieLens slice', () => {
       'retrain.trained',
       'retrain.evaluated',
       'model.version-registered',
+      'model.validated',
     ]);
     expect(trail.every((r) => r.actor === 'tester' && r.subject === `model/${model}`)).toBe(true);
     expect(await verifyAudit(db.pool)).toMatchObject({ ok: true });
