@@ -4,6 +4,7 @@
  */
 import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
+import { driftActivities, driftReportActivities } from './drift.js';
 import type { ActivityDeps } from './deps.js';
 import { featureConsistencyActivities } from './feature-consistency.js';
 import { featureActivities, materializationActivities } from './features.js';
@@ -12,10 +13,19 @@ import { identityEditActivities } from './identity-edits.js';
 import { registryActivities } from './registry.js';
 import { trainingActivities } from './training.js';
 import { trainingSetActivities } from './training-set.js';
+import { validationActivities, validationLookupActivities } from './validation.js';
 
 /** Every activity, for typing workflows and for tests that register them all on one worker. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...orchestrationActivities(deps), ...trainingActivities(deps) };
+  return { ...orchestrationActivities(deps), ...trainingQueueActivities(deps) };
+}
+
+function trainingQueueActivities(deps: ActivityDeps) {
+  return {
+    ...trainingActivities(deps),
+    ...validationActivities(deps),
+    ...driftReportActivities(deps),
+  };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
@@ -30,6 +40,8 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...featureConsistencyActivities(deps),
     ...featureActivities(deps),
     ...materializationActivities(deps),
+    ...driftActivities(deps),
+    ...validationLookupActivities(deps),
   };
 }
 
@@ -42,7 +54,7 @@ export function activitiesFor(
     case 'orchestration':
       return orchestrationActivities(deps);
     case 'training':
-      return trainingActivities(deps);
+      return trainingQueueActivities(deps);
     case 'io':
       return {};
   }

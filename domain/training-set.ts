@@ -48,6 +48,26 @@ export async function defaultRange(
 }
 
 /**
+ * The label rows of a source's `rated` events with a numeric rating from `from` (inclusive) to
+ * `to` (inclusive or exclusive, as said), for buildPointInTimeSet; label = rating >= 4.
+ */
+export function ratedLabelsSql(
+  source: string,
+  from: Date,
+  to: Date,
+  end: 'inclusive' | 'exclusive',
+): string {
+  return `select e.id as row_id, e.ts, ${entityKeySql('person')} as person_key,
+            e.item_id as item_key,
+            ((e.properties ->> 'rating')::real >= ${POSITIVE_RATING})::int as label
+       from ${EVENTS_WITH_PERSONS}
+      where e.source = ${literal(source)} and e.type = 'track' and e.event = 'rated'
+        and e.item_id is not null and jsonb_typeof(e.properties -> 'rating') = 'number'
+        and e.ts >= ${literal(from.toISOString())}::timestamptz
+        and e.ts ${end === 'inclusive' ? '<=' : '<'} ${literal(to.toISOString())}::timestamptz`;
+}
+
+/**
  * Writes the examples of one training set: the point-in-time rows of its labels, then one example
  * per row. The caller runs it in the transaction that also records the set, so a retry finds it
  * whole or not at all. Returns the rows per split.
@@ -59,13 +79,7 @@ export async function materializeExamples(
   range: TimeRange,
   features: readonly PointInTimeFeature[],
 ): Promise<{ train: number; validate: number }> {
-  const labels = `select e.id as row_id, e.ts, ${entityKeySql('person')} as person_key,
-            e.item_id as item_key
-       from ${EVENTS_WITH_PERSONS}
-      where e.source = ${literal(source)} and e.type = 'track' and e.event = 'rated'
-        and e.item_id is not null and jsonb_typeof(e.properties -> 'rating') = 'number'
-        and e.ts >= ${literal(range.trainFrom.toISOString())}::timestamptz
-        and e.ts <= ${literal(range.validateUntil.toISOString())}::timestamptz`;
+  const labels = ratedLabelsSql(source, range.trainFrom, range.validateUntil, 'inclusive');
   await buildPointInTimeSet(client, { setKey, labels, features });
   const result = await client.query<{ split: string; n: number }>(
     `with examples as (
@@ -82,7 +96,7 @@ export async function materializeExamples(
      select split, count(*)::int as n from examples group by split`,
     [setKey, range.trainUntil],
   );
-  await client.query('delete from pit_set_rows where set_key = $1', [setKey]);
+  // The set's pit_set_rows stay: drift monitors compare against them, missing values included.
   const count = (split: string) => result.rows.find((r) => r.split === split)?.n ?? 0;
   return { train: count('train'), validate: count('validate') };
 }

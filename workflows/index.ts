@@ -7,3 +7,4 @@ export { checkFeatureConsistency } from './checkFeatureConsistency.js';
 export { backfillFeatures } from './backfillFeatures.js';
 export { materializeFeatures } from './materializeFeatures.js';
 export { rollbackModel } from './rollbackModel.js';
+export { monitorDrift } from './monitorDrift.js';

@@ -1,0 +1,203 @@
+/**
+ * monitorDrift end to end on MovieLens (users 1..150) with a time-shifted current window: a
+ * model trained on ratings before 2005 is watched against ratings of 2015 on. Real Temporal, real
+ * PostgreSQL, real training.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runDrift } from '../client/drift.js';
+import { startRetrain, waitForRetrain } from '../client/retrain.js';
+import { auditTrail } from '../domain/audit.js';
+import { driftConfigSchema } from '../domain/drift/config.js';
+import { getRun, listRuns } from '../domain/drift/runs.js';
+import { getAliases } from '../domain/registry.js';
+import { type RetrainResult, retrainInputSchema, retrainWorkflowId } from '../domain/retrain.js';
+import { type Harness, startHarness } from './harness.js';
+import { movieLensSlice, prepareModel } from './retrain-support.js';
+
+let h: Harness;
+const slice = movieLensSlice(150);
+const suffix = Math.random().toString(36).slice(2, 8);
+const watched = `drift-a-${suffix}`;
+const twin = `drift-b-${suffix}`;
+
+const config = (over: Record<string, unknown> = {}) =>
+  driftConfigSchema.parse({
+    current: { days: 3 * 365, end: '2018-10-01T00:00:00Z' },
+    minRows: 50,
+    consecutive: 2,
+    cooldownHours: 24,
+    ...over,
+  });
+
+/** Trains version 1 on ratings before 2005, approves it, and returns the result. */
+async function firstVersion(model: string): Promise<RetrainResult> {
+  const run = await startRetrain(
+    h.client,
+    h.prefix,
+    retrainInputSchema.parse({
+      model,
+      reason: 'first version',
+      requestedBy: 'tester',
+      trainUntil: '2004-01-01T00:00:00Z',
+      validateUntil: '2005-01-01T00:00:00Z',
+      training: { epochs: 3 },
+    }),
+  );
+  const handle = h.client.workflow.getHandle(run.workflowId, run.runId);
+  // Sent before the candidate waits: a decision that arrives early is kept.
+  await handle.signal('approvePromotion', { by: 'lead', reason: 'first model' });
+  return waitForRetrain(h.client, run.workflowId, run.runId);
+}
+
+/** The executions of `retrain/<model>` (each start is one). */
+async function retrainRuns(model: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const w of h.client.workflow.list({
+    query: `WorkflowId = '${retrainWorkflowId(model)}'`,
+  })) {
+    ids.push(w.runId);
+  }
+  return ids;
+}
+
+/** Rejects a candidate that waits for approval; one that was not blessed has already ended. */
+async function endWaiting(handle: { signal: (name: string, arg: unknown) => Promise<void> }) {
+  await handle
+    .signal('rejectPromotion', { by: 'lead', reason: 'test ends here' })
+    .catch((err: Error) => {
+      if (!/completed|not found/i.test(err.message)) throw err;
+    });
+}
+
+beforeAll(async () => {
+  h = await startHarness('drift-monitor');
+  await prepareModel(h.db.pool, slice.dir, `ml-drift-${suffix}`, watched);
+  await h.db.pool.query(
+    `insert into models (name, source, created_by) select $1, source, 'test' from models where name = $2`,
+    [twin, watched],
+  );
+  const [a, b] = [await firstVersion(watched), await firstVersion(twin)];
+  expect(a.promotion.outcome).toBe('promoted');
+  expect(b.promotion.outcome).toBe('promoted');
+}, 600_000);
+
+afterAll(async () => {
+  await h?.close();
+});
+
+describe('monitorDrift', () => {
+  it('a first drifted window does not retrain, a second does, once; the report explains', async () => {
+    const cfg = config();
+    const first = await (
+      await runDrift(h.client, h.prefix, { model: watched, config: cfg, requestedBy: 'tester' })
+    ).result();
+    expect(first.drifted).toBe(true);
+    expect(first.decision.decision).toBe('consecutive-short');
+    expect(first.retrain).toBeNull();
+    expect(await retrainRuns(watched)).toHaveLength(1); // version 1's own
+
+    const stored = await getRun(h.db.pool, watched, first.driftRunId);
+    expect(stored?.reference.kind).toBe('training');
+    expect(stored?.reference.to).toBe('2004-01-01T00:00:00.000Z');
+    expect(stored?.current).toMatchObject({
+      from: new Date(Date.parse('2018-10-01T00:00:00Z') - 3 * 365 * 86_400_000).toISOString(),
+      to: '2018-10-01T00:00:00.000Z',
+    });
+    // Rows: the slice's ratings in each window, counted here from the CSV.
+    const count = (from: string, to: string) =>
+      slice.ratings.filter((r) => r.ts * 1000 >= Date.parse(from) && r.ts * 1000 < Date.parse(to))
+        .length;
+    expect(stored?.current.rows).toBe(count(stored?.current.from ?? '', stored?.current.to ?? ''));
+    const popularity = stored?.report.features.find(
+      (f) => f.feature.startsWith('item_popularity@') && f.feature.endsWith(':lifetime'),
+    );
+    // Lifetime popularity only grows: a decade later it has moved far past any floor.
+    expect(popularity).toMatchObject({ kind: 'numeric', test: 'ks', decision: 'drift' });
+    expect(popularity?.histogram?.edges.length).toBeGreaterThan(0);
+    expect(stored?.report.prediction).not.toBeNull();
+
+    const second = await (
+      await runDrift(h.client, h.prefix, { model: watched, config: cfg, requestedBy: 'tester' })
+    ).result();
+    expect(second.decision).toMatchObject({ decision: 'retrain-requested', consecutive: 2 });
+    expect(second.retrain?.workflowId).toBe(retrainWorkflowId(watched));
+
+    const third = await (
+      await runDrift(h.client, h.prefix, { model: watched, config: cfg, requestedBy: 'tester' })
+    ).result();
+    expect(third.decision.decision).toBe('consecutive-short'); // the count restarts after a request
+    expect(await retrainRuns(watched)).toHaveLength(2);
+
+    // The triggered retraining validates against production and records its figures.
+    const triggered = h.client.workflow.getHandle(
+      retrainWorkflowId(watched),
+      second.retrain?.runId,
+    );
+    await endWaiting(triggered);
+    const result = (await triggered.result()) as RetrainResult;
+    expect(result.validation.productionVersion).toBe(1);
+    expect(result.validation.differences.map((d) => d.metric)).toEqual([
+      'auc',
+      'logLoss',
+      'ece',
+      'ndcgAt10',
+    ]);
+    expect(['rejected', 'not-blessed']).toContain(result.promotion.outcome);
+    expect(await getAliases(h.db.pool, watched)).toMatchObject({ production: 1 });
+
+    const actions = (await auditTrail(h.db.pool, { subject: `model/${watched}` })).map(
+      (a) => a.action,
+    );
+    expect(actions.filter((a) => a === 'drift.decided')).toHaveLength(3);
+    expect(actions.filter((a) => a === 'drift.retrain-requested')).toHaveLength(1);
+    expect(actions).toContain('model.validated');
+    const runs = await listRuns(h.db.pool, watched);
+    expect(runs.map((r) => r.decision)).toEqual([
+      'consecutive-short',
+      'retrain-requested',
+      'consecutive-short',
+    ]);
+  }, 900_000);
+
+  it('two monitors firing together start exactly one retraining', async () => {
+    const cfg = config({ consecutive: 1 });
+    const [a, b] = await Promise.all([
+      runDrift(h.client, h.prefix, { model: twin, config: cfg, requestedBy: 'one' }),
+      runDrift(
+        h.client,
+        h.prefix,
+        { model: twin, config: cfg, requestedBy: 'two' },
+        () => new Date(Date.now() + 1),
+      ),
+    ]);
+    const results = await Promise.all([a.result(), b.result()]);
+    const decisions = results.map((r) => r.decision.decision).sort();
+    expect(decisions).toEqual(['cooldown', 'retrain-requested']);
+    expect(await retrainRuns(twin)).toHaveLength(2); // version 1's, and one more
+    const handle = h.client.workflow.getHandle(retrainWorkflowId(twin));
+    await endWaiting(handle);
+    await handle.result();
+  }, 900_000);
+
+  it('a candidate worse than production is not blessed, and production does not move', async () => {
+    const run = await startRetrain(
+      h.client,
+      h.prefix,
+      retrainInputSchema.parse({
+        model: watched,
+        reason: 'a deliberately untrained candidate',
+        requestedBy: 'tester',
+        trainUntil: '2004-01-01T00:00:00Z',
+        validateUntil: '2005-01-01T00:00:00Z',
+        training: { epochs: 1, learningRate: 1e-7, seed: 3 },
+      }),
+    );
+    const result = await waitForRetrain(h.client, run.workflowId, run.runId);
+    expect(result.validation.blessed).toBe(false);
+    expect(result.promotion.outcome).toBe('not-blessed');
+    expect(result.validation.reasons.join(' ')).toMatch(/auc/i);
+    const auc = result.validation.differences.find((d) => d.metric === 'auc');
+    expect(auc?.pass).toBe(false);
+    expect(await getAliases(h.db.pool, watched)).toMatchObject({ production: 1 });
+  }, 900_000);
+});
