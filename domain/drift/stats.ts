@@ -54,7 +54,10 @@ export interface KsResult {
  * p-value, `method: 'asymptotic'` for larger samples: the Kolmogorov limit
  * `scipy.stats.kstwobign.sf(D·√(n_a·n_b/(n_a + n_b)))`. This is NOT what scipy's own asymptotic
  * branch returns (`kstwo.sf(D, round(n_a·n_b/(n_a + n_b)))`, the one-sample finite-n law): the
- * two differ by O(1/√n), which above 10,000 rows is below 1% of p.
+ * two differ by O(1/√n). At n_a·n_b/(n_a + n_b) = 5000 (two samples of 10,000) the gap is at most
+ * 0.004 in p, and kstwobign's p is about 1.3% larger at p = 0.05 and 3% larger at p = 1e-6; far
+ * in the tail the relative gap keeps growing, so tiny p-values agree with scipy's only in order of
+ * magnitude.
  * Throws when either sample is empty.
  */
 export function ksTwoSample(a: WeightedSample, b: WeightedSample): KsResult {
