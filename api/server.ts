@@ -14,6 +14,7 @@ import type { IdentityRules } from '../domain/identity/rules.js';
 import { UnmergeRefusal } from '../domain/identity/unmerge.js';
 import { featureRoutes } from './features.js';
 import { identityRoutes } from './identity.js';
+import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
@@ -162,6 +163,13 @@ export function buildApi(deps: ApiDeps) {
   });
   void app.register(featureRoutes, { pool: deps.pool, identityRules: deps.identityRules });
   void app.register(modelRoutes, {
+    pool: deps.pool,
+    temporal: deps.temporal,
+    queuePrefix: deps.queuePrefix,
+    actor: deps.actor,
+    withDeadline: (call) => temporal(call),
+  });
+  void app.register(driftRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,

@@ -27,6 +27,7 @@ const featureCheck = () => import('./feature-check.js');
 const contracts = () => import('./contracts.js');
 const backfill = () => import('./backfill.js');
 const modelsCli = () => import('./models.js');
+const drift = () => import('./drift.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -86,7 +87,8 @@ program
     '--features <list>',
     'name[@version]:window,… (default: the example features; item_popularity:lifetime required)',
   )
-  .option('--wait', 'wait for the result, showing progress')
+  .option('--wait', 'wait for the result (or, if blessed, for the approval), showing progress')
+  .option('--promote', 'approve up front: production moves to the candidate if it is blessed')
   .option('--json', 'machine-readable output')
   .action(lazy(retrain, 'retrainCommand'));
 
@@ -124,11 +126,63 @@ models
   .option('--json', 'machine-readable output')
   .action(lazy(modelsCli, 'rollbackCommand'));
 models
+  .command('approve <name>')
+  .description('approve the blessed candidate of the running retraining: production moves to it')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(drift, 'approveCommand'));
+models
+  .command('reject <name>')
+  .description('reject the candidate of the running retraining: production stays')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(drift, 'rejectCommand'));
+models
   .command('alias <name> <alias> <version>')
   .description('point a custom alias at a version (none removes it; not production; audited)')
   .requiredOption('--reason <text>', 'why (audited)')
   .option('--json', 'machine-readable output')
   .action(lazy(modelsCli, 'aliasCommand'));
+
+const driftCmd = program.command('drift').description('drift monitors and their reports');
+const driftSettings = (c: Command) =>
+  c
+    .option('--file <yaml>', 'a drift config file (README: "Drift monitors"); flags override it')
+    .option(
+      '--reference <ref>',
+      'training | last-cycle:<days> | rolling:<days> | range:<from>..<to>',
+    )
+    .option('--window-days <n>', 'days in the current window (default 7)')
+    .option('--current-end <end>', 'now | latest (after the last event) | an ISO-8601 instant')
+    .option('--consecutive <k>', 'drifted runs in a row before a retraining (default 2)')
+    .option('--cooldown-hours <h>', 'no new retraining within this time of the last (default 24)')
+    .option('--alpha <a>', 'false discovery rate of the Benjamini-Hochberg step (default 0.05)')
+    .option('--observe-only', 'report and decide, never retrain')
+    .option('--json', 'machine-readable output');
+driftSettings(
+  driftCmd
+    .command('monitor <model>')
+    .description("store a model's drift monitor and schedule it (Temporal Schedule drift/<model>)")
+    .option('--every <interval>', 'how often: 30m, 1h (default), 1d'),
+).action(lazy(drift, 'monitorCommand'));
+driftSettings(
+  driftCmd
+    .command('run <model>')
+    .description('one drift run now, with the stored monitor config and these flags')
+    .option('--at <instant>', 'the instant "now" stands for')
+    .option('--wait', 'wait and print the report (runs workers in this process)'),
+).action(lazy(drift, 'runCommand'));
+driftCmd
+  .command('show <model>')
+  .description('a drift report: per feature method, statistic, p-value, effect, floor, decision')
+  .option('--run <id>', 'a run id (default: the latest)')
+  .option('--json', 'the report with its histograms')
+  .action(lazy(drift, 'showCommand'));
+driftCmd
+  .command('list <model>')
+  .description("a model's latest drift runs with their decisions, and its schedule")
+  .option('--json', 'machine-readable output')
+  .action(lazy(drift, 'listCommand'));
 
 program
   .command('audit')

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { buildApi } from '../api/server.js';
 import { ensureMaterializeSchedule } from '../client/backfill.js';
+import { ensureDriftSchedules } from '../client/drift.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
 import { parseArgs } from './output.js';
@@ -67,6 +68,8 @@ export async function serveCommand(): Promise<void> {
   try {
     await scheduleIdentityMerges(rt, identityRules);
     await scheduleMaterialization(rt);
+    const watched = await ensureDriftSchedules(rt.pool, rt.client, rt.prefix);
+    if (watched.length) rt.log.info({ models: watched }, 'drift monitors are scheduled');
   } catch (err) {
     await workers.stop();
     await rt.close();

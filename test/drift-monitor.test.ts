@@ -11,6 +11,7 @@ import { driftConfigSchema } from '../domain/drift/config.js';
 import { getRun, listRuns } from '../domain/drift/runs.js';
 import { getAliases } from '../domain/registry.js';
 import { type RetrainResult, retrainInputSchema, retrainWorkflowId } from '../domain/retrain.js';
+import { popsRunner } from './cli-support.js';
 import { type Harness, startHarness } from './harness.js';
 import { movieLensSlice, prepareModel } from './retrain-support.js';
 
@@ -70,7 +71,7 @@ async function endWaiting(handle: { signal: (name: string, arg: unknown) => Prom
 }
 
 beforeAll(async () => {
-  h = await startHarness('drift-monitor');
+  h = await startHarness('drift-monitor', { api: true });
   await prepareModel(h.db.pool, slice.dir, `ml-drift-${suffix}`, watched);
   await h.db.pool.query(
     `insert into models (name, source, created_by) select $1, source, 'test' from models where name = $2`,
@@ -158,6 +159,50 @@ describe('monitorDrift', () => {
       'consecutive-short',
     ]);
   }, 900_000);
+
+  it('explains a run through the CLI and the API, and refuses bad input naming it', async () => {
+    const pops = popsRunner(() => ({ DATABASE_URL: h.db.url, POPS_TASK_QUEUE_PREFIX: h.prefix }));
+    const [latest] = await listRuns(h.db.pool, watched, 1);
+    const shown = await pops(['drift', 'show', watched]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain(`drift run ${latest?.id} of ${watched} v1`);
+    expect(shown.stdout).toMatch(/item_popularity@\d+:lifetime\s+numeric\s+ks/);
+    expect(shown.stdout).toContain('decision: consecutive-short');
+    const json = JSON.parse((await pops(['drift', 'show', watched, '--json'])).stdout) as {
+      id: number;
+      report: { features: Array<{ histogram?: { reference: number[] } }> };
+    };
+    expect(json.id).toBe(latest?.id);
+    expect(json.report.features.some((f) => (f.histogram?.reference.length ?? 0) > 1)).toBe(true);
+
+    const api = await fetch(`${h.base}/v1/drift/${watched}/runs/${latest?.id}`);
+    expect(api.status).toBe(200);
+    expect(((await api.json()) as { decision: string }).decision).toBe('consecutive-short');
+    const list = (await (await fetch(`${h.base}/v1/drift/${watched}/runs`)).json()) as {
+      runs: unknown[];
+    };
+    expect(list.runs.length).toBeGreaterThanOrEqual(3);
+
+    const badRef = await pops(['drift', 'run', watched, '--reference', 'yesterday']);
+    expect(badRef.code).toBe(2);
+    expect(badRef.stderr).toContain('"yesterday"');
+    const badEnd = await pops(['drift', 'monitor', watched, '--current-end', 'soon']);
+    expect(badEnd.code).toBe(2);
+    expect(badEnd.stderr).toMatch(/current\.end.*"soon"/);
+    const badBody = await fetch(`${h.base}/v1/drift/${watched}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ config: { consecutive: 0 } }),
+    });
+    expect(badBody.status).toBe(400);
+    expect(await badBody.text()).toMatch(/consecutive/);
+    const ghost = await pops(['drift', 'show', 'ghost-model']);
+    expect(ghost.code).toBe(2);
+    expect(ghost.stderr).toContain('"ghost-model"');
+    const noRetrain = await pops(['models', 'approve', watched, '--reason', 'r']);
+    expect(noRetrain.code).toBe(2);
+    expect(noRetrain.stderr).toMatch(/no retraining/);
+  }, 300_000);
 
   it('two monitors firing together start exactly one retraining', async () => {
     const cfg = config({ consecutive: 1 });
