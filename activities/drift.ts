@@ -56,6 +56,7 @@ export interface SampleWindow {
 export interface DriftPlan {
   runKey: string;
   model: string;
+  requestedBy: string;
   at: string;
   config: DriftConfig;
   version: WatchedVersion;
@@ -116,6 +117,7 @@ export function driftActivities({ pool, log, temporal }: ActivityDeps) {
       return {
         runKey,
         model: input.model,
+        requestedBy: input.requestedBy,
         at: raw.at,
         config,
         version,
@@ -276,7 +278,7 @@ export function driftReportActivities({ pool, log, trainBackend }: ActivityDeps)
           },
           report,
           drifted: report.driftedFeatures.length > 0 || (performance?.degraded ?? false),
-          requestedBy: plan.runKey,
+          requestedBy: plan.requestedBy,
         });
         return outcome(run);
       });

@@ -4,10 +4,10 @@
  * PostgreSQL, real training.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runDrift } from '../client/drift.js';
+import { configureMonitor, runDrift } from '../client/drift.js';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
 import { auditTrail } from '../domain/audit.js';
-import { driftConfigSchema } from '../domain/drift/config.js';
+import { driftConfigSchema, driftScheduleId } from '../domain/drift/config.js';
 import { getRun, listRuns } from '../domain/drift/runs.js';
 import { getAliases } from '../domain/registry.js';
 import { type RetrainResult, retrainInputSchema, retrainWorkflowId } from '../domain/retrain.js';
@@ -20,6 +20,7 @@ const slice = movieLensSlice(150);
 const suffix = Math.random().toString(36).slice(2, 8);
 const watched = `drift-a-${suffix}`;
 const twin = `drift-b-${suffix}`;
+const scheduled = `drift-c-${suffix}`;
 
 const config = (over: Record<string, unknown> = {}) =>
   driftConfigSchema.parse({
@@ -77,9 +78,13 @@ beforeAll(async () => {
     `insert into models (name, source, created_by) select $1, source, 'test' from models where name = $2`,
     [twin, watched],
   );
-  const [a, b] = [await firstVersion(watched), await firstVersion(twin)];
-  expect(a.promotion.outcome).toBe('promoted');
-  expect(b.promotion.outcome).toBe('promoted');
+  await h.db.pool.query(
+    `insert into models (name, source, created_by) select $1, source, 'test' from models where name = $2`,
+    [scheduled, watched],
+  );
+  for (const m of [watched, twin, scheduled]) {
+    expect((await firstVersion(m)).promotion.outcome).toBe('promoted');
+  }
 }, 600_000);
 
 afterAll(async () => {
@@ -222,6 +227,42 @@ describe('monitorDrift', () => {
     const handle = h.client.workflow.getHandle(retrainWorkflowId(twin));
     await endWaiting(handle);
     await handle.result();
+  }, 900_000);
+
+  it('the Schedule runs the monitor, and its second drifted run starts one retraining', async () => {
+    await configureMonitor(h.db.pool, h.client, h.prefix, {
+      model: scheduled,
+      config: config({ every: '4s', prediction: false }),
+      actor: 'tester',
+    });
+    const schedule = h.client.schedule.getHandle(driftScheduleId(scheduled));
+    try {
+      let runs = await listRuns(h.db.pool, scheduled);
+      for (let i = 0; i < 600 && !runs.some((r) => r.retrain); i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        runs = await listRuns(h.db.pool, scheduled);
+      }
+      await schedule.pause('test done');
+      const ordered = runs.slice().reverse();
+      expect(ordered.slice(0, 2).map((r) => r.decision)).toEqual([
+        'consecutive-short',
+        'retrain-requested',
+      ]);
+      expect(ordered.every((r) => r.requestedBy === `schedule/${driftScheduleId(scheduled)}`)).toBe(
+        true,
+      );
+      expect(ordered[1]?.report.notes).toContain(
+        'prediction drift and the performance check are off in this config',
+      );
+    } finally {
+      await schedule.delete();
+    }
+    // Later runs count again from one, then meet the cooldown: still one retraining.
+    const settled = await listRuns(h.db.pool, scheduled);
+    expect(settled.filter((r) => r.decision === 'retrain-requested')).toHaveLength(1);
+    expect(await retrainRuns(scheduled)).toHaveLength(2);
+    await endWaiting(h.client.workflow.getHandle(retrainWorkflowId(scheduled)));
+    await h.client.workflow.getHandle(retrainWorkflowId(scheduled)).result();
   }, 900_000);
 
   it('a candidate worse than production is not blessed, and production does not move', async () => {
