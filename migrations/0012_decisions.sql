@@ -89,9 +89,12 @@ create trigger routing_changes_no_update before update or delete on routing_chan
 create trigger routing_changes_no_truncate before truncate on routing_changes
   for each statement execute function routing_changes_are_append_only();
 
--- One row per decision served. version null: the rules answered (fallback says why). Written
--- behind the response in batches, so `at` is set by the server when the decision started, not
--- when the row was flushed.
+-- One row per decision served, written behind the response in batches (so `at` is set by the
+-- server when the decision started, not when the row was flushed). arm and version are the
+-- assignment: the arm the person's bucket routed to and its version, kept when that version failed
+-- and the rules answered instead (fallback says why, error says it failed while scoring), so an
+-- arm's figures count its failures. arm 'rules' (version null): nothing was routed, because the
+-- surface's mode is not normal or the server's routing table was too old to trust.
 create table exposures (
   decision_id uuid primary key,
   surface text not null references surfaces (name),
