@@ -406,7 +406,7 @@ function referenceWindow(
         kind: 'training',
         from: version.trainFrom,
         to: version.trainUntil,
-        sample: { setKey: version.setKey, before: version.trainUntil },
+        sample: { setKey: version.setKey, before: version.trainUntil, immutable: true },
       };
     case 'last-cycle': {
       const shift = reference.cycleDays * DAY;

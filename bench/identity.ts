@@ -71,7 +71,7 @@ interface Networkx {
   count: number;
 }
 
-interface Database {
+export interface Database {
   pool: Pool;
   close(): Promise<void>;
 }
@@ -418,7 +418,7 @@ async function readMaxEventId(pool: Pool): Promise<number> {
 }
 
 /** A fresh migrated database: on DATABASE_URL when set, else on a private embedded server. */
-async function openDatabase(dir: string, profile: StatementProfile): Promise<Database> {
+export async function openDatabase(dir: string, profile: StatementProfile): Promise<Database> {
   const log = logger(process.env['LOG_LEVEL'] ?? 'warn');
   const configured = process.env['DATABASE_URL'];
   const server = configured

@@ -7,6 +7,8 @@
  *   (or DATABASE_URL / TEMPORAL_ADDRESS) in a fresh database and its own task queues.
  * - `identity`: identity resolution of 1M generated links, a 10k-link increment and the networkx
  *   ratio (bench/identity.ts); `--quick` makes it 100k links, `--links N` any size.
+ * - `drift`: drift statistics over 20 features x 1M rows per window against scipy (bench/drift.ts);
+ *   `--quick` makes it 100k rows, `--rows N` any size.
  * - `features`: feature backfill of 10M generated events against a hand-written floor, a
  *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
  *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
@@ -28,13 +30,14 @@ import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { benchFeatures, FEATURE_DEFAULTS, type FeatureBenchOptions } from './features.js';
+import { benchDrift } from './drift.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
-const BENCHMARKS = ['retrain', 'identity', 'features'] as const;
+const BENCHMARKS = ['retrain', 'identity', 'features', 'drift'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
@@ -169,6 +172,7 @@ function parseCommandLine(): {
   selected: Benchmark[];
   links: number;
   features: FeatureBenchOptions;
+  rows: number;
 } {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -178,6 +182,7 @@ function parseCommandLine(): {
       events: { type: 'string' },
       labels: { type: 'string' },
       explain: { type: 'boolean', default: false },
+      rows: { type: 'string' },
     },
   });
   const selected = positionals.map((name) => {
@@ -195,11 +200,12 @@ function parseCommandLine(): {
   };
   // The 10M-event feature benchmark takes hours on 2 cores: it runs only when named.
   const byDefault = BENCHMARKS.filter((b) => b !== 'features');
-  return { selected: selected.length > 0 ? selected : byDefault, links, features };
+  const rows = count('rows', values.rows, values.quick ? 100_000 : 1_000_000);
+  return { selected: selected.length > 0 ? selected : byDefault, links, features, rows };
 }
 
 async function main() {
-  const { selected, links, features } = parseCommandLine();
+  const { selected, links, features, rows } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
@@ -208,6 +214,10 @@ async function main() {
   if (selected.includes('features')) {
     process.stdout.write(`pops features bench, ${features.events.toLocaleString('en')} events\n`);
     await benchFeatures(features, line);
+  }
+  if (selected.includes('drift')) {
+    process.stdout.write(`pops drift bench, 20 features x ${rows.toLocaleString('en')} rows\n`);
+    await benchDrift(rows, line);
   }
 }
 

@@ -126,6 +126,11 @@ describe('monitorDrift', () => {
       await runDrift(h.client, h.prefix, { model: watched, config: cfg, requestedBy: 'tester' })
     ).result();
     expect(second.decision).toMatchObject({ decision: 'retrain-requested', consecutive: 2 });
+    // The second run read the reference's counts from the cache: the same window, the same figures.
+    const again = await getRun(h.db.pool, watched, second.driftRunId);
+    const figures = (r: typeof stored) =>
+      r?.report.features.map((f) => [f.feature, f.kind, f.statistic, f.pValue, f.effect.value]);
+    expect(figures(again)).toEqual(figures(stored));
     expect(second.retrain?.workflowId).toBe(retrainWorkflowId(watched));
 
     const third = await (

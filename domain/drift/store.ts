@@ -142,40 +142,87 @@ export async function buildDriftSet(
   });
 }
 
-/** Which rows of pit_set_rows a sample is: a set, optionally only its rows before an instant. */
+/**
+ * Which rows of pit_set_rows a sample is: a set, optionally only its rows before an instant.
+ * `immutable`: the rows never change (a version's training set), so their counts may be cached.
+ */
 export interface SampleRef {
   setKey: string;
   before?: string;
+  immutable?: boolean;
 }
 
 /**
- * Per feature position, the sample's values as (value, count) and its missing count, in one
- * group-by in PostgreSQL; what the statistics need, without moving the rows.
+ * Per feature position, the sample's values as (value, count) and its missing count: one
+ * group-by per feature in PostgreSQL (run side by side), without moving the rows. An immutable
+ * sample's counts are read from drift_sample_cache after the first time.
  */
-export async function loadSides(db: Queryable, ref: SampleRef, dim: number): Promise<Side[]> {
-  const { rows } = await db.query<{ i: number; v: number | null; n: number }>(
-    `select u.i::int as i, u.v, count(*)::float8 as n
-       from pit_set_rows p, unnest(p.vals) with ordinality as u(v, i)
-      where p.set_key = $1 and ($2::timestamptz is null or p.ts < $2::timestamptz)
-      group by u.i, u.v`,
-    [ref.setKey, ref.before ?? null],
-  );
-  const values: number[][] = Array.from({ length: dim }, () => []);
-  const counts: number[][] = Array.from({ length: dim }, () => []);
-  const missing = new Array<number>(dim).fill(0);
-  for (const r of rows) {
-    const k = r.i - 1;
-    if (k < 0 || k >= dim) continue;
-    if (r.v === null) missing[k] = (missing[k] ?? 0) + r.n;
-    else {
-      values[k]?.push(r.v);
-      counts[k]?.push(r.n);
-    }
+export async function loadSides(db: Pool, ref: SampleRef, dim: number): Promise<Side[]> {
+  const key = `${ref.setKey}|${ref.before ?? ''}`;
+  if (ref.immutable) {
+    const cached = await cachedSides(db, key, dim);
+    if (cached) return cached;
   }
-  return values.map((v, k) => ({
-    sample: fromCounts(v, counts[k] ?? []),
-    missing: missing[k] ?? 0,
-  }));
+  const sides = await Promise.all(
+    Array.from({ length: dim }, async (_, k): Promise<Side> => {
+      const { rows } = await db.query<{ v: number | null; n: number }>(
+        `select p.vals[${k + 1}] as v, count(*)::float8 as n from pit_set_rows p
+          where p.set_key = $1 and ($2::timestamptz is null or p.ts < $2::timestamptz)
+          group by 1`,
+        [ref.setKey, ref.before ?? null],
+      );
+      const values: number[] = [];
+      const counts: number[] = [];
+      let missing = 0;
+      for (const r of rows) {
+        if (r.v === null) missing += r.n;
+        else {
+          values.push(r.v);
+          counts.push(r.n);
+        }
+      }
+      return { sample: fromCounts(values, counts), missing };
+    }),
+  );
+  if (ref.immutable) await cacheSides(db, key, sides);
+  return sides;
+}
+
+async function cachedSides(db: Queryable, key: string, dim: number): Promise<Side[] | undefined> {
+  const { rows } = await db.query<{
+    feature_index: number;
+    value_bytes: Buffer;
+    count_bytes: Buffer;
+    missing: number;
+  }>(
+    `select feature_index, value_bytes, count_bytes, missing from drift_sample_cache
+      where sample_key = $1 order by feature_index`,
+    [key],
+  );
+  if (rows.length !== dim) return undefined;
+  const floats = (b: Buffer) =>
+    new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+  return rows.map((r) => {
+    const values = floats(r.value_bytes);
+    const counts = floats(r.count_bytes);
+    return { sample: { values, counts, n: counts.reduce((a, c) => a + c, 0) }, missing: r.missing };
+  });
+}
+
+async function cacheSides(db: Queryable, key: string, sides: readonly Side[]): Promise<void> {
+  const bytes = (a: Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  await db.query(
+    `insert into drift_sample_cache (sample_key, feature_index, value_bytes, count_bytes, missing)
+     select $1, i::int - 1, v, c, m
+       from unnest($2::bytea[], $3::bytea[], $4::float8[]) with ordinality as u(v, c, m, i)
+     on conflict do nothing`,
+    [
+      key,
+      sides.map((s) => bytes(s.sample.values)),
+      sides.map((s) => bytes(s.sample.counts)),
+      sides.map((s) => s.missing),
+    ],
+  );
 }
 
 /** The rows of a sample for scoring: feature vectors (missing as 0, as training saw them), labels. */
