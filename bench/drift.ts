@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- drift [--rows N]`: drift statistics over 20 features × N rows per window (1M
- * by default), the way monitorDrift computes them: point-in-time rows in PostgreSQL, a group-by per
- * feature and window returning (value, count), then the tests and effects in TypeScript over those
+ * by default), the way monitorDrift computes them: point-in-time rows in PostgreSQL, one group-by per
+ * window returning (feature, value, count), then the tests and effects in TypeScript over those
  * counts; the reference (a version's training rows) is grouped once and cached. The same statistics on the same values with scipy/numpy (bench/drift_scipy.py, reading
  * the values from a file) give the ratio. The goal: under 2 s.
  *

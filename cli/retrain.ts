@@ -69,8 +69,12 @@ export async function watchRetrain(
   const handle = rt.client.workflow.getHandle(started.workflowId, started.runId);
   let awaiting: (value: AwaitingApproval) => void = () => undefined;
   const approval = new Promise<AwaitingApproval>((resolve) => (awaiting = resolve));
+  // One query at a time, awaited before the connection may close: a query still retrying
+  // against a closed connection throws from its timer.
+  let inflight: Promise<unknown> | undefined;
   const timer = setInterval(() => {
-    handle
+    if (inflight) return;
+    inflight = handle
       .query<RetrainProgress>('progress')
       .then((p) => {
         bar.update(p.epoch, p.epochs, {
@@ -85,15 +89,22 @@ export async function watchRetrain(
           });
         }
       })
-      .catch(() => undefined);
+      .catch(() => undefined)
+      .finally(() => (inflight = undefined));
   }, 500);
+  // The result's long poll is cancelled when the run stops at its approval, so nothing still
+  // polls when the connection closes.
+  const polling = new AbortController();
+  const result = rt.client.withAbortSignal(polling.signal, () =>
+    waitForRetrain(rt.client, started.workflowId, started.runId),
+  );
   try {
-    return await Promise.race([
-      waitForRetrain(rt.client, started.workflowId, started.runId),
-      approval,
-    ]);
+    return await Promise.race([result, approval]);
   } finally {
+    polling.abort();
+    await result.catch(() => undefined);
     clearInterval(timer);
+    await inflight;
     bar.stop();
   }
 }
@@ -137,7 +148,8 @@ function describeValidation(result: RetrainResult): string[] {
   }
   for (const r of v.reasons) lines.push(`    reason: ${r}`);
   const p = result.promotion;
-  const moved = p.outcome === 'promoted' ? ` (production v${p.from ?? '-'} -> v${p.to})` : '';
+  const moved =
+    p.outcome === 'promoted' ? ` (production ${p.from ? `v${p.from}` : 'none'} -> v${p.to})` : '';
   lines.push(`  promotion: ${p.outcome}${moved}${p.by ? ` by ${p.by}` : ''}`);
   return lines;
 }
