@@ -3,6 +3,7 @@
  * and links (training set and row counts, feature versions, drift run, validation, code commit,
  * artifact), and the history of its aliases, newest first.
  */
+import type { ValidationReport } from '../domain/validation.js';
 import type { AliasMove, ModelVersion, ModelView } from '../domain/registry.js';
 import { table } from './output.js';
 
@@ -38,14 +39,33 @@ export function versionTable(versions: readonly ModelVersion[]): string {
   );
 }
 
-/** A validation report in one line: its verdict, then the report itself, shortened. */
+/**
+ * A validation report in one line: the verdict, against which production version, the
+ * candidate's AUC, and each judged difference (or the reasons it failed).
+ */
 export function validationSummary(v: Pick<ModelVersion, 'validation' | 'blessed'>): string {
   if (v.blessed === null && v.validation === null) return 'not validated';
   const verdict =
     v.blessed === true ? 'blessed' : v.blessed === false ? 'not blessed' : 'no verdict';
   if (v.validation === null || v.validation === undefined) return verdict;
-  const report = JSON.stringify(v.validation);
-  return `${verdict}; ${report.length > 120 ? `${report.slice(0, 119)}…` : report}`;
+  const report = v.validation as Partial<ValidationReport>;
+  if (!report.candidate) {
+    const raw = JSON.stringify(v.validation);
+    return `${verdict}; ${raw.length > 120 ? `${raw.slice(0, 119)}…` : raw}`;
+  }
+  const against = report.productionVersion
+    ? `against production v${report.productionVersion}`
+    : 'no production to compare with';
+  const diffs = (report.differences ?? []).map(
+    (d) =>
+      `${d.metric} ${d.estimate >= 0 ? '+' : ''}${d.estimate.toFixed(4)}` +
+      ` [${d.low.toFixed(4)}, ${d.high.toFixed(4)}]${d.pass ? '' : ' FAIL'}`,
+  );
+  return [
+    `${verdict} ${against}: AUC ${report.candidate.auc.toFixed(4)}`,
+    ...diffs,
+    ...(report.blessed ? [] : (report.reasons ?? [])),
+  ].join('; ');
 }
 
 /** What one version links to, as indented lines. */
