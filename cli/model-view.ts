@@ -64,7 +64,8 @@ export function validationSummary(v: Pick<ModelVersion, 'validation' | 'blessed'
   return [
     `${verdict} ${against}: AUC ${report.candidate.auc.toFixed(4)}`,
     ...diffs,
-    ...(report.blessed ? [] : (report.reasons ?? [])),
+    // The differences say why they fail; other reasons (the AUC minimum) are added.
+    ...(report.reasons ?? []).filter((r) => !/ difference /.test(r)),
   ].join('; ');
 }
 
