@@ -1,0 +1,254 @@
+/**
+ * What a decision reads, kept to one statement per request in the common case:
+ * - the person: a userId or anonymousId resolved through the identity graph (identifiers ->
+ *   persons.canonical_id; a user id wins over an anonymous id), else the feature store's key for
+ *   events no merge has resolved, `unresolved:<userId ?? anonymousId>` (domain/features/source.ts);
+ * - that person's online values of the person and person_item features asked for;
+ * - which of the candidates the person already consumed: `rated` events of the model's source
+ *   attributed to the person (through event_persons for a graph person; by events.person_id, not
+ *   yet attributed, for an unresolved one).
+ * Item features change once a day and are shared by every request, so they are cached per
+ * process for ITEM_CACHE_MS; the catalog's popular items (the default candidates and the rules'
+ * answer) for CATALOG_CACHE_MS.
+ */
+import type { Queryable } from '../../common/db.js';
+import type { FeatureDefinition } from '../features/definition.js';
+import type { Snapshot } from '../features/online.js';
+
+/** How long an item's online values are served from memory. */
+export const ITEM_CACHE_MS = 5000;
+/** How long the catalog's popular items are served from memory. */
+export const CATALOG_CACHE_MS = 30_000;
+/** How many popular items the catalog offers as default candidates. */
+export const CATALOG_TOP = 100;
+/** Popularity, for the catalog and the rules: this feature's latest version, this window. */
+export const POPULARITY = { name: 'item_popularity', window: 'lifetime' } as const;
+
+const MAX_ITEM_CACHE_ENTRIES = 500_000;
+
+/** A feature version, as `name@version`. */
+export function versionKey(f: { name: string; version: number }): string {
+  return `${f.name}@${f.version}`;
+}
+
+export interface PersonRead {
+  /** The person key features and exposures use. */
+  key: string;
+  /** Online snapshots of person features by `name@version`. */
+  person: Map<string, Snapshot>;
+  /** Online snapshots of person_item features by `name@version|item`. */
+  personItem: Map<string, Snapshot>;
+  /** Candidates the person already consumed. */
+  consumed: Set<string>;
+}
+
+interface PersonRow {
+  kind: 'k' | 'p' | 'x' | 'c';
+  id: string;
+  name: string | null;
+  version: number | null;
+  ts_ms: number | null;
+  vals: Array<number | null> | null;
+}
+
+/** Reads the person, their features and what they consumed, in one statement; see the module. */
+export async function readPerson(
+  db: Queryable,
+  input: {
+    userId?: string | undefined;
+    anonymousId?: string | undefined;
+    source: string;
+    personFeatures: ReadonlyArray<{ name: string; version: number }>;
+    personItemFeatures: ReadonlyArray<{ name: string; version: number }>;
+    candidates: readonly string[];
+  },
+): Promise<PersonRead> {
+  const raw = input.userId ?? input.anonymousId ?? '';
+  const { rows } = await db.query<PersonRow>({
+    name: 'pops-decide-person',
+    text: `with r as (
+       select p.canonical_id
+         from identifiers i join persons p on p.id = i.person_id
+        where (i.type = 'user_id' and i.value = $1) or (i.type = 'anonymous_id' and i.value = $2)
+        order by (i.type = 'user_id') desc limit 1),
+     k as (select coalesce((select canonical_id::text from r), 'unresolved:' || $3) as key),
+     -- What the person did, each planned on its own (materialized) so that it starts from the
+     -- person, whatever the statistics say of events (source, event): a graph person's events
+     -- through event_persons, or else the events carrying the raw id and attributed to nobody.
+     mine as materialized (
+       select e.item_id, e.type, e.event, e.source
+         from r join persons p on p.canonical_id = r.canonical_id
+         join event_persons ep on ep.person_id = p.id
+         join events e on e.id = ep.event_id),
+     own as materialized (
+       select e.id, e.item_id, e.type, e.event, e.source from events e where e.person_id = $3)
+     select 'k' as kind, k.key as id, null::text as name, null::int as version,
+            null::float8 as ts_ms, null::float8[] as vals
+       from k
+     union all
+     select 'p', o.entity_id, o.name, o.version, (extract(epoch from o.ts) * 1000)::float8, o.vals
+       from unnest($4::text[], $5::int[]) as f(name, version)
+       join feature_online o
+         on o.name = f.name and o.version = f.version and o.entity_id = (select key from k)
+     union all
+     select 'x', o.entity_id, o.name, o.version, (extract(epoch from o.ts) * 1000)::float8, o.vals
+       from unnest($6::text[], $7::int[]) as f(name, version)
+       cross join unnest($8::text[]) as c(item)
+       join feature_online o
+         on o.name = f.name and o.version = f.version
+        and o.entity_id = (select key from k) || '|' || c.item
+     union all
+     select 'c', e.item_id, null, null, null, null
+       from mine e
+      where e.type = 'track' and e.event = 'rated' and e.source = $9
+        and e.item_id = any($8::text[])
+     union all
+     select 'c', e.item_id, null, null, null, null
+       from own e
+      where not exists (select 1 from r)
+        and e.type = 'track' and e.event = 'rated' and e.source = $9
+        and e.item_id = any($8::text[])
+        and not exists (select 1 from event_persons ep where ep.event_id = e.id)`,
+    values: [
+      input.userId?.trim() ?? null,
+      input.anonymousId?.trim() ?? null,
+      raw,
+      input.personFeatures.map((f) => f.name),
+      input.personFeatures.map((f) => f.version),
+      input.personItemFeatures.map((f) => f.name),
+      input.personItemFeatures.map((f) => f.version),
+      input.candidates,
+      input.source,
+    ],
+  });
+  const read: PersonRead = {
+    key: `unresolved:${raw}`,
+    person: new Map(),
+    personItem: new Map(),
+    consumed: new Set(),
+  };
+  for (const row of rows) if (row.kind === 'k') read.key = row.id;
+  for (const row of rows) {
+    if (row.kind === 'c') read.consumed.add(row.id);
+    if (row.kind === 'k' || row.kind === 'c') continue;
+    if (row.ts_ms === null || !row.vals || row.name === null || row.version === null) continue;
+    const snapshot = { ts: new Date(row.ts_ms), vals: row.vals };
+    const feature = `${row.name}@${row.version}`;
+    if (row.kind === 'p') read.person.set(feature, snapshot);
+    // A person_item key is `<person key>|<item>`.
+    else read.personItem.set(`${feature}|${row.id.slice(read.key.length + 1)}`, snapshot);
+  }
+  return read;
+}
+
+interface Cached {
+  at: number;
+  snapshot: Snapshot | null;
+}
+
+/** Online values of item features, cached per process; see the module comment. */
+export class ItemFeatureCache {
+  private readonly entries = new Map<string, Cached>();
+
+  constructor(private readonly db: Queryable) {}
+
+  /**
+   * The snapshots of the features for the items, by `name@version|item` (absent: no online value),
+   * reading only what the cache does not hold fresh, in one statement.
+   */
+  async read(
+    features: ReadonlyArray<{ name: string; version: number }>,
+    items: readonly string[],
+  ): Promise<Map<string, Snapshot>> {
+    const now = Date.now();
+    const out = new Map<string, Snapshot>();
+    const missing = new Set<string>();
+    const wanted = new Set<string>();
+    for (const f of features) {
+      const feature = versionKey(f);
+      wanted.add(feature);
+      for (const item of items) {
+        const key = `${feature}|${item}`;
+        const hit = this.entries.get(key);
+        if (hit && now - hit.at < ITEM_CACHE_MS) {
+          if (hit.snapshot) out.set(key, hit.snapshot);
+        } else {
+          missing.add(item);
+        }
+      }
+    }
+    if (missing.size === 0) return out;
+    const unique = [...new Map(features.map((f) => [versionKey(f), f])).values()];
+    const { rows } = await this.db.query<{
+      name: string;
+      version: number;
+      entity_id: string;
+      ts_ms: number;
+      vals: Array<number | null>;
+    }>({
+      name: 'pops-decide-items',
+      text: `select o.name, o.version, o.entity_id,
+                    (extract(epoch from o.ts) * 1000)::float8 as ts_ms, o.vals
+               from unnest($1::text[], $2::int[]) as f(name, version)
+               join feature_online o
+                 on o.name = f.name and o.version = f.version and o.entity_id = any($3::text[])`,
+      values: [unique.map((f) => f.name), unique.map((f) => f.version), [...missing]],
+    });
+    if (this.entries.size > MAX_ITEM_CACHE_ENTRIES) this.entries.clear();
+    for (const feature of wanted) {
+      for (const item of missing) {
+        this.entries.set(`${feature}|${item}`, { at: now, snapshot: null });
+      }
+    }
+    for (const r of rows) {
+      const key = `${r.name}@${r.version}|${r.entity_id}`;
+      const snapshot = { ts: new Date(r.ts_ms), vals: r.vals };
+      this.entries.set(key, { at: now, snapshot });
+      out.set(key, snapshot);
+    }
+    return out;
+  }
+}
+
+/** A catalog item and its popularity (the raw online value; 0 when it has none). */
+export interface PopularItem {
+  itemId: string;
+  popularity: number;
+}
+
+/** The popularity feature in force: the latest registered version of POPULARITY.name. */
+export async function popularityFeature(db: Queryable): Promise<FeatureDefinition | undefined> {
+  const { rows } = await db.query<{ definition: FeatureDefinition }>(
+    `select definition from feature_versions where name = $1 order by version desc limit 1`,
+    [POPULARITY.name],
+  );
+  const f = rows[0]?.definition;
+  return f && f.entity === 'item' && f.windows.includes(POPULARITY.window) ? f : undefined;
+}
+
+/**
+ * The source's catalog (items) ordered by popularity, most popular first, ties by item id: the
+ * first CATALOG_TOP. Without a popularity feature every item counts 0.
+ */
+export async function catalogTop(
+  db: Queryable,
+  source: string,
+  popularity: FeatureDefinition | undefined,
+): Promise<PopularItem[]> {
+  const { rows } = await db.query<{ item_id: string; popularity: number }>(
+    `select i.item_id, coalesce(o.vals[$3::int], 0)::float8 as popularity
+       from items i
+       left join feature_online o on o.name = $1 and o.version = $2 and o.entity_id = i.item_id
+      where i.source = $4
+      order by popularity desc, i.item_id
+      limit $5`,
+    [
+      popularity?.name ?? POPULARITY.name,
+      popularity?.version ?? 0,
+      (popularity?.windows.indexOf(POPULARITY.window) ?? 0) + 1,
+      source,
+      CATALOG_TOP,
+    ],
+  );
+  return rows.map((r) => ({ itemId: r.item_id, popularity: r.popularity }));
+}
