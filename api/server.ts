@@ -13,6 +13,8 @@ import { ApiError, parse, send } from './errors.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
 import { UnmergeRefusal } from '../domain/identity/unmerge.js';
 import { featureRoutes } from './features.js';
+import { decideRoutes } from './decide.js';
+import type { BackendPreference } from '../domain/ml/backend.js';
 import { identityRoutes } from './identity.js';
 import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
@@ -45,6 +47,8 @@ export interface ApiDeps {
   /** The identity rules merges started through the API resolve with; left out, the defaults. */
   identityRules?: IdentityRules;
 }
+  /** The TensorFlow.js backend decisions score with when a model needs it (default auto). */
+  trainBackend?: BackendPreference;
 
 const retrainBody = z.object({}).passthrough();
 const versionParams = z.object({
@@ -170,6 +174,12 @@ export function buildApi(deps: ApiDeps) {
     withDeadline: (call) => temporal(call),
   });
   void app.register(driftRoutes, {
+  void app.register(decideRoutes, {
+    pool: deps.pool,
+    log: deps.log.child({ component: 'decide' }),
+    actor: deps.actor,
+    backend: deps.trainBackend,
+  });
     pool: deps.pool,
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,
