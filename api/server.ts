@@ -46,9 +46,9 @@ export interface ApiDeps {
   actor: string;
   /** The identity rules merges started through the API resolve with; left out, the defaults. */
   identityRules?: IdentityRules;
-}
   /** The TensorFlow.js backend decisions score with when a model needs it (default auto). */
   trainBackend?: BackendPreference;
+}
 
 const retrainBody = z.object({}).passthrough();
 const versionParams = z.object({
@@ -173,13 +173,13 @@ export function buildApi(deps: ApiDeps) {
     actor: deps.actor,
     withDeadline: (call) => temporal(call),
   });
-  void app.register(driftRoutes, {
   void app.register(decideRoutes, {
     pool: deps.pool,
     log: deps.log.child({ component: 'decide' }),
     actor: deps.actor,
     backend: deps.trainBackend,
   });
+  void app.register(driftRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,
