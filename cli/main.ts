@@ -28,6 +28,7 @@ const contracts = () => import('./contracts.js');
 const backfill = () => import('./backfill.js');
 const modelsCli = () => import('./models.js');
 const drift = () => import('./drift.js');
+const surfaces = () => import('./surfaces.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -333,6 +334,28 @@ program
   .option('--limit <n>', 'latest messages shown (default 20)')
   .option('--json', 'machine-readable output')
   .action(lazy(contracts, 'listQuarantineCommand'));
+
+const surfacesCmd = program
+  .command('surfaces')
+  .description('decision surfaces: routing tables (stable and canary versions) and modes');
+surfacesCmd
+  .command('create <name>')
+  .description("create a surface serving the model's production version at 100%")
+  .requiredOption('--model <name>', 'the model it serves')
+  .option('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(surfaces, 'createCommand'));
+surfacesCmd
+  .command('show <name>')
+  .description("a surface's routes, mode, generation and latest routing changes")
+  .option('--json', 'machine-readable output')
+  .action(lazy(surfaces, 'showCommand'));
+surfacesCmd
+  .command('mode <name> <mode>')
+  .description('set the mode: normal | conservative | rules-only (the last two: rules answer)')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(surfaces, 'modeCommand'));
 
 try {
   await program.parseAsync(process.argv);
