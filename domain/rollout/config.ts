@@ -4,12 +4,11 @@
  * workflow id. Pure, for workflow code.
  */
 import { z } from 'zod';
+import { surfaceNameSchema } from '../decide/routing.js';
 import { modelNameSchema, plainText } from '../retrain.js';
 import { versionNumberSchema } from '../rollback.js';
 
-export const surfaceNameSchema = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'lowercase letters, digits, dot, dash, underscore');
+export { surfaceNameSchema };
 
 /** A duration: `1500ms`, `2s`, `10m`, `1h`, `1d` (at most 30 days). */
 export const durationSchema = z
@@ -205,6 +204,7 @@ export type RolloutApproval = z.output<typeof approvalSchema>;
 
 export type RolloutPhase =
   | 'starting'
+  | 'routing'
   | 'awaiting-approval'
   | 'baking'
   | 'paused'
@@ -214,8 +214,15 @@ export type RolloutPhase =
   | 'promoting'
   | 'promoted';
 
-/** Why a rollout does not advance: a person paused it, data ran short, or the split is off. */
-export type HoldReason = 'paused' | 'insufficient-data' | 'sample-ratio-mismatch';
+/**
+ * Why a rollout does not advance: a person paused it, data ran short, the split is off, or
+ * someone else changed the surface's routes.
+ */
+export type HoldReason =
+  | 'paused'
+  | 'insufficient-data'
+  | 'sample-ratio-mismatch'
+  | 'routing-changed';
 
 /** What the state query answers. */
 export interface RolloutState {
@@ -250,6 +257,7 @@ export type TickDecision =
   | 'pause-insufficient'
   | 'paused'
   | 'srm-hold'
+  | 'routing-changed'
   | 'rollback';
 
 /** A tick's decision with its figures, as stored in rollout_decisions. */
