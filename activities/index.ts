@@ -11,6 +11,7 @@ import { featureActivities, materializationActivities } from './features.js';
 import { identityActivities } from './identity.js';
 import { identityEditActivities } from './identity-edits.js';
 import { registryActivities } from './registry.js';
+import { rolloutActivities } from './rollout.js';
 import { trainingActivities } from './training.js';
 import { trainingSetActivities } from './training-set.js';
 import { validationActivities, validationLookupActivities } from './validation.js';
@@ -42,6 +43,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...materializationActivities(deps),
     ...driftActivities(deps),
     ...validationLookupActivities(deps),
+    ...rolloutActivities(deps),
   };
 }
 
