@@ -8,3 +8,4 @@ export { backfillFeatures } from './backfillFeatures.js';
 export { materializeFeatures } from './materializeFeatures.js';
 export { rollbackModel } from './rollbackModel.js';
 export { monitorDrift } from './monitorDrift.js';
+export { rolloutModel } from './rolloutModel.js';
