@@ -19,6 +19,7 @@ const data = () => import('./data.js');
 const retrain = () => import('./retrain.js');
 const serve = () => import('./serve.js');
 const demo = () => import('./demo.js');
+const rollout = () => import('./rollout.js');
 const identity = () => import('./identity.js');
 const identityMerge = () => import('./identity-merge.js');
 const writeKeys = () => import('./write-keys.js');
@@ -184,6 +185,60 @@ driftCmd
   .description("a model's latest drift runs with their decisions, and its schedule")
   .option('--json', 'machine-readable output')
   .action(lazy(drift, 'listCommand'));
+
+const rolloutCmd = program
+  .command('rollout')
+  .description(
+    'canary rollouts of a model version on a surface, judged and rolled back on their own',
+  );
+rolloutCmd
+  .command('start')
+  .description(
+    'start (or attach to) the rollout of a version on a surface (workflow rollout/<surface>)',
+  )
+  .option('--file <yaml>', 'a rollout file (README: "Canary rollouts"); flags override it')
+  .option('--model <name>', 'the model')
+  .option('--version <n>', 'the version rolled out')
+  .option('--surface <name>', 'the surface')
+  .option('--steps <list>', 'canary percent per step, ending at 100 (default 1,5,25,50,100)')
+  .option('--bake <list>', 'bake per step: one duration for all (30m) or one per step')
+  .option('--every <duration>', 'analysis interval (default 1m)')
+  .option('--min-sample <n>', 'persons per arm before business guardrails judge (default 1000)')
+  .option('--max-extensions <n>', 'bakes added for too little data before pausing (default 2)')
+  .option(
+    '--guardrails <list>',
+    'metric:margin,… e.g. ctr:0,error_rate:0.005,latency_p99:250ms (default error_rate, ctr)',
+  )
+  .option('--gates <list>', 'steps (percent) that wait for pops rollout approve')
+  .option('--alpha <a>', 'false-rollback budget of the whole rollout (default 0.05)')
+  .option('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(rollout, 'startCommand'));
+rolloutCmd
+  .command('status <surface>')
+  .description('step, weight, time in step, hold, latest statistics and decisions')
+  .option('--decisions <n>', 'latest decisions listed (default 10)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(rollout, 'statusCommand'));
+for (const [name, what] of [
+  ['pause', 'hold the rollout where it is (guardrails still roll back)'],
+  ['resume', 'resume a paused or held rollout (a held step starts a new window)'],
+  ['abort', 'roll back now: the surface routes to its stable version alone'],
+] as const) {
+  rolloutCmd
+    .command(`${name} <surface>`)
+    .description(what)
+    .requiredOption('--reason <text>', 'why (audited)')
+    .option('--json', 'machine-readable output')
+    .action(lazy(rollout, `${name}Command`));
+}
+rolloutCmd
+  .command('approve <surface>')
+  .description('approve the gate before a step (default: the next gate)')
+  .option('--step <percent>', 'the gated step')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(rollout, 'approveCommand'));
 
 program
   .command('audit')
