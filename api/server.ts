@@ -18,6 +18,7 @@ import type { BackendPreference } from '../domain/ml/backend.js';
 import { identityRoutes } from './identity.js';
 import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
+import { rolloutRoutes } from './rollout.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
   declareModel,
@@ -180,6 +181,13 @@ export function buildApi(deps: ApiDeps) {
     backend: deps.trainBackend,
   });
   void app.register(driftRoutes, {
+    pool: deps.pool,
+    temporal: deps.temporal,
+    queuePrefix: deps.queuePrefix,
+    actor: deps.actor,
+    withDeadline: (call) => temporal(call),
+  });
+  void app.register(rolloutRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,
