@@ -26,7 +26,7 @@ import type { Pool } from '../../common/db.js';
 import type { Logger } from '../../common/logger.js';
 import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../../common/text.js';
 import type { FeatureDefinition } from '../features/definition.js';
-import { type Snapshot, valuesAt } from '../features/online.js';
+import { type FeatureValue, type Snapshot, valuesAt } from '../features/online.js';
 import type { BackendPreference } from '../ml/backend.js';
 import { bucketOf, routeOf } from './bucket.js';
 import { type Arm, ExposureBuffer } from './exposures.js';
@@ -131,6 +131,8 @@ export class Decider {
   private readonly sources = new Map<string, Promise<string>>();
   private readonly catalogs = new Map<string, Expiring<PopularItem[]>>();
   private popularity: Expiring<FeatureDefinition | undefined> | undefined;
+  private readonly timeless = new WeakMap<Snapshot, FeatureValue[]>();
+  private readonly defaults = new Map<string, FeatureValue[]>();
   private readonly poller: NodeJS.Timeout;
   private polling = false;
 
@@ -250,32 +252,36 @@ export class Decider {
   ): Promise<Array<{ itemId: string; score: number }>> {
     if (items.length === 0) return [];
     const itemDefs = featuresOf(model.columns, 'item');
-    const itemSnaps =
-      itemDefs.length > 0 ? await this.items.read(itemDefs, items) : new Map<string, Snapshot>();
+    const itemSnaps = itemDefs.length > 0 ? await this.items.read(itemDefs, items) : undefined;
+    // Each feature version's values, once per entity: one row for a person feature, one per item
+    // for item and person_item features (every window of a version comes from the same row).
+    const rowsOf = new Map<string, FeatureValue[][]>();
+    const valuesOf = (f: FeatureDefinition): FeatureValue[][] => {
+      const feature = versionKey(f);
+      let rows = rowsOf.get(feature);
+      if (rows) return rows;
+      if (f.entity === 'person') {
+        rows = [valuesAt(f, read.person.get(feature), now).values];
+      } else if (f.entity === 'item') {
+        const snaps = itemSnaps?.get(feature);
+        rows = items.map((_, i) => this.itemValues(f, snaps?.[i], now));
+      } else {
+        rows = items.map(
+          (item) => valuesAt(f, read.personItem.get(`${feature}|${item}`), now).values,
+        );
+      }
+      rowsOf.set(feature, rows);
+      return rows;
+    };
     const d = model.columns.length;
     const x = new Float32Array(items.length * d);
-    const values = new Map<string, ReturnType<typeof valuesAt>['values']>();
-    const valuesOf = (f: FeatureDefinition, key: string, snapshot: Snapshot | undefined) => {
-      let v = values.get(key);
-      if (!v) {
-        v = valuesAt(f, snapshot, now).values;
-        values.set(key, v);
-      }
-      return v;
-    };
     model.columns.forEach(({ definition: f, window }, j) => {
-      const feature = versionKey(f);
-      items.forEach((item, i) => {
-        let v;
-        if (f.entity === 'person') {
-          v = valuesOf(f, feature, read.person.get(feature))[window];
-        } else {
-          const key = `${feature}|${item}`;
-          const snaps = f.entity === 'item' ? itemSnaps : read.personItem;
-          v = valuesOf(f, key, snaps.get(key))[window];
-        }
+      const rows = valuesOf(f);
+      const single = f.entity === 'person';
+      for (let i = 0; i < items.length; i++) {
+        const v = rows[single ? 0 : i]?.[window] ?? null;
         x[i * d + j] = v === true ? 1 : typeof v === 'number' ? v : 0;
-      });
+      }
     });
     const scores = model.scorer.predict(x, items.length);
     const order = items.map((itemId, i) => ({ itemId, score: scores[i] ?? NaN }));
@@ -283,6 +289,23 @@ export class Decider {
       throw new Error(`${model.model} v${model.version} produced a score that is not finite`);
     }
     return order.sort((a, b) => b.score - a.score).slice(0, k);
+  }
+
+  /**
+   * An item's values of a feature. Without a TTL or aging (days_since_last) they depend on the
+   * cached snapshot alone, so they are computed once per snapshot (or once per feature when there
+   * is none: the defaults), not once per request.
+   */
+  private itemValues(f: FeatureDefinition, snapshot: Snapshot | undefined, now: Date) {
+    if (f.ttl !== undefined || f.aggregation.fn === 'days_since_last') {
+      return valuesAt(f, snapshot, now).values;
+    }
+    const memo = snapshot ? this.timeless.get(snapshot) : this.defaults.get(versionKey(f));
+    if (memo) return memo;
+    const values = valuesAt(f, snapshot, now).values;
+    if (snapshot) this.timeless.set(snapshot, values);
+    else this.defaults.set(versionKey(f), values);
+    return values;
   }
 
   /** The rules' answer: the most popular of the candidates left, ties in candidate order. */
@@ -297,13 +320,8 @@ export class Decider {
     } else {
       const f = await this.popularityDefinition();
       const window = f?.windows.indexOf(POPULARITY.window) ?? -1;
-      const snaps = f ? await this.items.read([f], items) : new Map<string, Snapshot>();
-      popularity = new Map(
-        items.map((item) => {
-          const snapshot = f ? snaps.get(`${versionKey(f)}|${item}`) : undefined;
-          return [item, snapshot?.vals[window] ?? 0];
-        }),
-      );
+      const snaps = f ? (await this.items.read([f], items)).get(versionKey(f)) : undefined;
+      popularity = new Map(items.map((item, i) => [item, snaps?.[i]?.vals[window] ?? 0]));
     }
     return items
       .map((itemId) => ({ itemId, score: popularity.get(itemId) ?? 0 }))

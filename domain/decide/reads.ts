@@ -15,8 +15,11 @@ import type { Queryable } from '../../common/db.js';
 import type { FeatureDefinition } from '../features/definition.js';
 import type { Snapshot } from '../features/online.js';
 
-/** How long an item's online values are served from memory. */
-export const ITEM_CACHE_MS = 5000;
+/**
+ * How long an item's online values are served from memory. Item snapshots are daily (and
+ * materialized every 15 minutes by default), so a minute behind the store costs nothing.
+ */
+export const ITEM_CACHE_MS = 60_000;
 /** How long the catalog's popular items are served from memory. */
 export const CATALOG_CACHE_MS = 30_000;
 /** How many popular items the catalog offers as default candidates. */
@@ -143,41 +146,59 @@ export async function readPerson(
 
 interface Cached {
   at: number;
-  snapshot: Snapshot | null;
+  snapshot: Snapshot | undefined;
 }
 
 /** Online values of item features, cached per process; see the module comment. */
 export class ItemFeatureCache {
-  private readonly entries = new Map<string, Cached>();
+  /** `name@version` → item → its snapshot (undefined: none online) and when it was read. */
+  private readonly entries = new Map<string, Map<string, Cached>>();
+  private size = 0;
 
   constructor(private readonly db: Queryable) {}
 
   /**
-   * The snapshots of the features for the items, by `name@version|item` (absent: no online value),
-   * reading only what the cache does not hold fresh, in one statement.
+   * Per feature (`name@version`), the items' snapshots in the items' order (undefined: no online
+   * value), reading only what the cache does not hold fresh, in one statement.
    */
   async read(
     features: ReadonlyArray<{ name: string; version: number }>,
     items: readonly string[],
-  ): Promise<Map<string, Snapshot>> {
+  ): Promise<Map<string, Array<Snapshot | undefined>>> {
     const now = Date.now();
-    const out = new Map<string, Snapshot>();
+    const first = this.lookup(features, items, now);
+    if (first.missing.size === 0) return first.out;
+    await this.fetch(features, [...first.missing], now);
+    return this.lookup(features, items, now).out;
+  }
+
+  private lookup(
+    features: ReadonlyArray<{ name: string; version: number }>,
+    items: readonly string[],
+    now: number,
+  ) {
+    const out = new Map<string, Array<Snapshot | undefined>>();
     const missing = new Set<string>();
-    const wanted = new Set<string>();
     for (const f of features) {
       const feature = versionKey(f);
-      wanted.add(feature);
-      for (const item of items) {
-        const key = `${feature}|${item}`;
-        const hit = this.entries.get(key);
-        if (hit && now - hit.at < ITEM_CACHE_MS) {
-          if (hit.snapshot) out.set(key, hit.snapshot);
-        } else {
-          missing.add(item);
-        }
+      const cached = this.entries.get(feature);
+      const snaps = new Array<Snapshot | undefined>(items.length);
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i] as string;
+        const hit = cached?.get(item);
+        if (!hit || now - hit.at >= ITEM_CACHE_MS) missing.add(item);
+        snaps[i] = hit?.snapshot;
       }
+      out.set(feature, snaps);
     }
-    if (missing.size === 0) return out;
+    return { out, missing };
+  }
+
+  private async fetch(
+    features: ReadonlyArray<{ name: string; version: number }>,
+    items: string[],
+    now: number,
+  ): Promise<void> {
     const unique = [...new Map(features.map((f) => [versionKey(f), f])).values()];
     const { rows } = await this.db.query<{
       name: string;
@@ -192,21 +213,29 @@ export class ItemFeatureCache {
                from unnest($1::text[], $2::int[]) as f(name, version)
                join feature_online o
                  on o.name = f.name and o.version = f.version and o.entity_id = any($3::text[])`,
-      values: [unique.map((f) => f.name), unique.map((f) => f.version), [...missing]],
+      values: [unique.map((f) => f.name), unique.map((f) => f.version), items],
     });
-    if (this.entries.size > MAX_ITEM_CACHE_ENTRIES) this.entries.clear();
-    for (const feature of wanted) {
-      for (const item of missing) {
-        this.entries.set(`${feature}|${item}`, { at: now, snapshot: null });
+    if (this.size > MAX_ITEM_CACHE_ENTRIES) {
+      this.entries.clear();
+      this.size = 0;
+    }
+    const found = new Map(rows.map((r) => [`${r.name}@${r.version}|${r.entity_id}`, r]));
+    for (const f of unique) {
+      const feature = versionKey(f);
+      let cached = this.entries.get(feature);
+      if (!cached) {
+        cached = new Map();
+        this.entries.set(feature, cached);
+      }
+      for (const item of items) {
+        const r = found.get(`${feature}|${item}`);
+        if (!cached.has(item)) this.size += 1;
+        cached.set(item, {
+          at: now,
+          snapshot: r ? { ts: new Date(r.ts_ms), vals: r.vals } : undefined,
+        });
       }
     }
-    for (const r of rows) {
-      const key = `${r.name}@${r.version}|${r.entity_id}`;
-      const snapshot = { ts: new Date(r.ts_ms), vals: r.vals };
-      this.entries.set(key, { at: now, snapshot });
-      out.set(key, snapshot);
-    }
-    return out;
   }
 }
 
