@@ -8,6 +8,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
+import { loadConfig } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { Decider, decideRequestSchema } from '../domain/decide/decider.js';
@@ -32,7 +33,7 @@ export interface DecideRoutesOptions {
   log?: Logger | undefined;
   /** Recorded as who changed a surface. */
   actor: string;
-  /** TensorFlow.js backend for artifacts the plain-JS scorer does not compile. */
+  /** The TensorFlow.js backend to score with (default: POPS_TRAIN_BACKEND, as the workers). */
   backend?: BackendPreference | undefined;
 }
 
@@ -66,9 +67,23 @@ function shown(surface: Surface) {
   return rest;
 }
 
+/**
+ * The process's training backend (POPS_TRAIN_BACKEND): a process has one backend, so serving must
+ * not load another before the workers do. A configuration that does not parse is the runtime's to
+ * report; serving then asks for the best available.
+ */
+function configuredBackend(): BackendPreference {
+  try {
+    return loadConfig().POPS_TRAIN_BACKEND;
+  } catch {
+    return 'auto';
+  }
+}
+
 /** The decision and surface routes. */
 export const decideRoutes: FastifyPluginAsync<DecideRoutesOptions> = async (app, options) => {
-  const decider = new Decider({ pool: options.pool, log: options.log, backend: options.backend });
+  const backend = options.backend ?? configuredBackend();
+  const decider = new Decider({ pool: options.pool, log: options.log, backend });
   app.addHook('onClose', async () => decider.close());
 
   app.post('/v1/decide', async (request) => {

@@ -1,11 +1,12 @@
 /**
- * A plain-JavaScript forward pass of a ranking artifact, for serving. The artifacts domain/ml/model.ts
- * writes are a Sequential stack of Dense layers (relu, then one sigmoid unit): scoring 100
- * candidates through TensorFlow.js costs 0.5 ms (wasm) to 3 ms (cpu) of fixed per-call overhead,
- * the same arithmetic in loops about a tenth of that. The weights are the artifact's float32
- * values; sums run in float64, so a score differs from the model's own (fromArtifact) by float32
- * rounding only (test/decide.test.ts compares them). An artifact of any other shape is not compiled
- * here (undefined): the caller scores it through fromArtifact instead.
+ * A plain-JavaScript forward pass of a ranking artifact, for serving on a process whose
+ * TensorFlow.js backend is the plain-JS cpu one: the artifacts domain/ml/model.ts writes are a
+ * Sequential stack of Dense layers (relu, then one sigmoid unit), and scoring 100 candidates
+ * through tfjs-cpu costs 1.5 to 3 ms of per-call overhead, these loops about 0.5 ms (the wasm
+ * backend, when the process has it, about 0.15 ms: domain/decide/models.ts prefers it). The
+ * weights are the artifact's float32 values; sums run in float64, so a score differs from the
+ * model's own (fromArtifact) by float32 rounding only (test/decide.test.ts compares them). An
+ * artifact of any other shape is not compiled here (undefined).
  */
 import { artifactSha256, type ModelArtifact, type Scorer } from '../ml/model.js';
 
@@ -83,19 +84,6 @@ function layersOf(artifact: ModelArtifact): Layer[] | undefined {
   return inputs === 1 ? layers : undefined;
 }
 
-function activateAll(activation: Activation, values: Float64Array, size: number): void {
-  switch (activation) {
-    case 'relu':
-      for (let i = 0; i < size; i++) if ((values[i] ?? 0) < 0) values[i] = 0;
-      return;
-    case 'sigmoid':
-      for (let i = 0; i < size; i++) values[i] = 1 / (1 + Math.exp(-(values[i] ?? 0)));
-      return;
-    case 'linear':
-      return;
-  }
-}
-
 /**
  * A Scorer computing the artifact's predictions in plain JavaScript, or undefined when the
  * artifact is not a Sequential stack of Dense layers ending in one unit. Throws when the sha256
@@ -125,11 +113,12 @@ export function compileDense(artifact: ModelArtifact): Scorer | undefined {
         scratch = [d, ...layers.map((l) => l.units)].map((w) => new Float64Array(capacity * w));
       }
       let input = standardize(x, n, d, mean, std, scratch[0] ?? new Float64Array(n * d));
-      layers.forEach((layer, i) => {
+      for (let i = 0; i < layers.length; i++) {
+        const layer = layers[i] as Layer;
         const out = scratch[i + 1] ?? new Float64Array(n * layer.units);
         forward(layer, input, n, out);
         input = out;
-      });
+      }
       return Float32Array.from(input.subarray(0, n));
     },
     dispose: () => undefined,
@@ -155,7 +144,8 @@ function standardize(
 
 /** One Dense layer over n rows into out: activation(input · kernel + bias). */
 function forward(layer: Layer, input: Float64Array, n: number, out: Float64Array): void {
-  const { inputs, units, kernel, bias, activation } = layer;
+  const { inputs, units, kernel, bias } = layer;
+  const relu = layer.activation === 'relu';
   for (let i = 0; i < n; i++) {
     const row = i * inputs;
     const o = i * units;
@@ -166,6 +156,14 @@ function forward(layer: Layer, input: Float64Array, n: number, out: Float64Array
       const base = j * units;
       for (let k = 0; k < units; k++) out[o + k] = (out[o + k] ?? 0) + v * (kernel[base + k] ?? 0);
     }
+    if (relu) {
+      for (let k = 0; k < units; k++) {
+        const v = out[o + k] ?? 0;
+        out[o + k] = v > 0 ? v : 0;
+      }
+    }
   }
-  activateAll(activation, out, n * units);
+  if (layer.activation === 'sigmoid') {
+    for (let i = 0; i < n * units; i++) out[i] = 1 / (1 + Math.exp(-(out[i] ?? 0)));
+  }
 }
