@@ -105,7 +105,7 @@ export function validationActivities({ pool, log, trainBackend }: ActivityDeps) 
               scores: await score(input.production.artifactSha256, input.production.setKey),
             }
           : null;
-        const report = compareCandidate(
+        const report = await compareCandidate(
           { persons: slice.persons, items: slice.items, labels: slice.y, ratings: slice.rating },
           candidate,
           production,

@@ -74,7 +74,9 @@ function describeIdentities(report: IdentityReport): string {
     `identity: ${report.merge.events} new events resolved;` +
       ` the graph holds ${report.persons} persons with ${report.identifiers} identifiers` +
       ` (${report.merges} merges, ${report.conflicts} conflicts)`,
-    '  see one: npx pops identity show user_id:1   (or device_id:family-tablet-0 for a conflict)',
+    report.conflicts > 0
+      ? '  see one: npx pops identity show user_id:1   (or device_id:family-tablet-0 for a conflict)'
+      : '  see one: npx pops identity show user_id:1',
   ].join('\n');
 }
 

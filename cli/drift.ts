@@ -19,6 +19,7 @@ import { modelExists } from '../domain/registry.js';
 import {
   APPROVE_SIGNAL,
   REJECT_SIGNAL,
+  type RetrainResult,
   modelNameSchema,
   plainText,
   retrainWorkflowId,
@@ -208,7 +209,11 @@ export async function listCommand(model: string, options: Record<string, unknown
   }
 }
 
-const decisionArgs = z.object({ reason: plainText(500), json: z.boolean().default(false) });
+const decisionArgs = z.object({
+  reason: plainText(500),
+  wait: z.boolean().default(true),
+  json: z.boolean().default(false),
+});
 
 async function decide(model: string, options: Record<string, unknown>, approve: boolean) {
   const args = parseArgs(decisionArgs, options);
@@ -222,14 +227,32 @@ async function decide(model: string, options: Record<string, unknown>, approve: 
     }
     const by = rt.config.POPS_ACTOR;
     await handle.signal(approve ? APPROVE_SIGNAL : REJECT_SIGNAL, { by, reason: args.reason });
-    print(
-      args.json,
-      { model: name, workflowId: handle.workflowId, approve, by },
-      () =>
-        `${approve ? 'approved' : 'rejected'} by ${by}: ${retrainWorkflowId(name)} ` +
-        `${approve ? 'promotes its candidate if it is blessed' : 'ends without promoting'}` +
-        ` (pops status ${retrainWorkflowId(name)})`,
-    );
+    const sent = { model: name, workflowId: handle.workflowId, approve, by };
+    if (!args.wait) {
+      print(
+        args.json,
+        sent,
+        () =>
+          `${approve ? 'approved' : 'rejected'} by ${by}; ${retrainWorkflowId(name)} acts on it` +
+          ' where its workers run (npm start)',
+      );
+      return;
+    }
+    // Workers in this process carry the decision out, as `--wait` does elsewhere.
+    const workers = await runWorkers(rt);
+    try {
+      const result = (await handle.result()) as RetrainResult;
+      print(args.json, { ...sent, promotion: result.promotion }, () => {
+        const p = result.promotion;
+        const moved =
+          p.outcome === 'promoted'
+            ? `: production ${p.from ? `v${p.from}` : 'none'} -> v${p.to}`
+            : '';
+        return `${approve ? 'approved' : 'rejected'} by ${by}; v${result.version} ${p.outcome}${moved}`;
+      });
+    } finally {
+      await workers.stop();
+    }
   } finally {
     await rt.close();
   }

@@ -36,6 +36,12 @@ const program = new Command('pops')
   .showHelpAfterError()
   .exitOverride();
 
+// A reader that stops early (`pops … | head`) closes stdout: the rest of the output is dropped and
+// the command still finishes, so the embedded servers it started are stopped.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+});
+
 // One-shot commands keep stderr to warnings unless LOG_LEVEL says otherwise; services log at info.
 program.hook('preAction', (_program, action) => {
   const longLived = ['serve', 'worker'].includes(action.name());
@@ -131,12 +137,14 @@ models
   .command('approve <name>')
   .description('approve the blessed candidate of the running retraining: production moves to it')
   .requiredOption('--reason <text>', 'why (audited)')
+  .option('--no-wait', 'send the approval and return (the workers of npm start act on it)')
   .option('--json', 'machine-readable output')
   .action(lazy(drift, 'approveCommand'));
 models
   .command('reject <name>')
   .description('reject the candidate of the running retraining: production stays')
   .requiredOption('--reason <text>', 'why (audited)')
+  .option('--no-wait', 'send the rejection and return (the workers of npm start act on it)')
   .option('--json', 'machine-readable output')
   .action(lazy(drift, 'rejectCommand'));
 models

@@ -132,12 +132,12 @@ export function sliceMetrics(
 }
 
 /** Compares a candidate's scores with production's on one slice; see the module comment. */
-export function compareCandidate(
+export async function compareCandidate(
   slice: ScoredSlice,
   candidate: Float32Array,
   production: { version: number; scores: Float32Array } | null,
   thresholds: ValidationThresholds,
-): ValidationReport {
+): Promise<ValidationReport> {
   const all = Array.from({ length: slice.labels.length }, (_, i) => i);
   const cand = sliceMetrics(slice, candidate, all, slice.persons, thresholds.eceBins);
   const byPerson = new Map<string, number[]>();
@@ -155,7 +155,13 @@ export function compareCandidate(
   const differences: Difference[] = [];
   if (production) {
     prod = sliceMetrics(slice, production.scores, all, slice.persons, thresholds.eceBins);
-    const draws = bootstrapDifferences(slice, candidate, production.scores, byPerson, thresholds);
+    const draws = await bootstrapDifferences(
+      slice,
+      candidate,
+      production.scores,
+      byPerson,
+      thresholds,
+    );
     const alpha = 1 - thresholds.confidence;
     const judge = (metric: keyof SliceMetrics, bound: 'low' | 'high', limit: number) => {
       const sorted = (draws[metric] ?? []).slice().sort((a, b) => a - b);
@@ -190,17 +196,22 @@ export function compareCandidate(
   };
 }
 
-function bootstrapDifferences(
+/**
+ * The resampled differences. It yields to the event loop after every resample, so an activity
+ * running it keeps heartbeating (200 resamples of 30k rows take seconds of CPU).
+ */
+async function bootstrapDifferences(
   slice: ScoredSlice,
   candidate: Float32Array,
   production: Float32Array,
   byPerson: Map<string, number[]>,
   t: ValidationThresholds,
-): Record<keyof SliceMetrics, number[]> {
+): Promise<Record<keyof SliceMetrics, number[]>> {
   const persons = [...byPerson.values()];
   const random = mulberry32(t.seed);
   const out: Record<keyof SliceMetrics, number[]> = { auc: [], logLoss: [], ece: [], ndcgAt10: [] };
   for (let b = 0; b < t.bootstrap; b++) {
+    await new Promise((resolve) => setImmediate(resolve));
     const rows: number[] = [];
     const groups: string[] = [];
     for (let k = 0; k < persons.length; k++) {
