@@ -9,6 +9,9 @@
  *   ratio (bench/identity.ts); `--quick` makes it 100k links, `--links N` any size.
  * - `drift`: drift statistics over 20 features x 1M rows per window against scipy (bench/drift.ts);
  *   `--quick` makes it 100k rows, `--rows N` any size.
+ * - `decide`: POST /v1/decide with 100 candidates at 2,000 req/s for 20 s (autocannon, the API in
+ *   its own process) on a model trained on MovieLens latest-small, routed 90/10 stable/canary
+ *   (bench/decide.ts); `--quick` makes it 10 s, `--rate N` / `--seconds N` any.
  * - `features`: feature backfill of 10M generated events against a hand-written floor, a
  *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
  *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
@@ -30,6 +33,7 @@ import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { benchFeatures, FEATURE_DEFAULTS, type FeatureBenchOptions } from './features.js';
+import { benchDecide, DECIDE_DEFAULTS } from './decide.js';
 import { benchDrift } from './drift.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 
@@ -37,7 +41,7 @@ const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
-const BENCHMARKS = ['retrain', 'identity', 'features', 'drift'] as const;
+const BENCHMARKS = ['retrain', 'identity', 'features', 'drift', 'decide'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
@@ -173,6 +177,7 @@ function parseCommandLine(): {
   links: number;
   features: FeatureBenchOptions;
   rows: number;
+  decide: { rate: number; seconds: number };
 } {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -183,6 +188,8 @@ function parseCommandLine(): {
       labels: { type: 'string' },
       explain: { type: 'boolean', default: false },
       rows: { type: 'string' },
+      rate: { type: 'string' },
+      seconds: { type: 'string' },
     },
   });
   const selected = positionals.map((name) => {
@@ -201,11 +208,15 @@ function parseCommandLine(): {
   // The 10M-event feature benchmark takes hours on 2 cores: it runs only when named.
   const byDefault = BENCHMARKS.filter((b) => b !== 'features');
   const rows = count('rows', values.rows, values.quick ? 100_000 : 1_000_000);
-  return { selected: selected.length > 0 ? selected : byDefault, links, features, rows };
+  const decide = {
+    rate: count('rate', values.rate, DECIDE_DEFAULTS.rate),
+    seconds: count('seconds', values.seconds, values.quick ? 10 : DECIDE_DEFAULTS.seconds),
+  };
+  return { selected: selected.length > 0 ? selected : byDefault, links, features, rows, decide };
 }
 
 async function main() {
-  const { selected, links, features, rows } = parseCommandLine();
+  const { selected, links, features, rows, decide } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
@@ -218,6 +229,12 @@ async function main() {
   if (selected.includes('drift')) {
     process.stdout.write(`pops drift bench, 20 features x ${rows.toLocaleString('en')} rows\n`);
     await benchDrift(rows, line);
+  }
+  if (selected.includes('decide')) {
+    process.stdout.write(
+      `pops decide bench, ${decide.rate.toLocaleString('en')} req/s for ${decide.seconds} s\n`,
+    );
+    await benchDecide({ ...decide, candidates: DECIDE_DEFAULTS.candidates, data: DATA }, line);
   }
 }
 
