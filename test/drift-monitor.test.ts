@@ -212,7 +212,35 @@ describe('monitorDrift', () => {
     const noRetrain = await pops(['models', 'approve', watched, '--reason', 'r']);
     expect(noRetrain.code).toBe(2);
     expect(noRetrain.stderr).toMatch(/no retraining/);
-  }, 300_000);
+
+    // A first version (no production: blessed on its AUC alone) waits; the CLI approves it.
+    const fresh = `drift-d-${suffix}`;
+    await h.db.pool.query(
+      `insert into models (name, source, created_by) select $1, source, 'test' from models where name = $2`,
+      [fresh, watched],
+    );
+    const run = await startRetrain(
+      h.client,
+      h.prefix,
+      retrainInputSchema.parse({
+        model: fresh,
+        reason: 'approved from the CLI',
+        trainUntil: '2004-01-01T00:00:00Z',
+        validateUntil: '2005-01-01T00:00:00Z',
+        training: { epochs: 2 },
+      }),
+    );
+    const handle = h.client.workflow.getHandle(run.workflowId, run.runId);
+    let stage = '';
+    for (let i = 0; i < 1200 && stage !== 'awaiting-approval'; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      stage = (await handle.query<{ stage: string }>('progress')).stage;
+    }
+    const approved = await pops(['models', 'approve', fresh, '--reason', 'looks right']);
+    expect(approved.code).toBe(0);
+    expect(approved.stdout).toMatch(/v1 promoted: production none -> v1/);
+    expect(await getAliases(h.db.pool, fresh)).toMatchObject({ production: 1, candidate: 1 });
+  }, 600_000);
 
   it('two monitors firing together start exactly one retraining', async () => {
     const cfg = config({ consecutive: 1 });
