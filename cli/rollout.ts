@@ -203,7 +203,7 @@ export function describeStatus(s: RolloutStatus): string {
         : ''),
   ];
   if (live) {
-    const since = live.stepStartedAt ? (Date.now() - Date.parse(live.stepStartedAt)) / 1000 : 0;
+    const since = live.timeInStepMs / 1000;
     lines.push(
       `  ${live.phase}: step ${live.stepIndex + 1} (${live.stepPercent}%), canary weight ${live.weightBp} bp,` +
         ` ${since.toFixed(0)} s in step, bake until ${live.bakeUntil ?? '-'}, extensions ${live.extensions},` +

@@ -15,6 +15,7 @@ import {
   defineQuery,
   defineSignal,
   log,
+  makeContinueAsNewFunc,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -34,11 +35,12 @@ import {
   RESUME_SIGNAL,
   type RolloutAction,
   type RolloutApproval,
+  type RolloutCarry,
   type RolloutInput,
   type RolloutOutcome,
   type RolloutRequest,
   type RolloutState,
-  rolloutInputSchema,
+  rolloutWorkflowInputSchema,
   STATE_QUERY,
   type TickSummary,
   weightOf,
@@ -80,9 +82,10 @@ const urgent = proxyActivities<Activities>({
 
 /** Rolls one version out on one surface; see the module comment. */
 export async function rolloutModel(raw: RolloutInput): Promise<RolloutResult> {
-  const input = parseOrFail(rolloutInputSchema, raw, 'rolloutModel input');
+  const { carry, ...input } = parseOrFail(rolloutWorkflowInputSchema, raw, 'rolloutModel input');
+  // The first run's id survives continue-as-new: every key of the rollout is built on it.
   const { workflowId, firstExecutionRunId } = workflowInfo();
-  const run = new Rollout(input, workflowId, `${workflowId}/${firstExecutionRunId}`);
+  const run = new Rollout(input, workflowId, `${workflowId}/${firstExecutionRunId}`, carry);
   return run.execute();
 }
 
@@ -102,12 +105,16 @@ class Rollout {
   private bakeForMs = 0;
   private restarts = 0;
   private actions = 0;
+  private intervalsThisRun = 0;
+  private readonly carried: RolloutCarry | undefined;
 
   constructor(
     private readonly input: RolloutRequest,
     private readonly workflowId: string,
     private readonly key: string,
+    carry?: RolloutCarry,
   ) {
+    this.carried = carry;
     this.state = {
       surface: input.surface,
       model: input.model,
@@ -119,6 +126,7 @@ class Rollout {
       weightBp: 0,
       stepStartedAt: null,
       bakeUntil: null,
+      timeInStepMs: 0,
       extensions: 0,
       windowGeneration: null,
       tick: 0,
@@ -135,40 +143,57 @@ class Rollout {
       if (parsed) this.abort ??= parsed;
     });
     setHandler(approveSignal, (a) => this.approve(a));
+    if (carry) this.restore(carry);
   }
 
   async execute(): Promise<RolloutResult> {
-    const begun = await act.beginRollout({ rolloutKey: this.key, config: this.input });
-    this.stableVersion = begun.stableVersion;
-    this.state.stableVersion = begun.stableVersion;
-    await this.audit('rollout.started', { ...this.input }, { stableVersion: this.stableVersion });
-    for (let i = 0; i < this.input.steps.length; i++) {
-      const ended = await this.runStep(i);
+    let first = 0;
+    if (this.carried) {
+      first = this.state.stepIndex;
+    } else {
+      const begun = await act.beginRollout({ rolloutKey: this.key, config: this.input });
+      this.stableVersion = begun.stableVersion;
+      this.state.stableVersion = begun.stableVersion;
+      await this.audit('rollout.started', { ...this.input }, { stableVersion: this.stableVersion });
+    }
+    for (let i = first; i < this.input.steps.length; i++) {
+      // A run that continued as new picks its step up where the last run left it: routed.
+      const ended = await this.runStep(i, this.carried !== undefined && i === first);
       if (ended) return this.result(ended);
     }
     return this.result(await this.promote());
   }
 
   /** One step: its gate, its routing, its ticks. Answers the outcome if the rollout ended. */
-  private async runStep(i: number): Promise<RolloutOutcome | undefined> {
-    const percent = this.input.steps[i] ?? 100;
-    Object.assign(this.state, { stepIndex: i, stepPercent: percent, extensions: 0 });
-    this.state.phase = 'routing';
-    if (this.input.gates.includes(percent)) {
-      const aborted = await this.awaitGate(percent);
-      if (aborted) return aborted;
+  private async runStep(i: number, routed: boolean): Promise<RolloutOutcome | undefined> {
+    if (!routed) {
+      const percent = this.input.steps[i] ?? 100;
+      Object.assign(this.state, { stepIndex: i, stepPercent: percent, extensions: 0 });
+      this.state.phase = 'routing';
+      if (this.input.gates.includes(percent)) {
+        const aborted = await this.awaitGate(percent);
+        if (aborted) return aborted;
+      }
+      await this.route(i, `step/${i}`, `step ${i + 1}: canary at ${percent}%`);
+      await this.audit('rollout.step-started', { step: i, percent }, this.window(), `${i}`);
     }
-    await this.route(i, `step/${i}`, `step ${i + 1}: canary at ${percent}%`);
-    await this.audit('rollout.step-started', { step: i, percent }, this.window(), `${i}`);
 
     const every = durationMs(this.input.analysisEvery);
     for (;;) {
+      if (
+        this.intervalsThisRun >= this.input.ticksPerRun ||
+        workflowInfo().continueAsNewSuggested
+      ) {
+        await this.continueAsNew();
+      }
       // One analysis interval on a durable timer; only an abort cuts it short. Time in the step
       // is counted in these intervals, so workflow code never reads a clock.
       if (await condition(() => this.abort !== undefined, every)) {
         return this.rollBack(this.abort ?? null, null);
       }
       this.bakedMs += every;
+      this.state.timeInStepMs += every;
+      this.intervalsThisRun += 1;
       await this.handleInbox(i);
       if (this.heldUnjudged()) continue;
       const summary = await this.tick(i);
@@ -207,6 +232,7 @@ class Rollout {
       weightBp,
       windowGeneration: routed.generation,
       stepStartedAt: routed.from,
+      timeInStepMs: 0,
     });
     this.startBake(i, routed.from);
   }
@@ -418,6 +444,38 @@ class Rollout {
     Object.assign(this.state, { phase: 'promoted', weightBp: 10_000, outcome });
     await this.audit('rollout.promoted', { version: this.input.version }, { ...outcome });
     return outcome;
+  }
+
+  /** Hands everything on to a new run of this workflow (same id), which resumes the step. */
+  private async continueAsNew(): Promise<never> {
+    const carry: RolloutCarry = {
+      state: this.state,
+      stableVersion: this.stableVersion,
+      windowFrom: this.windowFrom,
+      bakedMs: this.bakedMs,
+      bakeForMs: this.bakeForMs,
+      restarts: this.restarts,
+      actions: this.actions,
+      approvals: [...this.approvals.entries()],
+      inbox: [...this.inbox],
+      abort: this.abort ?? null,
+    };
+    log.info('rollout continues as new', { surface: this.input.surface, tick: this.state.tick });
+    const next = makeContinueAsNewFunc<typeof rolloutModel>({ memo: workflowInfo().memo ?? {} });
+    return next({ ...this.input, carry });
+  }
+
+  private restore(c: RolloutCarry): void {
+    Object.assign(this.state, c.state);
+    this.stableVersion = c.stableVersion;
+    this.windowFrom = c.windowFrom;
+    this.bakedMs = c.bakedMs;
+    this.bakeForMs = c.bakeForMs;
+    this.restarts = c.restarts;
+    this.actions = c.actions;
+    for (const [step, approval] of c.approvals) this.approvals.set(step, approval);
+    this.inbox.push(...c.inbox);
+    this.abort = c.abort ?? undefined;
   }
 
   private result(outcome: RolloutOutcome): RolloutResult {

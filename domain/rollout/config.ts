@@ -90,74 +90,100 @@ const stepSchema = z
   .max(100)
   .refine((p) => Math.abs(p * 100 - Math.round(p * 100)) < 1e-9, 'must be whole basis points');
 
-export const rolloutInputSchema = z
-  .strictObject({
-    model: modelNameSchema,
-    version: versionNumberSchema,
-    surface: surfaceNameSchema,
-    /** The canary's share at each step, in percent, increasing, ending at 100. */
-    steps: z.array(stepSchema).min(1).max(20).default([1, 5, 25, 50, 100]),
-    /** How long each step bakes: one duration for all, or one per step. */
-    bake: z.union([durationSchema, z.array(durationSchema).min(1).max(20)]).default('30m'),
-    /** How often the canary is judged while a step bakes. */
-    analysisEvery: durationSchema.default('1m'),
-    /** Persons per arm a step needs before business guardrails are judged and it may pass. */
-    minSamplePerArm: z.number().int().min(30).max(100_000_000).default(1000),
-    /** Persons per arm before operational guardrails are judged (at most minSamplePerArm). */
-    minOperationalSample: z.number().int().min(30).max(100_000_000).default(100),
-    /** Times a step without enough data is extended by one bake before the rollout pauses. */
-    maxExtensions: z.number().int().min(0).max(100).default(2),
-    guardrails: z
-      .array(guardrailSchema)
-      .max(10)
-      .default(DEFAULT_GUARDRAILS as never),
-    /** Steps (percent) that wait for an approval before the canary is routed to them. */
-    gates: z.array(stepSchema).max(20).default([]),
-    /** The false-rollback budget of the whole rollout, split over guardrails × steps. */
-    alpha: z.number().gt(0).max(0.5).default(0.05),
-    /** A sample-ratio test p-value below this holds the rollout. */
-    srmAlpha: z.number().gt(0).max(0.1).default(0.001),
-    requestedBy: plainText(200).default('unknown'),
-    reason: plainText(500).default('canary rollout'),
-  })
-  .superRefine((input, ctx) => {
-    const steps = input.steps;
-    steps.forEach((p, i) => {
-      if (i > 0 && p <= (steps[i - 1] ?? 0)) {
-        ctx.addIssue({ code: 'custom', path: ['steps', i], message: 'steps must increase' });
-      }
-    });
-    if (steps[steps.length - 1] !== 100) {
-      ctx.addIssue({ code: 'custom', path: ['steps'], message: 'the last step must be 100' });
-    }
-    if (Array.isArray(input.bake) && input.bake.length !== steps.length) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['bake'],
-        message: `one bake per step: ${steps.length} steps, ${input.bake.length} bakes`,
-      });
-    }
-    input.gates.forEach((g, i) => {
-      if (!steps.includes(g)) {
-        ctx.addIssue({ code: 'custom', path: ['gates', i], message: 'is not one of the steps' });
-      }
-    });
-    const metrics = input.guardrails.map((g) => g.metric);
-    metrics.forEach((m, i) => {
-      if (metrics.indexOf(m) !== i) {
-        ctx.addIssue({ code: 'custom', path: ['guardrails', i], message: `${m} appears twice` });
-      }
-    });
-    if (input.minOperationalSample > input.minSamplePerArm) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['minOperationalSample'],
-        message: `must be at most minSamplePerArm (${input.minSamplePerArm})`,
-      });
+const rolloutFields = {
+  model: modelNameSchema,
+  version: versionNumberSchema,
+  surface: surfaceNameSchema,
+  /** The canary's share at each step, in percent, increasing, ending at 100. */
+  steps: z.array(stepSchema).min(1).max(20).default([1, 5, 25, 50, 100]),
+  /** How long each step bakes: one duration for all, or one per step. */
+  bake: z.union([durationSchema, z.array(durationSchema).min(1).max(20)]).default('30m'),
+  /** How often the canary is judged while a step bakes. */
+  analysisEvery: durationSchema.default('1m'),
+  /** Persons per arm a step needs before business guardrails are judged and it may pass. */
+  minSamplePerArm: z.number().int().min(30).max(100_000_000).default(1000),
+  /** Persons per arm before operational guardrails are judged (at most minSamplePerArm). */
+  minOperationalSample: z.number().int().min(30).max(100_000_000).default(100),
+  /** Times a step without enough data is extended by one bake before the rollout pauses. */
+  maxExtensions: z.number().int().min(0).max(100).default(2),
+  guardrails: z
+    .array(guardrailSchema)
+    .max(10)
+    .default(DEFAULT_GUARDRAILS as never),
+  /** Steps (percent) that wait for an approval before the canary is routed to them. */
+  gates: z.array(stepSchema).max(20).default([]),
+  /** The false-rollback budget of the whole rollout, split over guardrails × steps. */
+  alpha: z.number().gt(0).max(0.5).default(0.05),
+  /** A sample-ratio test p-value below this holds the rollout. */
+  srmAlpha: z.number().gt(0).max(0.1).default(0.001),
+  requestedBy: plainText(200).default('unknown'),
+  reason: plainText(500).default('canary rollout'),
+  /** Analysis intervals one workflow run waits before it continues as new (a short history). */
+  ticksPerRun: z.number().int().min(1).max(5000).default(500),
+};
+
+/** The checks across fields of a rollout's input. */
+function checkRollout(
+  input: { steps: number[]; bake: string | string[]; gates: number[] } & {
+    guardrails: Guardrail[];
+    minOperationalSample: number;
+    minSamplePerArm: number;
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const steps = input.steps;
+  steps.forEach((p, i) => {
+    if (i > 0 && p <= (steps[i - 1] ?? 0)) {
+      ctx.addIssue({ code: 'custom', path: ['steps', i], message: 'steps must increase' });
     }
   });
+  if (steps[steps.length - 1] !== 100) {
+    ctx.addIssue({ code: 'custom', path: ['steps'], message: 'the last step must be 100' });
+  }
+  if (Array.isArray(input.bake) && input.bake.length !== steps.length) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['bake'],
+      message: `one bake per step: ${steps.length} steps, ${input.bake.length} bakes`,
+    });
+  }
+  input.gates.forEach((g, i) => {
+    if (!steps.includes(g)) {
+      ctx.addIssue({ code: 'custom', path: ['gates', i], message: 'is not one of the steps' });
+    }
+  });
+  const metrics = input.guardrails.map((g) => g.metric);
+  metrics.forEach((m, i) => {
+    if (metrics.indexOf(m) !== i) {
+      ctx.addIssue({ code: 'custom', path: ['guardrails', i], message: `${m} appears twice` });
+    }
+  });
+  if (input.minOperationalSample > input.minSamplePerArm) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['minOperationalSample'],
+      message: `must be at most minSamplePerArm (${input.minSamplePerArm})`,
+    });
+  }
+}
 
-export type RolloutInput = z.input<typeof rolloutInputSchema>;
+/** A rollout as a person asks for it (the CLI, the API). */
+export const rolloutInputSchema = z.strictObject(rolloutFields).superRefine(checkRollout);
+
+/**
+ * The workflow's input: a request, and, in a run that continued as new, where the last run left
+ * off (never from a person: the CLI and the API parse rolloutInputSchema).
+ */
+export const rolloutWorkflowInputSchema = z
+  .strictObject({
+    ...rolloutFields,
+    carry: z
+      .custom<RolloutCarry>((v) => typeof v === 'object' && v !== null && !Array.isArray(v))
+      .optional(),
+  })
+  .superRefine(checkRollout);
+
+export type RolloutInput = z.input<typeof rolloutWorkflowInputSchema>;
 export type RolloutRequest = z.output<typeof rolloutInputSchema>;
 
 /** The workflow id that owns a surface's rollout: a second start attaches to it. */
@@ -237,6 +263,8 @@ export interface RolloutState {
   /** When the current step's routing took effect (workflow time), and when its bake ends. */
   stepStartedAt: string | null;
   bakeUntil: string | null;
+  /** Time in the step (since its window began), counted in analysis intervals. */
+  timeInStepMs: number;
   extensions: number;
   /** The surface generation from which the step's exposures are analyzed. */
   windowGeneration: number | null;
@@ -291,3 +319,17 @@ export type RolloutOutcome =
       /** From the breaching tick's decision (or the abort's arrival) to the routing commit. */
       latencyMs: number;
     };
+
+/** What a run that continues as new hands the next: everything the workflow knows. */
+export interface RolloutCarry {
+  state: RolloutState;
+  stableVersion: number;
+  windowFrom: string;
+  bakedMs: number;
+  bakeForMs: number;
+  restarts: number;
+  actions: number;
+  approvals: Array<[number, RolloutAction]>;
+  inbox: Array<{ kind: 'pause' | 'resume'; action: RolloutAction }>;
+  abort: RolloutAction | null;
+}
