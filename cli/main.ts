@@ -204,7 +204,10 @@ rolloutCmd
   .description(
     'start (or attach to) the rollout of a version on a surface (workflow rollout/<surface>)',
   )
-  .option('--file <yaml>', 'a rollout file (README: "Canary rollouts"); flags override it')
+  .option(
+    '--file <yaml>',
+    'a YAML file of rolloutModel input fields (domain/rollout/config.ts); flags override it',
+  )
   .option('--model <name>', 'the model')
   .option('--version <n>', 'the version rolled out')
   .option('--surface <name>', 'the surface')
