@@ -570,7 +570,7 @@ describe('rolloutModel', () => {
         // Two intervals per run: the rollout also continues as new every other tick.
         const handle = await begin(
           name,
-          { steps: [20, 100], guardrails: [{ metric: 'ctr' }], ticksPerRun: 2 },
+          { steps: [20, 100], guardrails: [{ metric: 'ctr' }], intervalsPerRun: 2 },
           prefix,
         );
         const firstRun = (await handle.describe()).runId;

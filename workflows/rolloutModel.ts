@@ -181,7 +181,7 @@ class Rollout {
     const every = durationMs(this.input.analysisEvery);
     for (;;) {
       if (
-        this.intervalsThisRun >= this.input.ticksPerRun ||
+        this.intervalsThisRun >= this.input.intervalsPerRun ||
         workflowInfo().continueAsNewSuggested
       ) {
         await this.continueAsNew();

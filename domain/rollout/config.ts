@@ -119,7 +119,7 @@ const rolloutFields = {
   requestedBy: plainText(200).default('unknown'),
   reason: plainText(500).default('canary rollout'),
   /** Analysis intervals one workflow run waits before it continues as new (a short history). */
-  ticksPerRun: z.number().int().min(1).max(5000).default(500),
+  intervalsPerRun: z.number().int().min(1).max(5000).default(500),
 };
 
 /** The checks across fields of a rollout's input. */
