@@ -11,7 +11,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parse } from 'csv-parse/sync';
 import type { Queryable } from '../../common/db.js';
 
 /** One simulated person: who they are and what they really liked after the holdout. */
@@ -40,19 +39,27 @@ function personsOf(rows: Iterable<{ userId: string; itemId: string; rating: numb
 export function heldOutFromCsv(dir: string, from: Date): ReplayPerson[] {
   const file = path.join(dir, 'ratings.csv');
   if (!fs.existsSync(file)) throw new Error(`no ratings.csv in ${dir}`);
-  const records = parse(fs.readFileSync(file), { columns: true, skip_empty_lines: true }) as Array<
-    Record<string, string>
-  >;
+  // ratings.csv is userId,movieId,rating,timestamp: numbers, never quoted.
+  const [header = '', ...lines] = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+  const columns = header.trim().split(',');
+  const at = (name: string) => {
+    const i = columns.indexOf(name);
+    if (i < 0) throw new Error(`${file}: no ${name} column`);
+    return i;
+  };
+  const [user, movie, rating, ts] = ['userId', 'movieId', 'rating', 'timestamp'].map(at);
   const cutoff = from.getTime() / 1000;
-  return personsOf(
-    records
-      .filter((r) => Number(r['timestamp']) >= cutoff)
-      .map((r) => ({
-        userId: r['userId'] ?? '',
-        itemId: r['movieId'] ?? '',
-        rating: Number(r['rating']),
-      })),
-  );
+  const rows: Array<{ userId: string; itemId: string; rating: number }> = [];
+  for (const line of lines) {
+    const f = line.trim().split(',');
+    if (Number(f[ts ?? 3]) < cutoff) continue;
+    rows.push({
+      userId: f[user ?? 0] ?? '',
+      itemId: f[movie ?? 1] ?? '',
+      rating: Number(f[rating ?? 2]),
+    });
+  }
+  return personsOf(rows);
 }
 
 /** The held-out persons of an event source: its `rated` events at or after `from`. */
