@@ -26,6 +26,7 @@ import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from '
 const demoArgs = z.object({
   data: z.string().optional(),
   epochs: z.coerce.number().int().min(1).max(200).optional(),
+  canary: z.boolean().default(false),
   json: z.boolean().default(false),
 });
 
@@ -122,6 +123,10 @@ async function ensureData(
 /** Runs the demo; see the module comment. */
 export async function demoCommand(options: Record<string, unknown>): Promise<void> {
   const args = parseArgs(demoArgs, options);
+  if (args.canary) {
+    const { canaryDemo } = await import('./demo-canary.js');
+    return canaryDemo(args);
+  }
   const started = Date.now();
   const rt = await openRuntime();
   try {

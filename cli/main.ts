@@ -30,6 +30,7 @@ const backfill = () => import('./backfill.js');
 const modelsCli = () => import('./models.js');
 const drift = () => import('./drift.js');
 const surfaces = () => import('./surfaces.js');
+const simulate = () => import('./simulate.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -55,6 +56,10 @@ program
   )
   .option('--data <dir>', 'a MovieLens-format directory (ratings.csv, optional movies.csv)')
   .option('--epochs <n>', 'training epochs')
+  .option(
+    '--canary',
+    'instead: roll out a good and a broken candidate under replayed traffic (cli/demo-canary.ts)',
+  )
   .option('--json', 'machine-readable output')
   .action(lazy(demo, 'demoCommand'));
 
@@ -422,6 +427,27 @@ surfacesCmd
   .requiredOption('--reason <text>', 'why (audited)')
   .option('--json', 'machine-readable output')
   .action(lazy(surfaces, 'modeCommand'));
+
+const simulateCmd = program.command('simulate').description('simulated load on a running pops');
+simulateCmd
+  .command('traffic')
+  .description(
+    'replay held-out MovieLens ratings against /v1/decide: a person clicks what they rated >= 4',
+  )
+  .requiredOption('--surface <name>', 'the surface asked')
+  .requiredOption('--rate <r>', 'requests per second')
+  .option('--duration <d>', 'how long (default 60s)')
+  .option('--data <dir>', 'a MovieLens directory to read the held-out ratings from')
+  .option(
+    '--holdout-from <instant>',
+    "held-out ratings start here (default: the production version's validateUntil)",
+  )
+  .option('--api <url>', 'the API called (default http://127.0.0.1:8080)')
+  .option('--serve', 'start an API in this process instead of calling one')
+  .option('--k <n>', 'items per decision (default 10)')
+  .option('--seed <n>', 'the seed that draws persons (default 1)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(simulate, 'trafficCommand'));
 
 try {
   await program.parseAsync(process.argv);
