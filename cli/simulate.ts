@@ -68,7 +68,12 @@ export async function heldOutFor(
     persons = await heldOutFromEvents(db, rows[0]?.source ?? '', from);
   }
   if (persons.length === 0) {
-    throw new UsageError(`no ratings at or after ${from.toISOString()} to replay`);
+    throw new UsageError(
+      `no ratings at or after ${from.toISOString()} to replay` +
+        (options.data
+          ? ''
+          : ` in model ${found.model}'s event source: pass --data <MovieLens dir>`),
+    );
   }
   return { persons, holdoutFrom: from };
 }
@@ -115,6 +120,9 @@ export async function trafficCommand(options: Record<string, unknown>): Promise<
           `replayed ${persons.length} held-out persons (ratings from ${holdoutFrom.toISOString()})` +
             ` against ${base}/v1/decide, surface ${args.surface}, at ${args.rate}/s asked`,
           describeReplay(report),
+          ...(report.decisions === 0 && report.errors > 0 && !full
+            ? [`no decision answered: is the API running at ${base}? (npm start, or --serve)`]
+            : []),
         ].join('\n'),
     );
   } finally {
