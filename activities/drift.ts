@@ -92,6 +92,19 @@ export function driftActivities({ pool, log, temporal }: ActivityDeps) {
       const { workflowId, runId } = callerWorkflow();
       const runKey = `${workflowId}/${runId}`;
       const end = await currentEnd(pool, config, version.source, raw.at);
+      // Windows past the run's day would backfill days that have not happened (and mark features
+      // computed through them).
+      const limit = Date.parse(raw.at) + DAY;
+      const reachesFuture = (to: string, field: string) => {
+        if (Date.parse(to) > limit) {
+          throw failure(
+            FAILURE_TYPES.validation,
+            `${field} ${to} is after the run's time ${raw.at}`,
+          );
+        }
+      };
+      reachesFuture(end.toISOString(), 'current.end');
+      if (config.reference.kind === 'range') reachesFuture(config.reference.to, 'reference.to');
       const current: SampleWindow = {
         kind: 'current',
         from: new Date(end.getTime() - config.current.days * DAY).toISOString(),

@@ -3,7 +3,7 @@
  * runs (start one, list, one report as JSON with its histograms), and approve or reject the
  * blessed candidate of the running retraining. Registered by api/server.ts as a plugin.
  */
-import type { Client } from '@temporalio/client';
+import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { configureMonitor, describeDriftSchedule, runDrift } from '../client/drift.js';
@@ -80,6 +80,9 @@ export const driftRoutes: FastifyPluginAsync<DriftRoutesOptions> = async (app, o
   app.post('/v1/drift/:model/runs', async (request, reply) => {
     const model = await declared(request.params);
     const body = parse(runBody, request.body ?? {}, 'body');
+    if (body.at && Date.parse(body.at) > Date.now() + 60_000) {
+      throw new ApiError('validation', `invalid body: at: is in the future (got "${body.at}")`);
+    }
     const started = await options.withDeadline(() =>
       runDrift(options.temporal, options.queuePrefix, {
         model,
@@ -130,7 +133,10 @@ export const driftRoutes: FastifyPluginAsync<DriftRoutesOptions> = async (app, o
       const status = await options.withDeadline(() =>
         handle.describe().then(
           (d) => d.status.name,
-          () => 'NONE',
+          (err: unknown) => {
+            if (err instanceof WorkflowNotFoundError) return 'NONE';
+            throw err;
+          },
         ),
       );
       if (status !== 'RUNNING') {

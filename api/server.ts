@@ -106,6 +106,9 @@ export function buildApi(deps: ApiDeps) {
 
   app.post('/v1/retrains', async (request, reply) => {
     const body = parse(retrainBody, request.body ?? {}, 'body');
+    if ('driftRunId' in body) {
+      throw new ApiError('validation', 'invalid body: driftRunId: is set by drift monitors only');
+    }
     // Who asked is the caller's identity, never a field of the body.
     const input = parse(retrainInputSchema, { ...body, requestedBy: deps.actor }, 'body');
     if (!(await modelExists(deps.pool, input.model))) {

@@ -3,6 +3,7 @@
  * print a report) and `pops models approve|reject` (decide a blessed candidate's promotion).
  */
 import fs from 'node:fs';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { configureMonitor, describeDriftSchedule, runDrift } from '../client/drift.js';
@@ -123,7 +124,12 @@ export async function monitorCommand(model: string, options: Record<string, unkn
   }
 }
 
-const runArgs = monitorArgs.extend({ at: z.string().optional(), wait: z.boolean().default(false) });
+const runArgs = monitorArgs.extend({
+  at: z.iso
+    .datetime({ offset: true, message: 'must be an ISO-8601 instant with a zone' })
+    .optional(),
+  wait: z.boolean().default(false),
+});
 
 /** `pops drift run <model> [--wait]`: one run now, with the stored config and the flags. */
 export async function runCommand(model: string, options: Record<string, unknown>) {
@@ -221,7 +227,10 @@ async function decide(model: string, options: Record<string, unknown>, approve: 
   try {
     const name = await declared(rt.pool, model);
     const handle = rt.client.workflow.getHandle(retrainWorkflowId(name));
-    const described = await handle.describe().catch(() => undefined);
+    const described = await handle.describe().catch((err: unknown) => {
+      if (err instanceof WorkflowNotFoundError) return undefined;
+      throw err;
+    });
     if (described?.status.name !== 'RUNNING') {
       throw new UsageError(`no retraining of ${name} is running (nothing waits for a decision)`);
     }

@@ -9,6 +9,7 @@ import {
   ScheduleOverlapPolicy,
 } from '@temporalio/client';
 import type { Queryable } from '../common/db.js';
+import { InputError } from '../common/failures.js';
 import { queueName } from '../common/queues.js';
 import {
   type DriftConfig,
@@ -101,6 +102,10 @@ export async function runDrift(
   input: MonitorDriftInput,
   clock: () => Date = () => new Date(),
 ): Promise<{ workflowId: string; runId: string; result: () => Promise<MonitorDriftResult> }> {
+  // The run's time decides its cooldown: one from the future would hold every later request off.
+  if (input.at && Date.parse(input.at) > clock().getTime() + 60_000) {
+    throw new InputError(`at ${JSON.stringify(input.at)} is in the future`);
+  }
   const workflowId = `${driftScheduleId(input.model)}/on-demand/${clock().toISOString()}`;
   const handle = await client.workflow.start('monitorDrift', {
     workflowId,

@@ -10,6 +10,18 @@ export const migrationsDir = fileURLToPath(new URL('../migrations', import.meta.
 
 /** Applies every pending migration to the database at `databaseUrl`; returns the names applied. */
 export async function migrate(databaseUrl: string, log?: Logger): Promise<string[]> {
+  // node-pg-migrate refuses, rather than waits, while another process migrates: wait for it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await migrateOnce(databaseUrl, log);
+    } catch (err) {
+      if (attempt >= 60 || !/Another migration is already running/.test(String(err))) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
+
+async function migrateOnce(databaseUrl: string, log?: Logger): Promise<string[]> {
   const applied = await runner({
     databaseUrl,
     dir: migrationsDir,

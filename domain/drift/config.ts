@@ -5,12 +5,16 @@
  * and the workflow alike; the defaults are the documented ones (README, "Drift monitors").
  */
 import { z } from 'zod';
+import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../../common/text.js';
 import { modelNameSchema, plainText } from '../retrain.js';
 
-const isoInstant = z.iso.datetime({
-  offset: true,
-  message: 'must be an ISO-8601 instant with a zone',
-});
+const DAY = 86_400_000;
+/** Instants pops can store feature days for (1970 to 2199, UTC). */
+const isoInstant = z.iso
+  .datetime({ offset: true, message: 'must be an ISO-8601 instant with a zone' })
+  .refine((v) => Date.parse(v) >= Date.UTC(1970, 0, 1) && Date.parse(v) < Date.UTC(2200, 0, 1), {
+    message: 'must lie between 1970 and 2199',
+  });
 
 /**
  * The reference sample.
@@ -24,7 +28,16 @@ export const referenceSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('training') }),
   z.strictObject({ kind: z.literal('last-cycle'), cycleDays: z.number().int().min(1).max(3660) }),
   z.strictObject({ kind: z.literal('rolling'), days: z.number().int().min(1).max(3660) }),
-  z.strictObject({ kind: z.literal('range'), from: isoInstant, to: isoInstant }),
+  z
+    .strictObject({ kind: z.literal('range'), from: isoInstant, to: isoInstant })
+    .refine((r) => Date.parse(r.from) < Date.parse(r.to), {
+      message: 'from must be before to',
+      path: ['to'],
+    })
+    .refine((r) => Date.parse(r.to) - Date.parse(r.from) <= 3660 * DAY, {
+      message: 'spans more than 3660 days',
+      path: ['to'],
+    }),
 ]);
 export type Reference = z.output<typeof referenceSchema>;
 
@@ -98,7 +111,16 @@ export const driftConfigSchema = z.strictObject({
       proportion: z.number().positive().optional(),
     })
     .default({}),
-  features: z.record(z.string().max(200), featureOverrideSchema).default({}),
+  features: z
+    .record(
+      z
+        .string()
+        .max(200)
+        .refine((k) => !UNSTORABLE_TEXT.test(k), UNSTORABLE_PROBLEM),
+      featureOverrideSchema,
+    )
+    .refine((o) => Object.keys(o).length <= 500, { message: 'has more than 500 overrides' })
+    .default({}),
   /** Judge the production model's score distribution too (needs the model artifact). */
   prediction: z.boolean().default(true),
   performance: performanceSchema.default(performanceSchema.parse({})),
@@ -114,6 +136,9 @@ export const driftConfigSchema = z.strictObject({
   every: z
     .string()
     .regex(/^[1-9][0-9]{0,5}(s|m|h|d)$/, 'is not an interval such as 30m, 1h or 1d')
+    .refine((v) => !v.endsWith('s') || Number(v.slice(0, -1)) >= 60, {
+      message: 'is shorter than a minute',
+    })
     .default('1h'),
   /** Off: runs report and decide, but never start a retraining. */
   trigger: z.boolean().default(true),

@@ -142,6 +142,26 @@ function judgeValues(
   const rows = { reference: ref.n, current: cur.n };
   const base = { feature: s.feature, kind: frozen.kind, rows, adjustedP: null };
   const small = ref.n < config.minRows || cur.n < config.minRows;
+  if (small) {
+    // Too few rows to bin or test (an empty window among them): reported, never judged.
+    return finish(
+      {
+        ...base,
+        test: frozen.kind === 'binary' ? 'z' : frozen.kind === 'categorical' ? 'chi2' : 'ks',
+        statistic: Number.NaN,
+        pValue: Number.NaN,
+        effect: {
+          method: frozen.kind === 'binary' ? 'proportion' : 'psi',
+          value: Number.NaN,
+          floor: floorFor(config, frozen.kind === 'binary' ? 'proportion' : 'psi', override),
+        },
+        effects: {},
+      },
+      true,
+      config,
+      override,
+    );
+  }
 
   if (frozen.kind === 'binary') {
     const ones = (w: WeightedSample) => countOf(w, 1);
@@ -197,6 +217,7 @@ function judgeMissing(
   if (r.missing === 0 && c.missing === 0) return undefined;
   const nr = r.sample.n + r.missing;
   const nc = c.sample.n + c.missing;
+  if (nr === 0 || nc === 0) return undefined;
   const z = twoProportionZ(r.missing, nr, c.missing, nc);
   const diff = Math.abs(share(c.missing, nc) - share(r.missing, nr));
   const floor = floorFor(config, 'proportion');
