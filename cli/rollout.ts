@@ -10,6 +10,7 @@ import {
   type RolloutStatus,
   rolloutStatus,
   signalRollout,
+  rolloutRefusal,
   startRollout,
 } from '../client/rollout.js';
 import { plainText } from '../domain/retrain.js';
@@ -116,6 +117,8 @@ export async function startCommand(options: Record<string, unknown>): Promise<vo
   const rt = await openRuntime();
   try {
     const input = inputOf(args, rt.config.POPS_ACTOR);
+    const refusal = await rolloutRefusal(rt.pool, input);
+    if (refusal) throw refusal;
     const started = await startRollout(rt.client, rt.prefix, input);
     print(args.json, { ...started, input }, () =>
       [

@@ -21,6 +21,7 @@ import {
   STATE_QUERY,
   type TickSummary,
 } from '../domain/rollout/config.js';
+import { getSurface } from '../domain/decide/surfaces.js';
 import { listDecisions, listRollouts, type StoredRollout } from '../domain/rollout/store.js';
 
 /** Thrown when a rollout cannot be started or signalled as asked; `kind` picks the answer. */
@@ -38,6 +39,45 @@ export interface StartedRollout {
   runId: string;
   /** True when a rollout of this version was already running on the surface. */
   attached: boolean;
+}
+
+/**
+ * Why a rollout request cannot start, checked before its workflow is: the surface, its model, the
+ * version, and that the version is not what the surface already serves as stable. Undefined: it
+ * may start (a running rollout of the same version is attached to).
+ */
+export async function rolloutRefusal(
+  db: Queryable,
+  request: Pick<RolloutRequest, 'surface' | 'model' | 'version'>,
+): Promise<RolloutRefusal | undefined> {
+  const surface = await getSurface(db, request.surface);
+  if (!surface) {
+    return new RolloutRefusal('not_found', `surface "${request.surface}" does not exist`);
+  }
+  if (surface.model !== request.model) {
+    return new RolloutRefusal(
+      'conflict',
+      `surface "${request.surface}" serves model "${surface.model}", not "${request.model}"`,
+    );
+  }
+  const version = await db.query('select 1 from model_versions where model = $1 and version = $2', [
+    request.model,
+    request.version,
+  ]);
+  if (!version.rowCount) {
+    return new RolloutRefusal(
+      'not_found',
+      `model "${request.model}" has no version ${request.version}`,
+    );
+  }
+  const stable = surface.routes.find((r) => r.role === 'stable');
+  if (stable?.version === request.version && !surface.routes.some((r) => r.role === 'canary')) {
+    return new RolloutRefusal(
+      'conflict',
+      `surface "${request.surface}" already serves version ${request.version} as stable`,
+    );
+  }
+  return undefined;
 }
 
 /**
