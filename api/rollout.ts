@@ -11,7 +11,6 @@ import { z } from 'zod';
 import {
   type RolloutCommand,
   RolloutRefusal,
-  rolloutRefusal,
   rolloutStatus,
   signalRollout,
   startRollout,
@@ -49,10 +48,8 @@ export const rolloutRoutes: FastifyPluginAsync<RolloutRoutesOptions> = async (ap
     const body = parse(z.object({}).passthrough(), request.body ?? {}, 'body');
     // Who asked is the caller's identity, never a field of the body.
     const input = parse(rolloutInputSchema, { ...body, requestedBy: options.actor }, 'body');
-    const refusal = await rolloutRefusal(options.pool, input);
-    if (refusal) throw asApiError(refusal);
     const started = await options
-      .withDeadline(() => startRollout(options.temporal, options.queuePrefix, input))
+      .withDeadline(() => startRollout(options.temporal, options.queuePrefix, input, options.pool))
       .catch((err: unknown) => {
         throw asApiError(err);
       });

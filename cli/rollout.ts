@@ -10,7 +10,6 @@ import {
   type RolloutStatus,
   rolloutStatus,
   signalRollout,
-  rolloutRefusal,
   startRollout,
 } from '../client/rollout.js';
 import { plainText } from '../domain/retrain.js';
@@ -117,9 +116,7 @@ export async function startCommand(options: Record<string, unknown>): Promise<vo
   const rt = await openRuntime();
   try {
     const input = inputOf(args, rt.config.POPS_ACTOR);
-    const refusal = await rolloutRefusal(rt.pool, input);
-    if (refusal) throw refusal;
-    const started = await startRollout(rt.client, rt.prefix, input);
+    const started = await startRollout(rt.client, rt.prefix, input, rt.pool);
     print(args.json, { ...started, input }, () =>
       [
         `${started.attached ? 'attached to' : 'started'} ${started.workflowId}: ${input.model}` +

@@ -88,6 +88,7 @@ export async function startRollout(
   client: Client,
   prefix: string,
   request: RolloutRequest,
+  db?: Queryable,
 ): Promise<StartedRollout> {
   const workflowId = rolloutWorkflowId(request.surface);
   const running = await describe(client, workflowId);
@@ -95,6 +96,9 @@ export async function startRollout(
     requireSame(request, running);
     return { workflowId, runId: running.runId, attached: true };
   }
+  // With the database at hand, a request that cannot start is refused before its workflow is.
+  const refusal = db ? await rolloutRefusal(db, request) : undefined;
+  if (refusal) throw refusal;
   const handle = await client.workflow.start('rolloutModel', {
     workflowId,
     taskQueue: queueName(prefix, 'orchestration'),

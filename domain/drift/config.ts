@@ -136,9 +136,6 @@ export const driftConfigSchema = z.strictObject({
   every: z
     .string()
     .regex(/^[1-9][0-9]{0,5}(s|m|h|d)$/, 'is not an interval such as 30m, 1h or 1d')
-    .refine((v) => !v.endsWith('s') || Number(v.slice(0, -1)) >= 60, {
-      message: 'is shorter than a minute',
-    })
     .default('1h'),
   /** Off: runs report and decide, but never start a retraining. */
   trigger: z.boolean().default(true),
