@@ -359,7 +359,9 @@ function performanceOf(
     return {
       ...base,
       judged: false,
-      reason: `${scores.length} labelled rows (${positives} positive); ${limits.minRows} with both classes are needed`,
+      reason:
+        `${scores.length} labelled rows (${positives} positive);` +
+        ` ${limits.minRows} with both classes are needed`,
     };
   }
   const a = auc(labels, scores);
@@ -374,8 +376,10 @@ function performanceOf(
     logLoss: l,
     degraded,
     reason:
-      `AUC ${a.toFixed(4)} vs validation ${validation.auc.toFixed(4)} (drop ${aucDrop.toFixed(4)}, limit ${limits.maxAucDrop}); ` +
-      `log loss ${l.toFixed(4)} vs ${validation.logLoss.toFixed(4)} (rise ${lossRise.toFixed(4)}, limit ${limits.maxLogLossRise})`,
+      `AUC ${a.toFixed(4)} vs validation ${validation.auc.toFixed(4)}` +
+      ` (drop ${aucDrop.toFixed(4)}, limit ${limits.maxAucDrop}); ` +
+      `log loss ${l.toFixed(4)} vs ${validation.logLoss.toFixed(4)}` +
+      ` (rise ${lossRise.toFixed(4)}, limit ${limits.maxLogLossRise})`,
   };
 }
 

@@ -170,32 +170,22 @@ export function buildApi(deps: ApiDeps) {
     withDeadline: (call) => temporal(call),
   });
   void app.register(featureRoutes, { pool: deps.pool, identityRules: deps.identityRules });
-  void app.register(modelRoutes, {
+  // What the routes that start and signal workflows share.
+  const workflowRoutes = {
     pool: deps.pool,
     temporal: deps.temporal,
     queuePrefix: deps.queuePrefix,
     actor: deps.actor,
-    withDeadline: (call) => temporal(call),
-  });
+    withDeadline: <T>(call: () => Promise<T>) => temporal(call),
+  };
+  void app.register(modelRoutes, workflowRoutes);
   void app.register(decideRoutes, {
     pool: deps.pool,
     log: deps.log.child({ component: 'decide' }),
     actor: deps.actor,
     backend: deps.trainBackend,
   });
-  void app.register(driftRoutes, {
-    pool: deps.pool,
-    temporal: deps.temporal,
-    queuePrefix: deps.queuePrefix,
-    actor: deps.actor,
-    withDeadline: (call) => temporal(call),
-  });
-  void app.register(rolloutRoutes, {
-    pool: deps.pool,
-    temporal: deps.temporal,
-    queuePrefix: deps.queuePrefix,
-    actor: deps.actor,
-    withDeadline: (call) => temporal(call),
-  });
+  void app.register(driftRoutes, workflowRoutes);
+  void app.register(rolloutRoutes, workflowRoutes);
   return app;
 }

@@ -3,13 +3,12 @@
  * start a rollback of a model's production (or attach to the one running), and wait for it.
  */
 import type { Client } from '@temporalio/client';
-import { queueName } from '../common/queues.js';
 import {
   type RollbackRequest,
   type RollbackResult,
   rollbackWorkflowId,
 } from '../domain/rollback.js';
-import { runningRunId } from './retrain.js';
+import { startOrAttach } from './retrain.js';
 
 export interface StartedRollback {
   workflowId: string;
@@ -24,17 +23,7 @@ export async function startRollback(
   prefix: string,
   request: RollbackRequest,
 ): Promise<StartedRollback> {
-  const workflowId = rollbackWorkflowId(request.model);
-  const running = await runningRunId(client, workflowId);
-  if (running) return { workflowId, runId: running, attached: true };
-  const handle = await client.workflow.start('rollbackModel', {
-    workflowId,
-    taskQueue: queueName(prefix, 'orchestration'),
-    args: [request],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-  });
-  return { workflowId, runId: handle.firstExecutionRunId, attached: false };
+  return startOrAttach(client, prefix, 'rollbackModel', rollbackWorkflowId(request.model), request);
 }
 
 /** Waits for a rollback run to finish and returns its result (throws its failure). */

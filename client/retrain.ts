@@ -24,13 +24,26 @@ export async function startRetrain(
   prefix: string,
   request: RetrainRequest,
 ): Promise<StartedRetrain> {
-  const workflowId = retrainWorkflowId(request.model);
+  return startOrAttach(client, prefix, 'retrainModel', retrainWorkflowId(request.model), request);
+}
+
+/**
+ * Starts `workflowType` under `workflowId` on the orchestration queue, or returns the run already
+ * running under that id (one owner per target).
+ */
+export async function startOrAttach(
+  client: Client,
+  prefix: string,
+  workflowType: string,
+  workflowId: string,
+  input: unknown,
+): Promise<StartedRetrain> {
   const running = await runningRunId(client, workflowId);
   if (running) return { workflowId, runId: running, attached: true };
-  const handle = await client.workflow.start('retrainModel', {
+  const handle = await client.workflow.start(workflowType, {
     workflowId,
     taskQueue: queueName(prefix, 'orchestration'),
-    args: [request],
+    args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
   });
