@@ -248,7 +248,9 @@ function finish(
     return {
       ...row,
       decision: 'not-judged',
-      reason: `fewer than ${config.minRows} rows on a side (${row.rows.reference} reference, ${row.rows.current} current)`,
+      reason:
+        `fewer than ${config.minRows} rows on a side` +
+        ` (${row.rows.reference} reference, ${row.rows.current} current)`,
     };
   }
   if (override?.ignore) return { ...row, decision: 'ignored', reason: 'ignored by its override' };
@@ -277,7 +279,8 @@ function decide(rows: DriftRow[], config: DriftConfig): void {
     const large = r.effect.value >= r.effect.floor;
     const fmt = (v: number) => (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(2) : v.toFixed(3));
     const test = `adjusted p ${fmt(q)} ${significant ? '<' : '>='} alpha ${config.alpha}`;
-    const effect = `${r.effect.method} ${fmt(r.effect.value)} ${large ? '>=' : '<'} floor ${r.effect.floor}`;
+    const comparison = large ? '>=' : '<';
+    const effect = `${r.effect.method} ${fmt(r.effect.value)} ${comparison} floor ${r.effect.floor}`;
     r.decision = significant && large ? 'drift' : 'stable';
     r.reason = `${test}; ${effect}`;
   });

@@ -262,7 +262,9 @@ async function decisionOf(
   if (until && at < until) {
     return {
       decision: 'cooldown',
-      reason: `${what}; cooling down until ${until.toISOString()} after the request at ${lastAt?.toISOString()}`,
+      reason:
+        `${what}; cooling down until ${until.toISOString()}` +
+        ` after the request at ${lastAt?.toISOString()}`,
       consecutive,
     };
   }
