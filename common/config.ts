@@ -88,6 +88,22 @@ export const envSchema = z.object({
       )
       .optional(),
   ),
+  // Campaign mail (issue 8). Unset POPS_SMTP_URL: `pops serve` starts a local capture server that
+  // writes each message as an .eml file under <state dir>/mail and sends through it.
+  POPS_SMTP_URL: optionalText.pipe(
+    z
+      .string()
+      .regex(/^smtps?:\/\/[^\s]+$/, 'must be smtp://host:port or smtps://user:pass@host:port')
+      .optional(),
+  ),
+  POPS_SMTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(100).default(5),
+  /** Messages per second across the pool; 0 is no limit. */
+  POPS_SMTP_RATE: z.coerce.number().int().min(0).max(100_000).default(200),
+  POPS_SMTP_CAPTURE_PORT: port.default(2525),
+  /** Signs unsubscribe tokens; the default is for a local trial only (docs/campaigns.md). */
+  POPS_UNSUBSCRIBE_SECRET: z.string().min(16).default('pops-local-unsubscribe-secret'),
+  /** Where recipients reach the API (the base of unsubscribe links). */
+  POPS_PUBLIC_URL: z.url().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
