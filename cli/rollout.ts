@@ -242,6 +242,23 @@ export function describeStatus(s: RolloutStatus): string {
       ),
     );
   }
+  if (s.earlier.length > 0) {
+    lines.push(
+      '  earlier rollouts:',
+      table(
+        ['rollout', 'version', 'over', 'outcome', 'by', 'started', 'ended'],
+        s.earlier.map((r) => [
+          r.rolloutKey,
+          r.version,
+          r.stableVersion,
+          r.state,
+          r.requestedBy,
+          r.startedAt,
+          r.endedAt ?? '-',
+        ]),
+      ),
+    );
+  }
   return lines.join('\n');
 }
 

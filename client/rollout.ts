@@ -135,6 +135,8 @@ export interface RolloutStatus {
   /** The latest stored rollout of the surface and its latest decisions, newest first. */
   stored: StoredRollout | null;
   decisions: TickSummary[];
+  /** The surface's earlier rollouts, newest first (at most `earlier`, default 10). */
+  earlier: StoredRollout[];
 }
 
 /** The surface's rollout status; undefined when it never had one. */
@@ -142,10 +144,10 @@ export async function rolloutStatus(
   client: Client,
   db: Queryable,
   surface: string,
-  options: { decisions?: number; queryTimeoutMs?: number } = {},
+  options: { decisions?: number; earlier?: number; queryTimeoutMs?: number } = {},
 ): Promise<RolloutStatus | undefined> {
   const workflowId = rolloutWorkflowId(surface);
-  const [stored] = await listRollouts(db, surface, 1);
+  const [stored, ...earlier] = await listRollouts(db, surface, 1 + (options.earlier ?? 10));
   const described = await describe(client, workflowId);
   if (!stored && !described) return undefined;
   const workflow = described ? withoutMemo(described) : null;
@@ -159,7 +161,7 @@ export async function rolloutStatus(
   const decisions = stored
     ? await listDecisions(db, stored.rolloutKey, options.decisions ?? 20)
     : [];
-  return { surface, workflowId, workflow, live, stored: stored ?? null, decisions };
+  return { surface, workflowId, workflow, live, stored: stored ?? null, decisions, earlier };
 }
 
 type Described = NonNullable<RolloutStatus['workflow']> & {

@@ -35,6 +35,7 @@ interface DecisionBody {
   items: Array<{ itemId: string; score: number }>;
   reason: string;
   fallback: string | null;
+  unknownCandidates?: string[];
 }
 
 interface ExposureRow {
@@ -304,6 +305,15 @@ describe('POST /v1/decide', () => {
     });
     row.scores.forEach((s, i) => expect(s).toBeCloseTo(given.items[i]?.score ?? NaN, 5));
     expect(row.generation).toBe((await getSurface(h.db.pool, surface))?.generation);
+
+    // Candidates that are not items of the model's source are dropped and named, never scored.
+    const strangers = ['no-such-item', 'nor-this'];
+    const mixed = await decide({ surface, userId, candidates: [...strangers, ...unrated], k: 40 });
+    expect(mixed.unknownCandidates).toEqual(strangers);
+    expect(mixed.items.map((i) => i.itemId).sort()).toEqual([...unrated].sort());
+    expect(mixed.reason).toContain('30 given candidates, 0 already rated excluded');
+    expect(mixed.reason).toContain('2 unknown candidates dropped');
+    expect((await exposure(mixed.decisionId)).items).not.toContain('no-such-item');
   }, 60_000);
 
   it('resolves a user id through the identity graph to the person and what they rated', async () => {

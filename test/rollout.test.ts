@@ -632,6 +632,15 @@ describe('rolloutModel', () => {
     });
     expect(bad.status).toBe(400);
     expect(await bad.text()).toMatch(/steps\.1: steps must increase/);
+    const badBake = await fetch(`${h.base}/v1/rollouts`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model, version: 2, surface: name, bake: '5q' }),
+    });
+    expect(badBake.status).toBe(400);
+    expect(await badBake.text()).toContain(
+      'bake: is not a duration such as 2s, 10m, 1h or 1d (got \\"5q\\")',
+    );
     const cli = await pops([
       'rollout',
       'start',
@@ -663,8 +672,18 @@ describe('rolloutModel', () => {
 
     const status = await rolloutStatus(h.client, h.db.pool, name);
     expect(status?.live?.phase).toBe('baking');
-    await h.client.workflow
-      .getHandle(rolloutWorkflowId(name))
-      .signal('abortRollout', { by: 'lead', reason: 'done' });
+    expect(status?.earlier).toEqual([]);
+    const first = h.client.workflow.getHandle<() => Promise<RolloutResult>>(
+      rolloutWorkflowId(name),
+    );
+    await first.signal('abortRollout', { by: 'lead', reason: 'done' });
+    expect((await first.result()).outcome.outcome).toBe('rolled-back');
+    // A second rollout of the surface: its status lists the first one as earlier.
+    await begin(name, { bake: '10m' });
+    await step(name, 0);
+    const second = await rolloutStatus(h.client, h.db.pool, name);
+    expect(second?.stored?.state).toBe('running');
+    expect(second?.earlier.map((r) => [r.version, r.state])).toEqual([[2, 'rolled-back']]);
+    await first.signal('abortRollout', { by: 'lead', reason: 'done' });
   });
 });

@@ -98,6 +98,8 @@ export interface Decision {
   reason: string;
   /** Why the rules answered; null when the model did. */
   fallback: FallbackCause | null;
+  /** Given candidates that are not items of the model's source: dropped, never scored. */
+  unknownCandidates?: string[];
 }
 
 interface SurfaceState {
@@ -130,6 +132,7 @@ export class Decider {
   private readonly loadingSurfaces = new Map<string, Promise<SurfaceState | undefined>>();
   private readonly sources = new Map<string, Promise<string>>();
   private readonly catalogs = new Map<string, Expiring<PopularItem[]>>();
+  private readonly knownItems = new Map<string, Expiring<Set<string>>>();
   private popularity: Expiring<FeatureDefinition | undefined> | undefined;
   private readonly timeless = new WeakMap<Snapshot, FeatureValue[]>();
   private readonly defaults = new Map<string, FeatureValue[]>();
@@ -155,7 +158,11 @@ export class Decider {
     const trusted = Date.now() - state.checkedAt <= MAX_ROUTING_AGE_MS;
     const source = await this.sourceOf(surface.model);
     const catalog = raw.candidates ? undefined : await this.catalog(source);
-    const candidates = raw.candidates ?? (catalog ?? []).map((i) => i.itemId);
+    const known = raw.candidates ? await this.itemsOf(source) : undefined;
+    const unknown = known ? (raw.candidates ?? []).filter((c) => !known.has(c)) : [];
+    const candidates = raw.candidates
+      ? raw.candidates.filter((c) => known?.has(c))
+      : (catalog ?? []).map((i) => i.itemId);
 
     const routed = surface.mode === 'normal' && trusted;
     const loaded = routed ? await this.loadRoutes(surface) : new Map<number, Loaded>();
@@ -198,8 +205,11 @@ export class Decider {
       version: route?.version ?? null,
       arm: route?.role ?? 'rules',
       items: answer,
-      reason: reasonOf(route, cause, candidates.length, excluded, raw.candidates !== undefined),
+      reason:
+        reasonOf(route, cause, candidates.length, excluded, raw.candidates !== undefined) +
+        (unknown.length > 0 ? `; ${unknown.length} unknown candidates dropped` : ''),
       fallback: cause,
+      ...(unknown.length > 0 ? { unknownCandidates: unknown } : {}),
     };
     this.exposures.add({
       decisionId: decision.decisionId,
@@ -427,6 +437,18 @@ export class Decider {
       this.popularity = { at: Date.now(), value };
     }
     return this.popularity.value;
+  }
+
+  /** The item ids of a source (cached like the catalog; a new item is known within 30 s). */
+  private async itemsOf(source: string): Promise<Set<string>> {
+    const cached = this.knownItems.get(source);
+    if (cached && Date.now() - cached.at <= CATALOG_CACHE_MS) return cached.value;
+    const value = this.pool
+      .query<{ item_id: string }>('select item_id from items where source = $1', [source])
+      .then((r) => new Set(r.rows.map((row) => row.item_id)));
+    value.catch(() => this.knownItems.delete(source));
+    this.knownItems.set(source, { at: Date.now(), value });
+    return cached ? cached.value : value;
   }
 
   private async catalog(source: string): Promise<PopularItem[]> {

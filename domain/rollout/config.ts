@@ -14,15 +14,24 @@ export { surfaceNameSchema };
 export const durationSchema = z
   .string()
   .regex(/^[0-9]{1,9}(ms|s|m|h|d)$/, 'is not a duration such as 2s, 10m, 1h or 1d')
-  .refine((d) => durationMs(d) > 0 && durationMs(d) <= 30 * 86_400_000, 'must be in (0, 30d]');
+  // zod runs the refinement even when the pattern failed: a malformed value is left to the regex.
+  .refine((d) => {
+    const ms = msOrNaN(d);
+    return Number.isNaN(ms) || (ms > 0 && ms <= 30 * 86_400_000);
+  }, 'must be in (0, 30d]');
 
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
+function msOrNaN(duration: string): number {
+  const match = /^([0-9]+)(ms|s|m|h|d)$/.exec(duration);
+  return match ? Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS] : NaN;
+}
+
 /** A duration in milliseconds (see durationSchema). */
 export function durationMs(duration: string): number {
-  const match = /^([0-9]+)(ms|s|m|h|d)$/.exec(duration);
-  if (!match) throw new Error(`not a duration: ${JSON.stringify(duration)}`);
-  return Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  const ms = msOrNaN(duration);
+  if (Number.isNaN(ms)) throw new Error(`not a duration: ${JSON.stringify(duration)}`);
+  return ms;
 }
 
 /**
