@@ -37,10 +37,18 @@ import {
   storableMessage,
 } from '../ingest/segment.js';
 import { authenticateWriteKey, type WriteKeyIdentity } from '../ingest/write-keys.js';
+import { recordConsent } from '../domain/privacy/consent.js';
+import {
+  consentChoices,
+  type ConsentTraitMap,
+  DEFAULT_CONSENT_TRAITS,
+} from '../domain/privacy/consent-traits.js';
 
 /** What the routes need: the pool they write events to. */
 export interface SegmentRoutesOptions {
   pool: Pool;
+  /** Where identify messages carry consent (default: DEFAULT_CONSENT_TRAITS). */
+  consentTraits?: ConsentTraitMap;
 }
 
 /** Segment's limit on one message: 32 KB of JSON, as sent (before the batch context). */
@@ -83,9 +91,14 @@ export const segmentRoutes: FastifyPluginAsync<SegmentRoutesOptions> = async (ap
   app.addHook('preParsing', async (request, _reply, payload) => decoded(request, payload));
   const route = { bodyLimit: READ_LIMIT_BYTES };
 
-  app.post('/v1/batch', route, (request, reply) => ingest(options.pool, request, reply, 'batch'));
+  const traits = options.consentTraits ?? DEFAULT_CONSENT_TRAITS;
+  app.post('/v1/batch', route, (request, reply) =>
+    ingest(options.pool, traits, request, reply, 'batch'),
+  );
   for (const type of SINGLE_ROUTES) {
-    app.post(`/v1/${type}`, route, (request, reply) => ingest(options.pool, request, reply, type));
+    app.post(`/v1/${type}`, route, (request, reply) =>
+      ingest(options.pool, traits, request, reply, type),
+    );
   }
 };
 
@@ -114,6 +127,7 @@ function decoded(request: FastifyRequest, payload: NodeJS.ReadableStream) {
 /** Authenticates, checks and stores one request; answers as Segment does. */
 async function ingest(
   pool: Pool,
+  traits: ConsentTraitMap,
   request: FastifyRequest,
   reply: FastifyReply,
   route: 'batch' | MessageType,
@@ -124,7 +138,7 @@ async function ingest(
     const body = parseBody(raw);
     const key = await authenticate(pool, request.headers.authorization, body);
     const messages = route === 'batch' ? readBatch(body, raw) : [readSingle(body, route, raw)];
-    const { stored, quarantine } = await storeBatch(pool, key.source, receivedAt, messages);
+    const { stored, quarantine } = await storeBatch(pool, traits, key.source, receivedAt, messages);
     const counts = { writeKey: key.prefix, messages: messages.length, stored };
     request.log.debug({ ...counts, quarantined: quarantine.messages }, 'ingested');
     if (quarantine.messages > 0) {
@@ -314,6 +328,7 @@ function tooLargeBatch(total: number, sizes: readonly number[]): Refusal {
  */
 async function storeBatch(
   pool: Pool,
+  traits: ConsentTraitMap,
   source: string,
   receivedAt: Date,
   messages: readonly Received[],
@@ -329,18 +344,49 @@ async function storeBatch(
       else kept.push({ messageId: row.message_id, event: row.event ?? '', breach, message });
     }
     const stored = await storeEvents(client, source, receivedAt, rows);
+    await captureConsent(client, traits, source, receivedAt, messages, stored);
     const duplicates = await storeQuarantined(client, source, receivedAt, kept);
     const quarantine = new QuarantineTally();
     for (const q of kept) {
       if (!duplicates.has(q.messageId)) quarantine.add(q.event, q.breach.reasons);
     }
-    return { stored, quarantine };
+    return { stored: stored.size, quarantine };
   });
 }
 
 /**
+ * Records the consent that the newly stored identify messages state, for their user id and their
+ * anonymous id, effective when received (a resent message, already stored, changes nothing: an
+ * older resend would otherwise undo a later choice).
+ */
+async function captureConsent(
+  client: PoolClient,
+  traits: ConsentTraitMap,
+  source: string,
+  receivedAt: Date,
+  messages: readonly Received[],
+  stored: ReadonlySet<string>,
+): Promise<void> {
+  for (const { row, fields } of messages) {
+    if (row.type !== 'identify' || !stored.has(row.message_id)) continue;
+    const choices = consentChoices(fields as unknown as Record<string, unknown>, traits);
+    const ids = [
+      row.user_id === null ? null : { type: 'user_id', value: row.user_id },
+      row.anonymous_id === null ? null : { type: 'anonymous_id', value: row.anonymous_id },
+    ];
+    for (const identifier of ids) {
+      if (identifier === null || identifier.value.trim() === '') continue;
+      for (const { purpose, granted } of choices) {
+        const input = { identifier, purpose, granted, actor: `segment:${source}` };
+        await recordConsent(client, { ...input, source: `segment:${source}`, at: receivedAt });
+      }
+    }
+  }
+}
+
+/**
  * Inserts the rows in one statement, in batch order, skipping messageIds already stored; returns
- * how many were new. `ts` is corrected for the sender's clock as the Segment spec says:
+ * the messageIds that were new. `ts` is corrected for the sender's clock as the Segment spec says:
  * receivedAt - (sentAt - timestamp) when both were sent, the timestamp as sent when sentAt was not,
  * receivedAt when there was no timestamp. The difference is taken in seconds (exact to
  * the microsecond), so no calendar or time-zone arithmetic enters it.
@@ -350,9 +396,9 @@ async function storeEvents(
   source: string,
   receivedAt: Date,
   rows: readonly EventRow[],
-): Promise<number> {
-  if (rows.length === 0) return 0;
-  const result = await client.query(
+): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const result = await client.query<{ message_id: string }>(
     `insert into events (message_id, source, type, event, person_id, user_id, anonymous_id,
                          previous_id, item_id, ts, received_at, original_timestamp, sent_at,
                          properties, traits, context)
@@ -372,8 +418,9 @@ async function storeEvents(
               anonymous_id text, previous_id text, item_id text, original_timestamp timestamptz,
               sent_at timestamptz, properties text, traits text, context text)
       order by e.n
-     on conflict (message_id) do nothing`,
+     on conflict (message_id) do nothing
+     returning message_id`,
     [JSON.stringify(rows), source, receivedAt],
   );
-  return result.rowCount ?? 0;
+  return new Set(result.rows.map((r) => r.message_id));
 }

@@ -1,0 +1,117 @@
+/**
+ * Consent over HTTP: PUT /v1/consent records a person's choices for one identifier (200 with
+ * which purposes changed), GET /v1/consent?type=&value= answers the state per purpose with its
+ * history, and the defaults (applied where a person has no consent event) are read at GET
+ * /v1/consent-defaults and set, by an admin, at PUT /v1/consent-defaults/:purpose (marketing
+ * cannot default to granted). The history is the record of consent changes; a change of a
+ * default is also audited. Registered by api/server.ts as a plugin.
+ */
+import type { FastifyPluginAsync } from 'fastify';
+import { z } from 'zod';
+import type { Pool } from '../common/db.js';
+import { withTransaction } from '../common/db.js';
+import { appendAuditIn } from '../domain/audit.js';
+import {
+  CONSENT_PURPOSES,
+  consentDefaults,
+  ConsentInputError,
+  consentOf,
+  type ConsentPurpose,
+  recordConsent,
+  setConsentDefault,
+} from '../domain/privacy/consent.js';
+import { actorOf } from './actor.js';
+import { ApiError, parse } from './errors.js';
+
+export interface ConsentRoutesOptions {
+  pool: Pool;
+  /** The caller when no token named one. */
+  actor: string;
+}
+
+/** An identifier as a request names it: a type the identity graph knows and a bounded value. */
+export const identifierSchema = z.strictObject({
+  type: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'lowercase letters, digits, underscore'),
+  value: z.string().trim().min(1).max(512),
+});
+
+const putBody = z.strictObject({
+  identifier: identifierSchema,
+  purposes: z
+    .strictObject({
+      personalization: z.boolean().optional(),
+      marketing: z.boolean().optional(),
+      analytics: z.boolean().optional(),
+    })
+    .refine((p) => Object.keys(p).length > 0, 'must name at least one purpose'),
+  source: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/)
+    .default('api'),
+  at: z.iso
+    .datetime({ offset: true })
+    .transform((s) => new Date(s))
+    .optional(),
+});
+const purposeParams = z.strictObject({ purpose: z.enum(CONSENT_PURPOSES) });
+const defaultBody = z.strictObject({ granted: z.boolean() });
+
+function asApiError(err: unknown): unknown {
+  return err instanceof ConsentInputError ? new ApiError('validation', err.message) : err;
+}
+
+/** The consent routes. */
+export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (app, options) => {
+  app.put('/v1/consent', async (request) => {
+    const body = parse(putBody, request.body ?? {}, 'body');
+    const actor = actorOf(request, options.actor);
+    const changed: Partial<Record<ConsentPurpose, boolean>> = {};
+    // One transaction: the purposes of one request are recorded together or not at all.
+    await withTransaction(options.pool, async (client) => {
+      for (const purpose of CONSENT_PURPOSES) {
+        const granted = body.purposes[purpose];
+        if (granted === undefined) continue;
+        const input = { identifier: body.identifier, purpose, granted, source: body.source, actor };
+        const result = await recordConsent(client, body.at ? { ...input, at: body.at } : input);
+        changed[purpose] = result.changed;
+      }
+    }).catch((err: unknown) => {
+      throw asApiError(err);
+    });
+    return { changed };
+  });
+
+  app.get('/v1/consent', async (request) => {
+    const identifier = parse(identifierSchema, request.query ?? {}, 'query');
+    return consentOf(options.pool, identifier).catch((err: unknown) => {
+      throw asApiError(err);
+    });
+  });
+
+  app.get('/v1/consent-defaults', async () => ({ defaults: await consentDefaults(options.pool) }));
+
+  app.put('/v1/consent-defaults/:purpose', async (request) => {
+    const { purpose } = parse(purposeParams, request.params, 'path');
+    const { granted } = parse(defaultBody, request.body ?? {}, 'body');
+    const actor = actorOf(request, options.actor);
+    if (purpose === 'marketing' && granted) {
+      throw new ApiError(
+        'validation',
+        'purpose marketing: is opt-in, its default cannot be granted',
+      );
+    }
+    const changed = await withTransaction(options.pool, async (client) => {
+      const done = await setConsentDefault(client, purpose, granted, actor);
+      if (done) {
+        await appendAuditIn(client, {
+          actor,
+          action: 'consent.default_set',
+          subject: `consent-default/${purpose}`,
+          inputs: { purpose, granted },
+        });
+      }
+      return done;
+    });
+    return { purpose, granted, changed };
+  });
+};

@@ -1,0 +1,204 @@
+/**
+ * Consent per identifier and purpose, with its history (`consent_events`). A person's consent for
+ * a purpose is the latest event (by effective time) over every identifier that resolves to them;
+ * with none, the purpose's default (`consent_defaults`: personalization and analytics granted,
+ * marketing not, and marketing can only be opt-in). Person keys are spelled as the feature store
+ * spells them: the canonical person id as text, or `unresolved:<user or anonymous id>`.
+ */
+import type { Queryable } from '../../common/db.js';
+import { type IdentifierInput, storedIdentifier } from './pii.js';
+
+export const CONSENT_PURPOSES = ['personalization', 'marketing', 'analytics'] as const;
+export type ConsentPurpose = (typeof CONSENT_PURPOSES)[number];
+
+/** Thrown when an identifier cannot be one (an empty value, an email that is no address). */
+export class ConsentInputError extends Error {}
+
+export interface ConsentInput {
+  identifier: IdentifierInput;
+  purpose: ConsentPurpose;
+  granted: boolean;
+  /** Where it came from: `api`, `segment:<source>`, `import`, ... */
+  source: string;
+  actor: string;
+  /** When it takes effect (default now). */
+  at?: Date;
+}
+
+/**
+ * Records a consent change. Idempotent: when the identifier's latest state for the purpose (at or
+ * before `at`) is already `granted`, nothing is written and `changed` is false.
+ */
+export async function recordConsent(
+  db: Queryable,
+  input: ConsentInput,
+): Promise<{ changed: boolean }> {
+  const id = storedIdentifier(input.identifier);
+  if (!id) throw new ConsentInputError(`identifier ${input.identifier.type}: is not a valid value`);
+  const at = input.at ?? new Date();
+  // One statement: the comparison and the insert see the same snapshot, and a concurrent repeat
+  // at worst writes the same state twice (which changes no answer).
+  const { rowCount } = await db.query(
+    `insert into consent_events
+       (identifier_type, identifier_value, purpose, granted, source, actor, effective_at)
+     select $1, $2, $3, $4, $5, $6, $7
+      where (select c.granted from consent_events c
+              where c.identifier_type = $1 and c.identifier_value = $2 and c.purpose = $3
+                and c.effective_at <= $7
+              order by c.effective_at desc, c.id desc limit 1) is distinct from $4`,
+    [id.type, id.value, input.purpose, input.granted, input.source, input.actor, at],
+  );
+  return { changed: (rowCount ?? 0) > 0 };
+}
+
+/**
+ * The identifiers of each person key: a graph person's (every person merged into it), and for an
+ * `unresolved:<id>` key the raw id as a user id and as an anonymous id. Columns key, type, value.
+ */
+export const KEY_IDENTIFIERS_SQL = `
+  select k.key, i.type, i.value
+    from unnest($1::text[]) as k(key)
+    join persons p on p.canonical_id = case when k.key ~ '^[0-9]{1,18}$' then k.key::bigint end
+    join identifiers i on i.person_id = p.id
+  union all
+  select k.key, t.type, substr(k.key, 12)
+    from unnest($1::text[]) as k(key)
+    cross join (values ('user_id'), ('anonymous_id')) as t(type)
+   where k.key like 'unresolved:%'`;
+
+/**
+ * The person keys among `personKeys` that have consented to `purpose` at `at` (default now): the
+ * latest event over their identifiers, else the purpose's default.
+ */
+export async function consentedPersons(
+  db: Queryable,
+  personKeys: readonly string[],
+  purpose: ConsentPurpose,
+  at?: Date,
+): Promise<Set<string>> {
+  if (personKeys.length === 0) return new Set();
+  const { rows } = await db.query<{ key: string }>(
+    `with ids as (${KEY_IDENTIFIERS_SQL}),
+     latest as (
+       select distinct on (ids.key) ids.key, c.granted
+         from ids
+         join consent_events c
+           on c.identifier_type = ids.type and c.identifier_value = ids.value
+          and c.purpose = $2 and c.effective_at <= $3
+        order by ids.key, c.effective_at desc, c.id desc)
+     select k.key
+       from (select distinct unnest($1::text[]) as key) k
+       left join latest l on l.key = k.key
+      where coalesce(l.granted,
+                     (select d.granted from consent_defaults d where d.purpose = $2), false)`,
+    [personKeys, purpose, at ?? new Date()],
+  );
+  return new Set(rows.map((r) => r.key));
+}
+
+/** The defaults, per purpose. */
+export async function consentDefaults(db: Queryable): Promise<Record<ConsentPurpose, boolean>> {
+  const { rows } = await db.query<{ purpose: ConsentPurpose; granted: boolean }>(
+    'select purpose, granted from consent_defaults',
+  );
+  const defaults = { personalization: false, marketing: false, analytics: false };
+  for (const row of rows) defaults[row.purpose] = row.granted;
+  return defaults;
+}
+
+/**
+ * Sets a purpose's default; returns whether it changed. Marketing cannot default to granted (the
+ * table refuses it too).
+ */
+export async function setConsentDefault(
+  db: Queryable,
+  purpose: ConsentPurpose,
+  granted: boolean,
+  actor: string,
+): Promise<boolean> {
+  if (purpose === 'marketing' && granted) {
+    throw new ConsentInputError('marketing: is opt-in, its default cannot be granted');
+  }
+  const { rowCount } = await db.query(
+    `update consent_defaults set granted = $2, updated_at = now(), updated_by = $3
+      where purpose = $1 and granted <> $2`,
+    [purpose, granted, actor],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export interface ConsentEventRow {
+  identifier: IdentifierInput;
+  purpose: ConsentPurpose;
+  granted: boolean;
+  source: string;
+  actor: string;
+  effectiveAt: Date;
+  recordedAt: Date;
+}
+
+export interface ConsentView {
+  /** The person key the identifier resolves to now. */
+  personKey: string;
+  /** The state per purpose and whether it comes from an event or the default. */
+  purposes: Record<ConsentPurpose, { granted: boolean; from: 'event' | 'default'; at?: Date }>;
+  /** Every event over the person's identifiers, oldest first. */
+  history: ConsentEventRow[];
+}
+
+/** The person key an identifier resolves to now (unresolved ids keep their raw key). */
+export async function personKeyOf(db: Queryable, identifier: IdentifierInput): Promise<string> {
+  const id = storedIdentifier(identifier);
+  if (!id) throw new ConsentInputError(`identifier ${identifier.type}: is not a valid value`);
+  const { rows } = await db.query<{ key: string }>(
+    `select p.canonical_id::text as key
+       from identifiers i join persons p on p.id = i.person_id
+      where i.type = $1 and i.value = $2`,
+    [id.type, id.value],
+  );
+  return rows[0]?.key ?? `unresolved:${id.value}`;
+}
+
+/** The consent of the person an identifier resolves to, with its history. */
+export async function consentOf(db: Queryable, identifier: IdentifierInput): Promise<ConsentView> {
+  const personKey = await personKeyOf(db, identifier);
+  const id = storedIdentifier(identifier) ?? identifier;
+  // An unresolved key's identifiers are its raw id as user and anonymous id, and the one asked for.
+  const { rows } = await db.query<{
+    type: string;
+    value: string;
+    purpose: ConsentPurpose;
+    granted: boolean;
+    source: string;
+    actor: string;
+    effective_at: Date;
+    recorded_at: Date;
+  }>(
+    `with ids as (${KEY_IDENTIFIERS_SQL} union select 'asked', $2::text, $3::text)
+     select c.identifier_type as type, c.identifier_value as value, c.purpose, c.granted,
+            c.source, c.actor, c.effective_at, c.recorded_at
+       from consent_events c
+      where (c.identifier_type, c.identifier_value) in (select type, value from ids)
+      order by c.effective_at, c.id`,
+    [[personKey], id.type, id.value],
+  );
+  const defaults = await consentDefaults(db);
+  const purposes = Object.fromEntries(
+    CONSENT_PURPOSES.map((p) => [p, { granted: defaults[p], from: 'default' as const }]),
+  ) as ConsentView['purposes'];
+  const history = rows.map((r) => ({
+    identifier: { type: r.type, value: r.value },
+    purpose: r.purpose,
+    granted: r.granted,
+    source: r.source,
+    actor: r.actor,
+    effectiveAt: r.effective_at,
+    recordedAt: r.recorded_at,
+  }));
+  for (const event of history) {
+    if (event.effectiveAt <= new Date()) {
+      purposes[event.purpose] = { granted: event.granted, from: 'event', at: event.effectiveAt };
+    }
+  }
+  return { personKey, purposes, history };
+}

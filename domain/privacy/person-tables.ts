@@ -1,0 +1,188 @@
+/**
+ * Every table that holds data about a person, and how its rows of one person are found. Export
+ * and deletion (domain/privacy/subject.ts) walk this list, so a table that holds a person key, a
+ * person id, an identifier or an address and is missing here is a table a deletion leaves behind:
+ * each new table of person data adds its line (test/privacy-delete.test.ts scans every table after
+ * a deletion and fails on what is left).
+ *
+ * How a column names the person:
+ * - `person_id`: a `persons.id` (bigint), merged or canonical;
+ * - `person_key`: a person key as the feature store spells it (canonical id as text, or
+ *   `unresolved:<raw id>`), or the raw id where the person was never resolved;
+ * - `entity_key`: a feature store entity: a person key, or `<person key>|<item id>`;
+ * - `raw_id`: a user or anonymous id as the sender sent it (events, quarantine);
+ * - `identifier`: an identifier's type and value (two columns, `column` and `valueColumn`);
+ * - `event_id`: an `events.id` of one of the person's events;
+ * - `message_id`: an `events.message_id` of one of the person's messages;
+ * - `decision_id`: an `exposures.decision_id` of one of the person's decisions;
+ * - `email`: an address, as the contacts table holds it.
+ */
+
+export type PersonKeying =
+  | 'person_id'
+  | 'person_key'
+  | 'entity_key'
+  | 'raw_id'
+  | 'identifier'
+  | 'event_id'
+  | 'message_id'
+  | 'decision_id'
+  | 'email';
+
+export interface PersonColumn {
+  column: string;
+  by: PersonKeying;
+  /** For `identifier`: the column of the value (`column` is the type). */
+  valueColumn?: string;
+}
+
+export interface PersonTable {
+  table: string;
+  /** Which columns find the person's rows; a row matching any of them is the person's. */
+  columns: readonly PersonColumn[];
+  /**
+   * What a deletion does: `delete` the rows; `keep` rows that hold no personal data once the rest
+   * is gone (say why in `note`).
+   */
+  deletion: 'delete' | 'keep';
+  /** The export section the rows go in. */
+  section: string;
+  note?: string;
+}
+
+const c = (column: string, by: PersonKeying, valueColumn?: string): PersonColumn =>
+  valueColumn === undefined ? { column, by } : { column, by, valueColumn };
+
+/**
+ * In deletion order: rows that reference others first (outcomes before exposures, event_persons
+ * before events, identifiers before persons).
+ */
+export const PERSON_TABLES: readonly PersonTable[] = [
+  {
+    table: 'outcomes',
+    columns: [c('decision_id', 'decision_id')],
+    deletion: 'delete',
+    section: 'decisions',
+  },
+  {
+    table: 'exposures',
+    columns: [c('person_id', 'person_key')],
+    deletion: 'delete',
+    section: 'decisions',
+  },
+  {
+    table: 'feature_online',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+  },
+  {
+    table: 'feature_values',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+  },
+  {
+    table: 'feature_tiles',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+  },
+  {
+    table: 'feature_consistency_mismatches',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+  },
+  {
+    table: 'pit_set_rows',
+    columns: [c('person_key', 'person_key')],
+    deletion: 'delete',
+    section: 'training',
+  },
+  {
+    table: 'training_examples',
+    columns: [c('person_id', 'person_key'), c('event_id', 'event_id')],
+    deletion: 'delete',
+    section: 'training',
+  },
+  {
+    table: 'consent_events',
+    columns: [c('identifier_type', 'identifier', 'identifier_value')],
+    deletion: 'delete',
+    section: 'consents',
+  },
+  {
+    table: 'contacts',
+    columns: [c('person_key', 'person_key')],
+    deletion: 'delete',
+    section: 'contacts',
+  },
+  {
+    table: 'quarantined_events',
+    columns: [
+      c('message_id', 'message_id'),
+      c("message->>'userId'", 'raw_id'),
+      c("message->>'anonymousId'", 'raw_id'),
+    ],
+    deletion: 'delete',
+    section: 'events',
+  },
+  {
+    table: 'identity_conflicts',
+    columns: [
+      c('identifier_type', 'identifier', 'identifier_value'),
+      c('identifier_person_id', 'person_id'),
+      c('attributed_person_id', 'person_id'),
+      c('event_id', 'event_id'),
+    ],
+    deletion: 'delete',
+    section: 'identity',
+  },
+  {
+    table: 'identity_unmerges',
+    columns: [
+      c('from_node', 'person_id'),
+      c('into_node', 'person_id'),
+      c('canonical_before', 'person_id'),
+      c('kept_person', 'person_id'),
+      c('split_person', 'person_id'),
+    ],
+    deletion: 'delete',
+    section: 'identity',
+  },
+  {
+    table: 'identity_merges',
+    columns: [
+      c('merged_from', 'person_id'),
+      c('merged_into', 'person_id'),
+      c('event_id', 'event_id'),
+    ],
+    deletion: 'delete',
+    section: 'identity',
+  },
+  {
+    table: 'event_persons',
+    columns: [c('person_id', 'person_id'), c('event_id', 'event_id')],
+    deletion: 'delete',
+    section: 'identity',
+  },
+  {
+    table: 'events',
+    columns: [
+      c('id', 'event_id'),
+      c('person_id', 'raw_id'),
+      c('user_id', 'raw_id'),
+      c('anonymous_id', 'raw_id'),
+    ],
+    deletion: 'delete',
+    section: 'events',
+  },
+  {
+    table: 'identifiers',
+    columns: [c('type', 'identifier', 'value'), c('person_id', 'person_id')],
+    deletion: 'delete',
+    section: 'identifiers',
+  },
+  { table: 'persons', columns: [c('id', 'person_id')], deletion: 'delete', section: 'profile' },
+];

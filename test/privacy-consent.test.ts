@@ -1,0 +1,231 @@
+import type { Client } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApi } from '../api/server.js';
+import { logger } from '../common/logger.js';
+import {
+  consentDefaults,
+  consentedPersons,
+  recordConsent,
+  setConsentDefault,
+} from '../domain/privacy/consent.js';
+import { consentChoices, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
+import { emailAddresses, setEmailAddress } from '../domain/privacy/contacts.js';
+import { createWriteKey } from '../ingest/write-keys.js';
+import { apiToken } from './auth-support.js';
+import {
+  createTestDatabase,
+  testQueuePrefix,
+  testTemporalClient,
+  type TestDatabase,
+} from './support.js';
+
+let db: TestDatabase;
+let client: Client;
+let api: ReturnType<typeof buildApi>;
+let base: string;
+let writeKey: string;
+let token: string;
+
+const T1 = new Date('2026-01-01T00:00:00Z');
+const T2 = new Date('2026-02-01T00:00:00Z');
+const BETWEEN = new Date('2026-01-15T00:00:00Z');
+
+/** A graph person 1 with person 2 merged into it, and an unmerged person 3. */
+async function seedGraph() {
+  await db.pool.query(
+    `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
+     values (1, 1, null, $1, 1, null), (3, 3, null, $1, 3, null)`,
+    [T1],
+  );
+  await db.pool.query(
+    `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
+     values (2, 1, 1, $1, 2, $1)`,
+    [T1],
+  );
+  await db.pool.query(
+    `insert into identifiers (type, value, person_id, first_seen_at, first_event_id) values
+       ('user_id', 'u1', 1, $1, 1), ('anonymous_id', 'a2', 2, $1, 2),
+       ('email', 'p3@example.com', 3, $1, 3)`,
+    [T1],
+  );
+}
+
+const consent = (
+  type: string,
+  value: string,
+  purpose: 'marketing' | 'analytics',
+  granted: boolean,
+) => ({ identifier: { type, value }, purpose, granted, source: 'test', actor: 'tester' }) as const;
+
+async function call(method: string, route: string, body?: unknown) {
+  const response = await fetch(`${base}${route}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase('privacy-consent');
+  client = await testTemporalClient();
+  token = await apiToken(db.pool, 'admin');
+  api = buildApi({
+    pool: db.pool,
+    temporal: client,
+    queuePrefix: testQueuePrefix('privacy-consent'),
+    log: logger('silent'),
+    actor: 'api-test',
+  });
+  base = await api.listen({ host: '127.0.0.1', port: 0 });
+  writeKey = (await createWriteKey(db.pool, 'web', 'tester')).key;
+  await seedGraph();
+});
+
+afterAll(async () => {
+  await api.close();
+  await client.connection.close();
+  await db.close();
+});
+
+describe('consent', () => {
+  it('records a change once: the same state again is not a change, and history keeps both', async () => {
+    const grant = { ...consent('user_id', 'h1', 'marketing', true), at: T1 };
+    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({ changed: false });
+    const deny = { ...consent('user_id', 'h1', 'marketing', false), at: T2 };
+    expect(await recordConsent(db.pool, deny)).toEqual({ changed: true });
+    const { rows } = await db.pool.query(
+      `select granted from consent_events where identifier_value = 'h1' order by effective_at`,
+    );
+    expect(rows).toEqual([{ granted: true }, { granted: false }]);
+  });
+
+  it('defaults: personalization and analytics granted, marketing opt-in only', async () => {
+    expect(await consentDefaults(db.pool)).toEqual({
+      personalization: true,
+      analytics: true,
+      marketing: false,
+    });
+    await expect(setConsentDefault(db.pool, 'marketing', true, 't')).rejects.toThrow(/opt-in/);
+  });
+
+  it('a person consents as the latest event over all their merged identifiers says', async () => {
+    // a2 (person 2, merged into 1) grants marketing at T1; u1 (person 1) withdraws it at T2.
+    await recordConsent(db.pool, { ...consent('anonymous_id', 'a2', 'marketing', true), at: T1 });
+    await recordConsent(db.pool, { ...consent('user_id', 'u1', 'marketing', false), at: T2 });
+    const keys = ['1', '3', 'unresolved:raw9'];
+    expect(await consentedPersons(db.pool, keys, 'marketing', BETWEEN)).toEqual(new Set(['1']));
+    expect(await consentedPersons(db.pool, keys, 'marketing')).toEqual(new Set());
+    // Personalization: no event anywhere, so the default (granted) for all three.
+    expect(await consentedPersons(db.pool, keys, 'personalization')).toEqual(new Set(keys));
+  });
+
+  it('an unresolved key consents through its raw id as user or anonymous id', async () => {
+    await recordConsent(db.pool, {
+      ...consent('anonymous_id', 'raw9', 'analytics', false),
+      at: T1,
+    });
+    const keys = ['unresolved:raw9', 'unresolved:raw8', '3'];
+    expect(await consentedPersons(db.pool, keys, 'analytics')).toEqual(
+      new Set(['unresolved:raw8', '3']),
+    );
+    await setConsentDefault(db.pool, 'analytics', false, 'tester');
+    expect(await consentedPersons(db.pool, keys, 'analytics')).toEqual(new Set());
+    await setConsentDefault(db.pool, 'analytics', true, 'tester');
+  });
+
+  it('an email identifier matches however it was cased', async () => {
+    await recordConsent(db.pool, {
+      ...consent('email', ' P3@Example.COM ', 'marketing', true),
+      at: T1,
+    });
+    expect(await consentedPersons(db.pool, ['3'], 'marketing')).toEqual(new Set(['3']));
+  });
+});
+
+describe('consent from Segment identify messages', () => {
+  const identify = (messageId: string, userId: string, marketing: unknown) =>
+    fetch(`${base}/v1/identify`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`,
+      },
+      body: JSON.stringify({ messageId, userId, traits: { consent: { marketing } } }),
+    });
+
+  it('reads the mapped traits; a resend of an old message does not undo a later choice', async () => {
+    expect((await identify('c-1', 'seg-1', true)).status).toBe(200);
+    expect(await consentedPersons(db.pool, ['unresolved:seg-1'], 'marketing')).toEqual(
+      new Set(['unresolved:seg-1']),
+    );
+    expect((await identify('c-2', 'seg-1', 'opt-out')).status).toBe(200);
+    expect((await identify('c-1', 'seg-1', true)).status).toBe(200);
+    expect(await consentedPersons(db.pool, ['unresolved:seg-1'], 'marketing')).toEqual(new Set());
+    const { rows } = await db.pool.query(
+      `select granted, source from consent_events where identifier_value = 'seg-1' order by id`,
+    );
+    expect(rows).toEqual([
+      { granted: true, source: 'segment:web' },
+      { granted: false, source: 'segment:web' },
+    ]);
+  });
+
+  it('a value that is no choice says nothing; the mapping is configurable', () => {
+    expect(consentChoices({ traits: { consent: { marketing: 1, analytics: 'yes' } } })).toEqual([
+      { purpose: 'analytics', granted: true },
+    ]);
+    const mapping = consentTraitsFromEnv('{"marketing": ["traits.newsletter"]}');
+    expect(consentChoices({ traits: { newsletter: false } }, mapping)).toEqual([
+      { purpose: 'marketing', granted: false },
+    ]);
+    expect(() => consentTraitsFromEnv('{"marketing": ["nope"]}')).toThrow(/POPS_CONSENT_TRAITS/);
+  });
+});
+
+describe('consent over the API', () => {
+  it('PUT records per purpose and GET answers the state with its history', async () => {
+    const put = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: 'api-1' },
+      purposes: { marketing: true, analytics: false },
+    });
+    expect(put).toEqual({ status: 200, body: { changed: { marketing: true, analytics: true } } });
+    const again = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: 'api-1' },
+      purposes: { marketing: true },
+    });
+    expect(again.body).toEqual({ changed: { marketing: false } });
+    const got = await call('GET', '/v1/consent?type=user_id&value=api-1');
+    expect(got.status).toBe(200);
+    expect(got.body['personKey']).toBe('unresolved:api-1');
+    const purposes = got.body['purposes'] as Record<string, { granted: boolean; from: string }>;
+    expect(purposes['marketing']).toMatchObject({ granted: true, from: 'event' });
+    expect(purposes['analytics']).toMatchObject({ granted: false, from: 'event' });
+    expect(purposes['personalization']).toEqual({ granted: true, from: 'default' });
+    expect((got.body['history'] as unknown[]).length).toBe(2);
+  });
+
+  it('refuses a body without purposes and a marketing default of granted', async () => {
+    const none = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: 'x' },
+      purposes: {},
+    });
+    expect(none.status).toBe(400);
+    const bad = await call('PUT', '/v1/consent-defaults/marketing', { granted: true });
+    expect(bad.status).toBe(400);
+  });
+});
+
+describe('contacts', () => {
+  it('finds an address set under a merged person or a raw id under the surviving person', async () => {
+    await setEmailAddress(db.pool, 'unresolved:a2', 'Old@Example.com', 'test');
+    expect(await emailAddresses(db.pool, ['1'])).toEqual(new Map([['1', 'old@example.com']]));
+    await setEmailAddress(db.pool, '1', 'new@example.com', 'test');
+    expect(await emailAddresses(db.pool, ['1', '3'])).toEqual(new Map([['1', 'new@example.com']]));
+    await expect(setEmailAddress(db.pool, '3', 'not-an-address', 't')).rejects.toThrow(/email/);
+  });
+});
