@@ -88,6 +88,11 @@ export const envSchema = z.object({
       )
       .optional(),
   ),
+  // Consent (docs/privacy.md): where Segment identify messages carry it (JSON: purpose → paths), and
+  // the defaults `pops serve` applies at start where a person has none (marketing is always opt-in).
+  POPS_CONSENT_TRAITS: optionalText,
+  POPS_CONSENT_DEFAULT_PERSONALIZATION: z.enum(['granted', 'denied']).optional(),
+  POPS_CONSENT_DEFAULT_ANALYTICS: z.enum(['granted', 'denied']).optional(),
   // Campaign mail (issue 8). Unset POPS_SMTP_URL: `pops serve` starts a local capture server that
   // writes each message as an .eml file under <state dir>/mail and sends through it.
   POPS_SMTP_URL: optionalText.pipe(
