@@ -19,6 +19,8 @@ import { identityRoutes } from './identity.js';
 import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
 import { rolloutRoutes } from './rollout.js';
+import { consentRoutes } from './consent.js';
+import type { ConsentTraitMap } from '../domain/privacy/consent-traits.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
   declareModel,
@@ -49,6 +51,8 @@ export interface ApiDeps {
   identityRules?: IdentityRules;
   /** The TensorFlow.js backend decisions score with when a model needs it (default auto). */
   trainBackend?: BackendPreference;
+  /** Where Segment identify messages carry consent (POPS_CONSENT_TRAITS); left out, the default. */
+  consentTraits?: ConsentTraitMap;
 }
 
 const retrainBody = z.object({}).passthrough();
@@ -160,7 +164,11 @@ export function buildApi(deps: ApiDeps) {
     return found;
   });
 
-  void app.register(import('./segment.js'), { pool: deps.pool });
+  void app.register(import('./segment.js'), {
+    pool: deps.pool,
+    ...(deps.consentTraits ? { consentTraits: deps.consentTraits } : {}),
+  });
+  void app.register(consentRoutes, { pool: deps.pool, actor: deps.actor });
   void app.register(identityRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,
