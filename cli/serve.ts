@@ -6,6 +6,7 @@ import { ensureDriftSchedules } from '../client/drift.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
 import { parseArgs } from './output.js';
+import { preparePrivacy } from './privacy.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
 import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
@@ -65,7 +66,9 @@ export async function serveCommand(): Promise<void> {
   const identityRules = configuredIdentityRules();
   const rt = await openRuntime();
   const workers = await runWorkers(rt);
+  let privacy: Awaited<ReturnType<typeof preparePrivacy>>;
   try {
+    privacy = await preparePrivacy(rt);
     await scheduleIdentityMerges(rt, identityRules);
     await scheduleMaterialization(rt);
     const watched = await ensureDriftSchedules(rt.pool, rt.client, rt.prefix);
@@ -82,6 +85,7 @@ export async function serveCommand(): Promise<void> {
     log: rt.log,
     actor: 'api',
     identityRules,
+    consentTraits: privacy.consentTraits,
   });
   await api.listen({ host: rt.config.POPS_HTTP_HOST, port: rt.config.POPS_HTTP_PORT });
   rt.log.info(
