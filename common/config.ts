@@ -107,6 +107,8 @@ export const envSchema = z.object({
   POPS_SMTP_CAPTURE_PORT: port.default(2525),
   /** Signs unsubscribe tokens; the default is for a local trial only (docs/campaigns.md). */
   POPS_UNSUBSCRIBE_SECRET: z.string().min(16).default('pops-local-unsubscribe-secret'),
+  /** The From address of notices (sendNotice). */
+  POPS_NOTICE_SENDER: z.email().default('notices@pops.local'),
   /** Where recipients reach the API (the base of unsubscribe links). */
   POPS_PUBLIC_URL: z.url().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
