@@ -102,6 +102,8 @@ program
   )
   .option('--wait', 'wait for the result (or, if blessed, for the approval), showing progress')
   .option('--promote', 'approve up front: production moves to the candidate if it is blessed')
+  .option('--canary <surface>', 'roll a blessed candidate out on the surface (rollout/<surface>)')
+  .option('--canary-file <yaml>', 'rollout settings for --canary (steps, bake, guardrails, …)')
   .option('--json', 'machine-readable output')
   .action(lazy(retrain, 'retrainCommand'));
 

@@ -1,4 +1,6 @@
 /** `pops retrain` and `pops status`: start or attach to a retraining, watch it, read its state. */
+import fs from 'node:fs';
+import YAML from 'yaml';
 import { z } from 'zod';
 import {
   startRetrain,
@@ -31,6 +33,8 @@ const retrainArgs = z.object({
     .optional(),
   wait: z.boolean().default(false),
   promote: z.boolean().default(false),
+  canary: z.string().optional(),
+  canaryFile: z.string().optional(),
   json: z.boolean().default(false),
 });
 
@@ -151,13 +155,45 @@ function describeValidation(result: RetrainResult): string[] {
   const moved =
     p.outcome === 'promoted' ? ` (production ${p.from ? `v${p.from}` : 'none'} -> v${p.to})` : '';
   lines.push(`  promotion: ${p.outcome}${moved}${p.by ? ` by ${p.by}` : ''}`);
+  if (p.rollout) {
+    lines.push(`    ${p.reason ?? ''}`, `    follow it: pops rollout status ${p.rollout.slice(8)}`);
+  }
   return lines;
+}
+
+/** A YAML mapping of rollout settings (domain/rollout/config.ts), for `--canary-file`. */
+function readSettings(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--canary-file ${file}: ${(err as Error).message}`);
+  }
+  const parsed: unknown = YAML.parse(text);
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new UsageError(`--canary-file ${file}: rollout settings are a mapping`);
+  }
+  return parsed as Record<string, unknown>;
 }
 
 /** `pops retrain --model M --reason R [--wait]`. */
 export async function retrainCommand(options: Record<string, unknown>): Promise<void> {
   const args = parseArgs(retrainArgs, options);
+  if (args.promote && (args.canary || args.canaryFile)) {
+    throw new UsageError('--promote and --canary: choose one way to promote');
+  }
+  if (args.canaryFile && !args.canary)
+    throw new UsageError('--canary-file needs --canary <surface>');
   const input = parseArgs(retrainInputSchema, {
+    ...(args.canary
+      ? {
+          promotion: 'canary',
+          canary: {
+            ...(args.canaryFile ? readSettings(args.canaryFile) : {}),
+            surface: args.canary,
+          },
+        }
+      : {}),
     model: args.model,
     reason: args.reason,
     ...(args.trainUntil ? { trainUntil: args.trainUntil } : {}),

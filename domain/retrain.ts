@@ -3,30 +3,16 @@
  * alike), its progress as the `progress` query reports it, and its result.
  */
 import { z } from 'zod';
-import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
+import { modelNameSchema, plainText } from './names.js';
+import { canarySettingsSchema } from './rollout/config.js';
 import { type ValidationReport, validationThresholdsSchema } from './validation.js';
+
+export { modelNameSchema, plainText };
 
 const isoInstant = z.iso.datetime({
   offset: true,
   message: 'must be an ISO-8601 instant with a zone',
 });
-
-/** Text a person typed: trimmed, bounded, and free of NUL (which PostgreSQL cannot store). */
-export function plainText(max: number) {
-  return z
-    .string()
-    .trim()
-    .min(1)
-    .max(max)
-    .refine((v) => !UNSTORABLE_TEXT.test(v), UNSTORABLE_PROBLEM);
-}
-
-export const modelNameSchema = z
-  .string()
-  .regex(
-    /^[a-z0-9][a-z0-9._-]{0,62}$/,
-    'lowercase letters, digits, dot, dash, underscore; 1-63 chars',
-  );
 
 export const trainingOptionsSchema = z.object({
   epochs: z.number().int().min(1).max(200).default(8),
@@ -98,9 +84,13 @@ export const retrainInputSchema = z
     validation: validationThresholdsSchema.default(validationThresholdsSchema.parse({})),
     /**
      * `approval`: a blessed candidate waits for an `approvePromotion` signal before `production`
-     * moves to it (until the canary rollout exists). `none`: train, validate, register; no move.
+     * moves to it. `canary`: a blessed candidate is rolled out on `canary.surface` by a
+     * rolloutModel workflow (rollout/<surface>) that promotes it at 100% or rolls it back; the
+     * retraining ends once that rollout has started. `none`: train, validate, register; no move.
      */
-    promotion: z.enum(['approval', 'none']).default('approval'),
+    promotion: z.enum(['approval', 'canary', 'none']).default('approval'),
+    /** The rollout of a blessed candidate under promotion `canary`. */
+    canary: canarySettingsSchema.optional(),
     /** How long a blessed candidate waits for approval before the run ends without promoting. */
     approvalTimeoutHours: z
       .number()
@@ -115,7 +105,11 @@ export const retrainInputSchema = z
       message: 'trainUntil must be before validateUntil',
       path: ['trainUntil'],
     },
-  );
+  )
+  .refine((v) => (v.promotion === 'canary') === (v.canary !== undefined), {
+    message: 'is the rollout of promotion "canary": set both, or neither',
+    path: ['canary'],
+  });
 
 export type RetrainInput = z.input<typeof retrainInputSchema>;
 export type RetrainRequest = z.output<typeof retrainInputSchema>;
@@ -189,7 +183,16 @@ export interface RetrainResult {
 
 /** What became of a candidate after validation. */
 export interface PromotionOutcome {
-  outcome: 'promoted' | 'not-blessed' | 'rejected' | 'timed-out' | 'not-requested';
+  outcome:
+    | 'promoted'
+    | 'not-blessed'
+    | 'rejected'
+    | 'timed-out'
+    | 'not-requested'
+    | 'canary-started'
+    | 'canary-refused';
+  /** Under promotion `canary`: the rollout workflow that owns the candidate's promotion. */
+  rollout?: string;
   by?: string;
   reason?: string;
   from?: number | null;

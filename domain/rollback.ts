@@ -4,7 +4,7 @@
  * workflow code.
  */
 import { z } from 'zod';
-import { modelNameSchema, plainText } from './retrain.js';
+import { modelNameSchema, plainText } from './names.js';
 
 /** Alias names follow model names: lowercase letters, digits, dot, dash, underscore. */
 export const aliasNameSchema = z

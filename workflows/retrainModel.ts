@@ -14,10 +14,13 @@ import {
   defineSignal,
   executeChild,
   log,
+  ParentClosePolicy,
   proxyActivities,
   setHandler,
+  startChild,
   workflowInfo,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
 import { ACTIVITY_RETRY, parseOrFail } from '../common/failures.js';
 import { prefixOf, queueName } from '../common/queues.js';
@@ -31,9 +34,11 @@ import {
   promotionDecisionSchema,
   type RetrainInput,
   type RetrainProgress,
+  type RetrainRequest,
   type RetrainResult,
   retrainInputSchema,
 } from '../domain/retrain.js';
+import { type RolloutInput, rolloutWorkflowId } from '../domain/rollout/config.js';
 import { partitionUnitFor } from '../domain/features/backfill.js';
 import type { backfillFeatures } from './backfillFeatures.js';
 
@@ -235,6 +240,16 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
     promotion = { outcome: 'not-blessed', reason: validation.reasons.join('; ') };
   } else if (input.promotion === 'none') {
     promotion = { outcome: 'not-requested' };
+  } else if (input.promotion === 'canary') {
+    progress.stage = 'promoting';
+    promotion = await startCanary(input, version, workflowId);
+    await audit(
+      `model.${promotion.outcome}`,
+      { version, surface: input.canary?.surface },
+      {
+        ...promotion,
+      },
+    );
   } else {
     progress.stage = 'awaiting-approval';
     const arrived = await condition(
@@ -298,6 +313,43 @@ export async function retrainModel(raw: RetrainInput): Promise<RetrainResult> {
     validation,
     promotion,
   };
+}
+
+/**
+ * Hands a blessed candidate to a canary rollout on its surface (rollout/<surface>, which outlives
+ * this run and promotes or rolls back on its own). The start is a workflow command, so a replay
+ * repeats nothing; a surface with a rollout already running refuses it.
+ */
+async function startCanary(
+  input: RetrainRequest,
+  version: number,
+  retrainId: string,
+): Promise<PromotionOutcome> {
+  const canary = input.canary;
+  if (!canary) throw new Error('promotion "canary" needs its canary settings');
+  const rollout = rolloutWorkflowId(canary.surface);
+  const args: RolloutInput = {
+    ...canary,
+    model: input.model,
+    version,
+    requestedBy: input.requestedBy,
+    reason: `${canary.reason}: the blessed candidate v${version} of ${retrainId}`,
+  };
+  try {
+    await startChild('rolloutModel', {
+      workflowId: rollout,
+      args: [args],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+    });
+    return { outcome: 'canary-started', rollout, reason: args.reason };
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    return {
+      outcome: 'canary-refused',
+      rollout,
+      reason: `${rollout} is already running (one rollout per surface); v${version} is not rolled out`,
+    };
+  }
 }
 
 function sameFeatures(a: readonly string[], b: readonly string[]): boolean {

@@ -4,7 +4,7 @@
  * Pure (zod only), so workflow code may import it.
  */
 import { z } from 'zod';
-import { modelNameSchema, plainText } from '../retrain.js';
+import { modelNameSchema, plainText } from '../names.js';
 import { versionNumberSchema } from '../rollback.js';
 
 /** Basis points of a surface's traffic: routes' weights sum to this. */

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { surfaceNameSchema } from '../decide/routing.js';
-import { modelNameSchema, plainText } from '../retrain.js';
+import { modelNameSchema, plainText } from '../names.js';
 import { versionNumberSchema } from '../rollback.js';
 
 export { surfaceNameSchema };
@@ -178,6 +178,16 @@ function checkRollout(
 
 /** A rollout as a person asks for it (the CLI, the API). */
 export const rolloutInputSchema = z.strictObject(rolloutFields).superRefine(checkRollout);
+
+/**
+ * The rollout a retraining starts for its blessed candidate (promotion `canary`): a rollout's
+ * settings without the model, the version and who asks, which the retraining fills in.
+ */
+export const canarySettingsSchema = z
+  .strictObject(rolloutFields)
+  .omit({ model: true, version: true, requestedBy: true })
+  .superRefine(checkRollout);
+export type CanarySettings = z.output<typeof canarySettingsSchema>;
 
 /**
  * The workflow's input: a request, and, in a run that continued as new, where the last run left
