@@ -10,6 +10,7 @@ import { featureConsistencyActivities } from './feature-consistency.js';
 import { featureActivities, materializationActivities } from './features.js';
 import { identityActivities } from './identity.js';
 import { identityEditActivities } from './identity-edits.js';
+import { playbookActivities } from './playbooks.js';
 import { registryActivities } from './registry.js';
 import { rolloutActivities } from './rollout.js';
 import { trainingActivities } from './training.js';
@@ -44,6 +45,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...driftActivities(deps),
     ...validationLookupActivities(deps),
     ...rolloutActivities(deps),
+    ...playbookActivities(deps),
   };
 }
 

@@ -9,3 +9,4 @@ export { materializeFeatures } from './materializeFeatures.js';
 export { rollbackModel } from './rollbackModel.js';
 export { monitorDrift } from './monitorDrift.js';
 export { rolloutModel } from './rolloutModel.js';
+export { runPlaybook } from './runPlaybook.js';
