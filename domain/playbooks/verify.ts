@@ -1,0 +1,90 @@
+/**
+ * verify_serving: proves a surface serves a version by asking the decider for decisions, the same
+ * code path as POST /v1/decide (domain/decide/decider.ts: routing table, bucketing, the version's
+ * artifact loaded and scored). Run in the worker rather than as an HTTP call so that it works
+ * wherever a playbook runs (`pops playbook run` with in-process workers has no API); a playbook
+ * that should also check a running API adds an `http` step against /v1/decide (rollback-model does
+ * when `api_url` is given). Probe persons are `playbook-probe:<incident>:<n>`, anonymous; their
+ * decisions are logged as exposures like any other (with that person id, easy to leave out).
+ */
+import type { Pool } from '../../common/db.js';
+import type { Logger } from '../../common/logger.js';
+import { Decider, decideRequestSchema } from '../decide/decider.js';
+
+const deciders = new Map<Pool, Decider>();
+
+/** One decider per pool for the life of the worker (its model cache is what makes it quick). */
+function deciderFor(pool: Pool, log: Logger): Decider {
+  let d = deciders.get(pool);
+  if (!d) {
+    d = new Decider({ pool, log });
+    deciders.set(pool, d);
+  }
+  return d;
+}
+
+/** Closes the deciders (flushing their exposures); for worker shutdown and tests. */
+export async function closeDeciders(): Promise<void> {
+  const all = [...deciders.values()];
+  deciders.clear();
+  await Promise.allSettled(all.map((d) => d.close()));
+}
+
+export interface Verified {
+  surface: string;
+  version: number;
+  probes: number;
+  /** Decisions by the version that answered them ('rules' for a fallback). */
+  served: Record<string, number>;
+  generation: number | null;
+}
+
+/** Thrown when a probe was answered by another version or by the rules (retryable). */
+export class NotServingError extends Error {}
+
+/** Asks `probes` decisions of the surface and requires every one from `version`, no fallback. */
+export async function verifyServing(
+  pool: Pool,
+  log: Logger,
+  v: { incident: string; surface: string; version: number; probes: number; generation?: number },
+): Promise<Verified> {
+  const decider = deciderFor(pool, log);
+  const ask = (n: number) =>
+    decider.decide(
+      decideRequestSchema.parse({
+        surface: v.surface,
+        anonymousId: `playbook-probe:${v.incident}:${n}`,
+        k: 3,
+      }),
+    );
+  if (v.generation !== undefined) {
+    const loaded = await decider.waitForGeneration(v.surface, v.generation, 5000);
+    if (!loaded) {
+      throw new NotServingError(
+        `the decider did not load generation ${v.generation} of ${v.surface} within 5 s`,
+      );
+    }
+  }
+  // Not loaded here yet counts as loaded: the first decision reads the table fresh.
+  const decisions = [];
+  for (let n = 0; n < v.probes; n++) decisions.push(await ask(n));
+  const served: Record<string, number> = {};
+  for (const d of decisions) {
+    const key = d.fallback ? `rules (${d.fallback})` : `v${d.version ?? '?'}`;
+    served[key] = (served[key] ?? 0) + 1;
+  }
+  const wrong = decisions.filter((d) => d.version !== v.version || d.fallback !== null);
+  if (wrong.length > 0) {
+    throw new NotServingError(
+      `${v.surface}: ${wrong.length} of ${decisions.length} probe decisions were not served by` +
+        ` version ${v.version} (${JSON.stringify(served)})`,
+    );
+  }
+  return {
+    surface: v.surface,
+    version: v.version,
+    probes: decisions.length,
+    served,
+    generation: decider.servedGeneration(v.surface) ?? null,
+  };
+}
