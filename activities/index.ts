@@ -4,6 +4,7 @@
  */
 import type { QueueKind } from '../common/queues.js';
 import { auditActivities } from './audit.js';
+import { campaignActivities, campaignSendActivities } from './campaigns.js';
 import { driftActivities, driftReportActivities } from './drift.js';
 import type { ActivityDeps } from './deps.js';
 import { featureConsistencyActivities } from './feature-consistency.js';
@@ -19,7 +20,16 @@ import { validationActivities, validationLookupActivities } from './validation.j
 
 /** Every activity, for typing workflows and for tests that register them all on one worker. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...orchestrationActivities(deps), ...trainingQueueActivities(deps) };
+  return {
+    ...orchestrationActivities(deps),
+    ...trainingQueueActivities(deps),
+    ...ioQueueActivities(deps),
+  };
+}
+
+/** Outbound calls: campaign mail over SMTP. */
+function ioQueueActivities(deps: ActivityDeps) {
+  return { ...campaignSendActivities(deps) };
 }
 
 function trainingQueueActivities(deps: ActivityDeps) {
@@ -45,6 +55,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...driftActivities(deps),
     ...validationLookupActivities(deps),
     ...rolloutActivities(deps),
+    ...campaignActivities(deps),
     ...playbookActivities(deps),
   };
 }
@@ -60,6 +71,6 @@ export function activitiesFor(
     case 'training':
       return trainingQueueActivities(deps);
     case 'io':
-      return {};
+      return ioQueueActivities(deps);
   }
 }

@@ -10,3 +10,6 @@ export { rollbackModel } from './rollbackModel.js';
 export { monitorDrift } from './monitorDrift.js';
 export { rolloutModel } from './rolloutModel.js';
 export { runPlaybook } from './runPlaybook.js';
+export { runCampaign } from './runCampaign.js';
+export { sendNotice } from './sendNotice.js';
+export { measureCampaignLift } from './measureCampaignLift.js';
