@@ -5,6 +5,12 @@
  * non-retryable failures of their type.
  */
 import { FAILURE_TYPES, failure } from '../common/failures.js';
+import {
+  liftSuppression,
+  pauseCampaigns,
+  resumeCampaigns,
+  suppressPersons,
+} from '../domain/campaigns/control.js';
 import { SurfaceRefusal } from '../domain/decide/surfaces.js';
 import { RegistryRefusal, rollbackProduction } from '../domain/registry.js';
 import {
@@ -63,7 +69,11 @@ export interface ActBy {
 }
 
 /** Builds the playbook activities. */
-export function playbookActivities({ pool, log }: ActivityDeps) {
+export function playbookActivities({ pool, log, temporal }: ActivityDeps) {
+  const client = () => {
+    if (!temporal) throw new Error('campaign controls need a Temporal client in the worker');
+    return temporal;
+  };
   return {
     /** The registered definition of a playbook version. */
     async playbookLoad(input: { name: string; version: number }): Promise<Playbook> {
@@ -193,6 +203,60 @@ export function playbookActivities({ pool, log }: ActivityDeps) {
         [input.noticeId, persons],
       );
       return persons.length;
+    },
+
+    /**
+     * Pauses campaigns (the named ones, else all running) and suppresses the persons in scope
+     * under the incident id. The names to pause are written to the ledger before they are paused,
+     * so a retry pauses the same ones and the undo resumes exactly those.
+     */
+    async playbookStopCampaigns(
+      input: ActBy & { incident: string; stepId: string; names?: string[]; suppressScope: boolean },
+    ): Promise<{ paused: string[]; suppressed: number }> {
+      const running = await pool.query<{ name: string }>(
+        `select name from campaigns where not paused and ($1::text[] is null or name = any($1))
+          order by name`,
+        [input.names ?? null],
+      );
+      await pool.query(
+        `insert into playbook_effects (effect_key, incident_id, step_id, kind, attempts, response)
+         values ($1, $2, $3, 'stop_campaigns', 1, $4::jsonb) on conflict (effect_key) do nothing`,
+        [
+          input.key,
+          input.incident,
+          input.stepId,
+          JSON.stringify({ names: running.rows.map((r) => r.name) }),
+        ],
+      );
+      const ledger = await pool.query<{ response: { names: string[] } }>(
+        'select response from playbook_effects where effect_key = $1',
+        [input.key],
+      );
+      const names = ledger.rows[0]?.response.names ?? [];
+      const by = { reason: input.reason, actor: input.actor };
+      if (names.length > 0) await pauseCampaigns(client(), pool, { ...by, names });
+      const persons = input.suppressScope ? await scopePersons(pool, input.incident) : [];
+      if (persons.length > 0) {
+        await suppressPersons(pool, { ...by, key: input.incident, personKeys: persons });
+      }
+      await pool.query(
+        `update playbook_effects set status = 'done', updated_at = now() where effect_key = $1`,
+        [input.key],
+      );
+      return { paused: names, suppressed: persons.length };
+    },
+
+    /** Resumes the campaigns a stop paused and lifts the incident's suppression (its undo). */
+    async playbookResumeCampaigns(
+      input: ActBy & { incident: string; names: string[]; lift: boolean },
+    ): Promise<{ resumed: string[]; lifted: number }> {
+      const by = { reason: input.reason, actor: input.actor };
+      const resumed =
+        input.names.length > 0
+          ? await resumeCampaigns(client(), pool, { ...by, names: input.names })
+          : [];
+      const lifted = input.lift ? await liftSuppression(pool, input.incident, input.actor) : 0;
+      return { resumed, lifted };
     },
   };
 }

@@ -451,6 +451,79 @@ simulateCmd
   .option('--json', 'machine-readable output')
   .action(lazy(simulate, 'trafficCommand'));
 
+const playbookCli = () => import('./playbook.js');
+const incidentCli = () => import('./incident.js');
+const collectParam = (v: string, prev: string[] = []) => [...prev, v];
+const playbookCmd = program
+  .command('playbook')
+  .description('incident playbooks (playbooks/*.yaml)');
+const playbookRunOptions = (c: Command) =>
+  c
+    .option('--version <n>', 'the playbook version (default: the latest)')
+    .option('--param <name=value>', 'a parameter (repeat for more)', collectParam, [])
+    .option('--incident <id>', 'the incident id (default: a new inc-<date>-<hex>)')
+    .option('--title <text>', "the incident's title")
+    .option('--severity <sev>', 'sev1 | sev2 (default) | sev3 | sev4')
+    .option('--surface <name>', 'the surface the incident is about')
+    .option('--json', 'machine-readable output');
+playbookCmd
+  .command('list')
+  .description('registered playbooks (the shipped ones are registered on first use)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(playbookCli, 'listCommand'));
+playbookCmd
+  .command('register <file>')
+  .description('register a playbook YAML file (checked first; a version is never rewritten)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(playbookCli, 'registerCommand'));
+playbookRunOptions(
+  playbookCmd
+    .command('plan <name>')
+    .description('dry run: resolved parameters, the steps, the branches taken; changes nothing'),
+).action(lazy(playbookCli, 'planCommand'));
+playbookRunOptions(
+  playbookCmd
+    .command('run <name>')
+    .description('run a playbook for an incident (workflow playbook/<incident>) and follow it')
+    .option('--no-wait', 'start it and return (the workers of npm start run it)'),
+).action(lazy(playbookCli, 'runCommand'));
+playbookCmd
+  .command('status <incident>')
+  .description("the run's steps, the approval waiting and the timeline")
+  .option('--json', 'machine-readable output')
+  .action(lazy(playbookCli, 'statusCommand'));
+for (const [verb, what] of [
+  ['approve', 'approve the waiting (or --step) approval step'],
+  ['reject', 'reject the waiting (or --step) approval step'],
+  ['abort', 'abort the run: it stops and undoes its completed steps in reverse'],
+] as const) {
+  playbookCmd
+    .command(`${verb} <incident>`)
+    .description(what)
+    .requiredOption('--reason <text>', 'why (recorded in the timeline)')
+    .option('--step <id>', 'the approval step (default: the next one to wait)')
+    .option('--json', 'machine-readable output')
+    .action(lazy(playbookCli, `${verb}Command`));
+}
+const incidentCmd = program.command('incident').description('incidents and their timelines');
+incidentCmd
+  .command('list')
+  .description('the latest incidents')
+  .option('--json', 'machine-readable output')
+  .action(lazy(incidentCli, 'listCommand'));
+incidentCmd
+  .command('show <id>')
+  .description('an incident with its timeline; --markdown prints a postmortem draft')
+  .option('--markdown', 'postmortem-style Markdown')
+  .option('--json', 'machine-readable output')
+  .action(lazy(incidentCli, 'showCommand'));
+incidentCmd
+  .command('export <id>')
+  .description('write the affected list a privacy playbook stored for the DPO (CSV)')
+  .requiredOption('--out <file>', 'where to write it')
+  .option('--json', 'machine-readable output')
+  .action(lazy(incidentCli, 'exportCommand'));
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

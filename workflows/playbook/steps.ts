@@ -153,11 +153,17 @@ export async function runStepEffect(
       return act.playbookCheckQuality(args as StepArgs<'check_quality'>);
     case 'export_scope':
       return act.playbookExport({ incident, stepId: step.id });
-    case 'stop_campaigns':
-      throw failure(
-        FAILURE_TYPES.validation,
-        'stop_campaigns needs the campaign controls (issue 8), not wired in yet',
-      );
+    case 'stop_campaigns': {
+      const a = args as StepArgs<'stop_campaigns'>;
+      return act.playbookStopCampaigns({
+        ...by,
+        key,
+        incident,
+        stepId: step.id,
+        ...(a.names ? { names: a.names } : {}),
+        suppressScope: a.suppress_scope,
+      });
+    }
     case 'approval':
     case 'wait':
       throw new Error(`${step.type} is run by the workflow itself`);
@@ -295,7 +301,20 @@ export async function undoStep(
       await act.playbookSetMode({ ...by, key, surface: o.surface, mode: o.from });
       return { skipped: false, message: `${o.surface} mode back to ${o.from}` };
     }
-    case 'stop_campaigns':
+    case 'stop_campaigns': {
+      const o = output as { paused: string[]; suppressed: number };
+      const undone = await act.playbookResumeCampaigns({
+        ...by,
+        key,
+        incident: ctx.input.incident.id,
+        names: o.paused,
+        lift: o.suppressed > 0,
+      });
+      return {
+        skipped: o.paused.length === 0 && o.suppressed === 0,
+        message: `resumed ${undone.resumed.join(', ') || 'no campaign'}; lifted ${undone.lifted}`,
+      };
+    }
     case 'identify_scope':
     case 'notify':
     case 'approval':
