@@ -13,7 +13,11 @@ import type { Pool } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { Decider, decideRequestSchema } from '../domain/decide/decider.js';
 import { OUTCOME_TYPES, recordOutcome } from '../domain/decide/exposures.js';
-import { surfaceModeSchema, surfaceNameSchema } from '../domain/decide/routing.js';
+import {
+  surfaceFiltersSchema,
+  surfaceModeSchema,
+  surfaceNameSchema,
+} from '../domain/decide/routing.js';
 import {
   createSurface,
   getSurface,
@@ -21,11 +25,13 @@ import {
   routingChanges,
   type Surface,
   SurfaceRefusal,
+  setFilters,
   setMode,
 } from '../domain/decide/surfaces.js';
 import type { BackendPreference } from '../domain/ml/backend.js';
 import { modelNameSchema, plainText } from '../domain/retrain.js';
 import { ApiError, parse } from './errors.js';
+import { actorOf } from './actor.js';
 
 /** What the decision routes need. */
 export interface DecideRoutesOptions {
@@ -50,6 +56,11 @@ const surfaceBody = z.strictObject({
 const surfaceParams = z.object({ name: surfaceNameSchema });
 const modeBody = z.strictObject({
   mode: surfaceModeSchema,
+  reason: plainText(500),
+  changeKey: z.string().min(1).max(1000).optional(),
+});
+const filtersBody = z.strictObject({
+  filters: surfaceFiltersSchema,
   reason: plainText(500),
   changeKey: z.string().min(1).max(1000).optional(),
 });
@@ -116,7 +127,7 @@ export const decideRoutes: FastifyPluginAsync<DecideRoutesOptions> = async (app,
     const created = await createSurface(options.pool, {
       name: body.name,
       model: body.model,
-      actor: options.actor,
+      actor: actorOf(request, options.actor),
       ...(body.reason ? { reason: body.reason } : {}),
     }).catch((err: unknown) => {
       throw asApiError(err);
@@ -148,7 +159,22 @@ export const decideRoutes: FastifyPluginAsync<DecideRoutesOptions> = async (app,
       surface: name,
       mode: body.mode,
       reason: body.reason,
-      actor: options.actor,
+      actor: actorOf(request, options.actor),
+      changeKey: body.changeKey ?? null,
+    }).catch((err: unknown) => {
+      throw asApiError(err);
+    });
+    return { ...shown(result.surface), changed: result.changed, change: result.change };
+  });
+
+  app.put('/v1/surfaces/:name/filters', async (request) => {
+    const { name } = parse(surfaceParams, request.params, 'path');
+    const body = parse(filtersBody, request.body ?? {}, 'body');
+    const result = await setFilters(options.pool, {
+      surface: name,
+      filters: body.filters,
+      reason: body.reason,
+      actor: actorOf(request, options.actor),
       changeKey: body.changeKey ?? null,
     }).catch((err: unknown) => {
       throw asApiError(err);

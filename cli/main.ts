@@ -410,7 +410,7 @@ program
 
 const surfacesCmd = program
   .command('surfaces')
-  .description('decision surfaces: routing tables (stable and canary versions) and modes');
+  .description('decision surfaces: routing tables (stable and canary versions), modes, filters');
 surfacesCmd
   .command('create <name>')
   .description("create a surface serving the model's production version at 100%")
@@ -431,6 +431,15 @@ surfacesCmd
   .action(lazy(surfaces, 'modeCommand'));
 
 const simulateCmd = program.command('simulate').description('simulated load on a running pops');
+surfacesCmd
+  .command('filters <name>')
+  .description('business filters: items and genres the surface never shows (model and rules)')
+  .option('--exclude-items <list>', 'item ids, comma-separated (replaces the list)')
+  .option('--exclude-genres <list>', 'genres, comma-separated, as imported (replaces the list)')
+  .option('--clear', 'remove every filter')
+  .requiredOption('--reason <text>', 'why (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(surfaces, 'filtersCommand'));
 simulateCmd
   .command('traffic')
   .description(

@@ -1,9 +1,14 @@
 /**
- * `pops surfaces create|show|mode`: decision surfaces, their routing tables and modes
+ * `pops surfaces create|show|mode|filters`: decision surfaces, their routing tables, modes and
+ * business filters
  * (domain/decide/surfaces.ts). Bad input exits 2 naming the field and the value.
  */
 import { z } from 'zod';
-import { surfaceModeSchema, surfaceNameSchema } from '../domain/decide/routing.js';
+import {
+  surfaceFiltersSchema,
+  surfaceModeSchema,
+  surfaceNameSchema,
+} from '../domain/decide/routing.js';
 import {
   createSurface,
   getSurface,
@@ -11,6 +16,7 @@ import {
   type RoutingChange,
   type Surface,
   SurfaceRefusal,
+  setFilters,
   setMode,
 } from '../domain/decide/surfaces.js';
 import { modelNameSchema, plainText } from '../domain/retrain.js';
@@ -34,6 +40,28 @@ const modeArgs = z.object({
   json: z.boolean().default(false),
 });
 
+const list = z
+  .string()
+  .transform((v) => v.split(',').map((x) => x.trim()))
+  .optional();
+const filtersArgs = z.object({
+  name: surfaceNameSchema,
+  excludeItems: list,
+  excludeGenres: list,
+  clear: z.boolean().default(false),
+  reason: plainText(500),
+  json: z.boolean().default(false),
+});
+
+function filtersText(surface: Surface): string {
+  const { excludeItems, excludeGenres } = surface.filters;
+  if (excludeItems.length === 0 && excludeGenres.length === 0) return 'filters: none';
+  return (
+    `filters: never shows items ${excludeItems.join(', ') || '-'};` +
+    ` never shows genres ${excludeGenres.join(', ') || '-'}`
+  );
+}
+
 function routesText(surface: Surface): string {
   return table(
     ['version', 'role', 'weight'],
@@ -51,6 +79,7 @@ function surfaceText(surface: Surface, changes: RoutingChange[]): string {
   return [
     `surface ${surface.name}: model ${surface.model}, mode ${surface.mode}, generation ${surface.generation}`,
     routesText(surface),
+    filtersText(surface),
     ...(changes.length > 0 ? ['changes (newest first):', ...changes.map(changeLine)] : []),
   ].join('\n');
 }
@@ -111,6 +140,42 @@ export async function modeCommand(name: string, mode: string, options: Record<st
       result.changed
         ? `surface ${args.name}: mode ${args.mode} (generation ${result.surface.generation})`
         : `surface ${args.name}: already in mode ${args.mode}`,
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+/**
+ * `pops surfaces filters <name> [--exclude-items a,b] [--exclude-genres G,H] [--clear] --reason R`:
+ * replaces the surface's business filters (the lists given; `--clear` empties both).
+ */
+export async function filtersCommand(name: string, options: Record<string, unknown>) {
+  const args = parseArgs(filtersArgs, { ...options, name });
+  const rt = await openDatabase();
+  try {
+    const current = await getSurface(rt.pool, args.name);
+    if (!current) throw new SurfaceRefusal('not_found', `surface "${args.name}" does not exist`);
+    const filters = parseArgs(
+      surfaceFiltersSchema,
+      args.clear
+        ? {}
+        : {
+            excludeItems: args.excludeItems ?? current.filters.excludeItems,
+            excludeGenres: args.excludeGenres ?? current.filters.excludeGenres,
+          },
+    );
+    const result = await setFilters(rt.pool, {
+      surface: args.name,
+      filters,
+      reason: args.reason,
+      actor: rt.config.POPS_ACTOR,
+    });
+    print(args.json, { ...withoutSalt(result.surface), changed: result.changed }, () =>
+      result.changed
+        ? `surface ${args.name}: ${filtersText(result.surface)}` +
+          ` (generation ${result.surface.generation})`
+        : `surface ${args.name}: unchanged, ${filtersText(result.surface)}`,
     );
   } finally {
     await rt.close();

@@ -316,6 +316,60 @@ describe('POST /v1/decide', () => {
     expect((await exposure(mixed.decisionId)).items).not.toContain('no-such-item');
   }, 60_000);
 
+  it("applies the surface's business filters to the model's answer and to the rules'", async () => {
+    const surface = `filters-${suffix}`;
+    await createSurface(surface);
+    const userId = '11';
+    const seen = await rated(userId);
+    const { rows } = await h.db.pool.query<{ item_id: string; genres: string[] }>(
+      `select item_id, genres from items where source = $1 and not (item_id = any($2::text[]))
+        order by item_id limit 40`,
+      [source, [...seen]],
+    );
+    const candidates = rows.map((r) => r.item_id);
+    // The most common genre among the candidates, and one item outside it, are filtered.
+    const counts = new Map<string, number>();
+    for (const r of rows) for (const g of r.genres) counts.set(g, (counts.get(g) ?? 0) + 1);
+    const [genre] = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]!;
+    const item = rows.find((r) => !r.genres.includes(genre))!.item_id;
+    const expected = rows
+      .filter((r) => !r.genres.includes(genre) && r.item_id !== item)
+      .map((r) => r.item_id);
+    expect(expected.length).toBeGreaterThan(0);
+    expect(expected.length).toBeLessThan(candidates.length - 1);
+
+    const set = await call('PUT', `/v1/surfaces/${surface}/filters`, {
+      filters: { excludeGenres: [genre], excludeItems: [item] },
+      reason: 'no such items here',
+    });
+    expect(set.status).toBe(200);
+    const generation = (set.body as { generation: number }).generation;
+    await served(surface, generation);
+    const d = await decide({ surface, userId, candidates, k: 40 });
+    expect(d.fallback).toBeNull();
+    expect(d.items.map((i) => i.itemId).sort()).toEqual([...expected].sort());
+    expect(d.reason).toContain(`${candidates.length - expected.length} filtered out`);
+
+    const rules = await call('PUT', `/v1/surfaces/${surface}/mode`, {
+      mode: 'rules-only',
+      reason: 'the rules filter too',
+    });
+    await served(surface, (rules.body as { generation: number }).generation);
+    const r = await decide({ surface, userId, candidates, k: 40 });
+    expect(r.fallback).toBe('mode-rules-only');
+    expect(r.items.map((i) => i.itemId).sort()).toEqual([...expected].sort());
+
+    const bad = await call('PUT', `/v1/surfaces/${surface}/filters`, {
+      filters: { excludeGenres: 'Horror' },
+      reason: 'x',
+    });
+    expect(bad.status).toBe(400);
+    expect(messageOf(bad)).toContain('filters.excludeGenres');
+    const pops = popsRunner(() => ({ DATABASE_URL: h.db.url, POPS_TASK_QUEUE_PREFIX: h.prefix }));
+    const shown = await pops(['surfaces', 'show', surface]);
+    expect(shown.stdout).toContain(`never shows genres ${genre}`);
+  }, 60_000);
+
   it('resolves a user id through the identity graph to the person and what they rated', async () => {
     const surface = `home-${suffix}`;
     // A person of the graph holding user 9's events, with user 9's online values under its key.

@@ -12,7 +12,10 @@
  * Rules: the popular unconsumed candidates answer, with the cause recorded in the exposure's
  * fallback, when the surface is not in normal mode, when this server's routing table is too old to
  * trust, when the routed version cannot be loaded (model-unavailable) or its features cannot be
- * read (features-unavailable), or when scoring fails (scoring-error, error = true).
+ * read (features-unavailable), or when scoring fails (scoring-error, error = true). A person without
+ * `personalization` consent (their latest consent event, read in the same statement, or the default,
+ * cached for CONSENT_DEFAULT_MS) gets the rules' answer on no arm, with their history left out too
+ * (no-consent): the same answer as anyone's.
  *
  * Propagation: every POLL_MS (200 ms) the server reads every surface's generation and reloads a
  * surface whose generation moved. A routing table is trusted for MAX_ROUTING_AGE_MS (1 s) after the
@@ -49,6 +52,8 @@ import { getSurface, type Surface, surfaceGenerations, SurfaceRefusal } from './
 export const POLL_MS = 200;
 /** A routing table older than this (since the poll that confirmed it began) is not trusted. */
 export const MAX_ROUTING_AGE_MS = 1000;
+/** How long the personalization consent default is served from memory (a change applies after). */
+export const CONSENT_DEFAULT_MS = 1000;
 
 /** Why the rules answered. */
 export const FALLBACK_CAUSES = [
@@ -58,6 +63,7 @@ export const FALLBACK_CAUSES = [
   'model-unavailable',
   'features-unavailable',
   'scoring-error',
+  'no-consent',
 ] as const;
 export type FallbackCause = (typeof FALLBACK_CAUSES)[number];
 
@@ -132,12 +138,13 @@ export class Decider {
   private readonly loadingSurfaces = new Map<string, Promise<SurfaceState | undefined>>();
   private readonly sources = new Map<string, Promise<string>>();
   private readonly catalogs = new Map<string, Expiring<PopularItem[]>>();
-  private readonly knownItems = new Map<string, Expiring<Set<string>>>();
+  private readonly knownItems = new Map<string, Expiring<Map<string, string[]>>>();
   private popularity: Expiring<FeatureDefinition | undefined> | undefined;
   private readonly timeless = new WeakMap<Snapshot, FeatureValue[]>();
   private readonly defaults = new Map<string, FeatureValue[]>();
   private readonly poller: NodeJS.Timeout;
   private polling = false;
+  private consentDefault: { at: number; value: Promise<boolean> } | undefined;
 
   constructor(options: DeciderOptions) {
     this.pool = options.pool;
@@ -158,11 +165,19 @@ export class Decider {
     const trusted = Date.now() - state.checkedAt <= MAX_ROUTING_AGE_MS;
     const source = await this.sourceOf(surface.model);
     const catalog = raw.candidates ? undefined : await this.catalog(source);
-    const known = raw.candidates ? await this.itemsOf(source) : undefined;
-    const unknown = known ? (raw.candidates ?? []).filter((c) => !known.has(c)) : [];
-    const candidates = raw.candidates
+    const { excludeItems, excludeGenres } = surface.filters;
+    const filtering = excludeItems.length > 0 || excludeGenres.length > 0;
+    const known = raw.candidates || filtering ? await this.itemsOf(source) : undefined;
+    const unknown = raw.candidates && known ? raw.candidates.filter((c) => !known.has(c)) : [];
+    const asked = raw.candidates
       ? raw.candidates.filter((c) => known?.has(c))
       : (catalog ?? []).map((i) => i.itemId);
+    const items = new Set(excludeItems);
+    const genres = new Set(excludeGenres);
+    const shown = (item: string) =>
+      !items.has(item) && !(known?.get(item) ?? []).some((g) => genres.has(g));
+    const candidates = filtering ? asked.filter(shown) : asked;
+    const filtered = asked.length - candidates.length;
 
     const routed = surface.mode === 'normal' && trusted;
     const loaded = routed ? await this.loadRoutes(surface) : new Map<number, Loaded>();
@@ -175,11 +190,14 @@ export class Decider {
       personItemFeatures: featuresOf(columns, 'person_item'),
       candidates,
     });
-    const remaining = candidates.filter((c) => !read.consumed.has(c));
+    const consented = read.personalization ?? (await this.personalizationDefault());
+    // Without consent the person's history does not shape the answer either.
+    const remaining = consented ? candidates.filter((c) => !read.consumed.has(c)) : candidates;
     const excluded = candidates.length - remaining.length;
 
-    const route = routed ? routeOf(surface.routes, bucketOf(surface.salt, read.key)) : undefined;
-    let cause: FallbackCause | null = modeCause(surface, trusted);
+    const bucketed = routed && consented;
+    const route = bucketed ? routeOf(surface.routes, bucketOf(surface.salt, read.key)) : undefined;
+    let cause: FallbackCause | null = consented ? modeCause(surface, trusted) : 'no-consent';
     let error = false;
     let answer: Array<{ itemId: string; score: number }> = [];
     const slot = route ? loaded.get(route.version) : undefined;
@@ -207,7 +225,8 @@ export class Decider {
       items: answer,
       reason:
         reasonOf(route, cause, candidates.length, excluded, raw.candidates !== undefined) +
-        (unknown.length > 0 ? `; ${unknown.length} unknown candidates dropped` : ''),
+        (unknown.length > 0 ? `; ${unknown.length} unknown candidates dropped` : '') +
+        (filtered > 0 ? `; ${filtered} filtered out by the surface's rules` : ''),
       fallback: cause,
       ...(unknown.length > 0 ? { unknownCandidates: unknown } : {}),
     };
@@ -226,6 +245,20 @@ export class Decider {
       at,
     });
     return decision;
+  }
+
+  /** The personalization default (consent_defaults), read at most every CONSENT_DEFAULT_MS. */
+  private personalizationDefault(): Promise<boolean> {
+    const cached = this.consentDefault;
+    if (cached && Date.now() - cached.at < CONSENT_DEFAULT_MS) return cached.value;
+    const value = this.pool
+      .query<{
+        granted: boolean;
+      }>(`select granted from consent_defaults where purpose = 'personalization'`)
+      .then((r) => r.rows[0]?.granted ?? false);
+    value.catch(() => (this.consentDefault = undefined));
+    this.consentDefault = { at: Date.now(), value };
+    return value;
   }
 
   /** The generation this server routes the surface under (undefined: not loaded here). */
@@ -439,13 +472,16 @@ export class Decider {
     return this.popularity.value;
   }
 
-  /** The item ids of a source (cached like the catalog; a new item is known within 30 s). */
-  private async itemsOf(source: string): Promise<Set<string>> {
+  /** A source's items and their genres (cached like the catalog: a new item is known in 30 s). */
+  private async itemsOf(source: string): Promise<Map<string, string[]>> {
     const cached = this.knownItems.get(source);
     if (cached && Date.now() - cached.at <= CATALOG_CACHE_MS) return cached.value;
     const value = this.pool
-      .query<{ item_id: string }>('select item_id from items where source = $1', [source])
-      .then((r) => new Set(r.rows.map((row) => row.item_id)));
+      .query<{
+        item_id: string;
+        genres: string[];
+      }>('select item_id, genres from items where source = $1', [source])
+      .then((r) => new Map(r.rows.map((row) => [row.item_id, row.genres])));
     value.catch(() => this.knownItems.delete(source));
     this.knownItems.set(source, { at: Date.now(), value });
     return cached ? cached.value : value;
@@ -487,6 +523,7 @@ const CAUSE_TEXT: Record<FallbackCause, string> = {
   'model-unavailable': 'the routed model could not be loaded',
   'features-unavailable': "the routed model's features are not available",
   'scoring-error': 'the routed model failed to score',
+  'no-consent': 'the person has not consented to personalization',
 };
 
 function reasonOf(
@@ -498,6 +535,7 @@ function reasonOf(
 ): string {
   const pool = `${candidates} ${given ? 'given candidates' : 'popular catalog items'}`;
   const without = `${excluded} already rated excluded`;
+  if (cause === 'no-consent') return `rules: most popular of ${pool}, because ${CAUSE_TEXT[cause]}`;
   if (cause) return `rules: most popular of ${pool}, ${without}, because ${CAUSE_TEXT[cause]}`;
   return `model v${route?.version} (${route?.role}) ranked ${pool}, ${without}`;
 }

@@ -71,6 +71,24 @@ const byWhom = {
 
 export const setRoutesSchema = z.object({ ...byWhom, routes: routesSchema });
 export const setModeSchema = z.object({ ...byWhom, mode: surfaceModeSchema });
+
+const filterValue = plainText(200);
+/** What a surface never shows: items by id, and items of any of the genres (exact, as imported). */
+export const surfaceFiltersSchema = z.strictObject({
+  excludeItems: z
+    .array(filterValue)
+    .max(10_000)
+    .default([])
+    .transform((v) => [...new Set(v)].sort()),
+  excludeGenres: z
+    .array(filterValue)
+    .max(200)
+    .default([])
+    .transform((v) => [...new Set(v)].sort()),
+});
+export type SurfaceFilters = z.output<typeof surfaceFiltersSchema>;
+export const setFiltersSchema = z.object({ ...byWhom, filters: surfaceFiltersSchema });
+export type SetFiltersRequest = z.input<typeof setFiltersSchema>;
 export const createSurfaceSchema = z.object({
   name: surfaceNameSchema,
   model: modelNameSchema,

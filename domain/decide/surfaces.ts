@@ -19,10 +19,13 @@ import {
   type CreateSurfaceRequest,
   FULL_WEIGHT_BP,
   type Route,
+  setFiltersSchema,
+  type SetFiltersRequest,
   setModeSchema,
   type SetModeRequest,
   setRoutesSchema,
   type SetRoutesRequest,
+  type SurfaceFilters,
   type SurfaceMode,
 } from './routing.js';
 
@@ -44,6 +47,8 @@ export interface Surface {
   salt: string;
   generation: number;
   routes: Route[];
+  /** What the surface never shows (domain/decide/routing.ts surfaceFiltersSchema). */
+  filters: SurfaceFilters;
   createdBy: string;
   createdAt: string;
   updatedAt: string;
@@ -56,6 +61,8 @@ export interface RoutingChange {
   generation: number;
   routes: Route[];
   mode: SurfaceMode;
+  /** The filters after the change (absent on changes recorded before filters existed). */
+  filters?: SurfaceFilters;
   actor: string;
   reason: string;
   workflowId: string | null;
@@ -77,6 +84,7 @@ interface SurfaceRow {
   mode: SurfaceMode;
   salt: string;
   generation: number;
+  filters: SurfaceFilters;
   created_by: string;
   created_at: Date;
   updated_at: Date;
@@ -88,6 +96,7 @@ interface ChangeRow {
   generation: number;
   routes: Route[];
   mode: SurfaceMode;
+  filters: SurfaceFilters | null;
   actor: string;
   reason: string;
   workflow_id: string | null;
@@ -111,6 +120,7 @@ function changeOf(row: ChangeRow): RoutingChange {
     generation: row.generation,
     routes: row.routes,
     mode: row.mode,
+    ...(row.filters ? { filters: row.filters } : {}),
     actor: row.actor,
     reason: row.reason,
     workflowId: row.workflow_id,
@@ -140,6 +150,7 @@ function surfaceOf(row: SurfaceRow, routes: Route[]): Surface {
     salt: row.salt,
     generation: row.generation,
     routes,
+    filters: row.filters,
     createdBy: row.created_by,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
@@ -273,7 +284,28 @@ export async function setMode(pool: Pool, raw: SetModeRequest): Promise<ChangeRe
   });
 }
 
-type ChangeInput = z.output<typeof setRoutesSchema> | z.output<typeof setModeSchema>;
+/** Replaces the surface's business filters, recorded like a route change. */
+export async function setFilters(pool: Pool, raw: SetFiltersRequest): Promise<ChangeResult> {
+  const input = parsed(setFiltersSchema, raw, 'filters');
+  return change(pool, input, async (client, surface) => {
+    if (JSON.stringify(surface.filters) === JSON.stringify(input.filters)) return undefined;
+    await client.query('update surfaces set filters = $2::jsonb where name = $1', [
+      surface.name,
+      JSON.stringify(input.filters),
+    ]);
+    return {
+      routes: surface.routes,
+      mode: surface.mode,
+      filters: input.filters,
+      action: 'surface.filters-set',
+    };
+  });
+}
+
+type ChangeInput =
+  | z.output<typeof setRoutesSchema>
+  | z.output<typeof setModeSchema>
+  | z.output<typeof setFiltersSchema>;
 
 /**
  * The frame of every change: lock the surface, answer a recorded changeKey, apply, bump the
@@ -285,7 +317,9 @@ async function change(
   apply: (
     client: PoolClient,
     surface: Surface,
-  ) => Promise<{ routes: Route[]; mode: SurfaceMode; action: string } | undefined>,
+  ) => Promise<
+    { routes: Route[]; mode: SurfaceMode; filters?: SurfaceFilters; action: string } | undefined
+  >,
 ): Promise<ChangeResult> {
   return withTransaction(pool, async (client) => {
     const locked = await client.query<SurfaceRow>(
@@ -312,6 +346,7 @@ async function change(
       generation,
       routes: applied.routes,
       mode: applied.mode,
+      filters: applied.filters ?? current.filters,
       actor: input.actor,
       reason: input.reason,
       workflowId: input.workflowId ?? null,
@@ -321,6 +356,7 @@ async function change(
       fromGeneration: row.generation,
       fromRoutes: current.routes,
       fromMode: current.mode,
+      ...(applied.filters ? { fromFilters: current.filters } : {}),
     });
     const after = await getSurface(client, row.name);
     if (!after) throw new Error(`surface ${row.name} vanished inside its own transaction`);
@@ -391,14 +427,15 @@ async function recordChange(
 ): Promise<RoutingChange> {
   const { rows } = await client.query<ChangeRow>(
     `insert into routing_changes
-       (surface, generation, routes, mode, actor, reason, workflow_id, change_key)
-     values ($1, $2, $3::jsonb, $4, $5, $6, $7, $8)
+       (surface, generation, routes, mode, filters, actor, reason, workflow_id, change_key)
+     values ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9)
      returning *`,
     [
       c.surface,
       c.generation,
       JSON.stringify(c.routes),
       c.mode,
+      c.filters ? JSON.stringify(c.filters) : null,
       c.actor,
       c.reason,
       c.workflowId,
@@ -423,6 +460,6 @@ async function audit(
     workflowId: c.workflowId,
     idempotencyKey: c.changeKey ? `surface/${c.surface}/${c.changeKey}` : null,
     inputs: { reason: c.reason, ...before },
-    outputs: { generation: c.generation, routes: c.routes, mode: c.mode },
+    outputs: { generation: c.generation, routes: c.routes, mode: c.mode, filters: c.filters },
   });
 }
