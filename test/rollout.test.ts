@@ -39,7 +39,9 @@ const model = `rollout-${suffix}`;
 const source = `ml-rollout-${suffix}`;
 const other = `rollout-other-${suffix}`;
 const surface = (name: string) => `${name}-${suffix}`;
-const SURFACES = ['srm', 'short', 'ops', 'biz', 'good', 'hands', 'crash', 'refuse'].map(surface);
+const SURFACES = ['srm', 'short', 'ops', 'biz', 'good', 'hands', 'crash', 'refuse', 'handoff'].map(
+  surface,
+);
 const pops = popsRunner(() => ({ DATABASE_URL: h.db.url, POPS_TASK_QUEUE_PREFIX: h.prefix }));
 
 function input(name: string, over: Partial<RolloutInput> = {}) {
@@ -613,6 +615,54 @@ describe('rolloutModel', () => {
 
   it('attaches a second start, refuses another version, a foreign model and bad input, naming them', async () => {
     const name = surface('refuse');
+  it('hands the blessed candidate of a retraining to a canary rollout, once per surface', async () => {
+    const name = surface('handoff');
+    const loose = { maxAucDrop: 1, maxLogLossRise: 10, maxEceRise: 1, maxNdcgDrop: 1, minAuc: 0 };
+    const retrain = (reason: string) =>
+      startRetrain(
+        h.client,
+        h.prefix,
+        retrainInputSchema.parse({
+          model,
+          reason,
+          requestedBy: 'tester',
+          trainUntil: '2004-01-01T00:00:00Z',
+          validateUntil: '2005-01-01T00:00:00Z',
+          training: { epochs: 1 },
+          validation: loose,
+          promotion: 'canary',
+          canary: { surface: name, steps: [10, 100], bake: '10m', analysisEvery: '1s' },
+        }),
+      );
+    expect(() =>
+      retrainInputSchema.parse({ model, reason: 'x', promotion: 'canary', requestedBy: 't' }),
+    ).toThrow(/canary.*set both, or neither/s);
+    const run = await retrain('hand the candidate to a canary');
+    const result = await waitForRetrain(h.client, run.workflowId, run.runId);
+    expect(result.validation.blessed).toBe(true);
+    expect(result.promotion).toMatchObject({
+      outcome: 'canary-started',
+      rollout: rolloutWorkflowId(name),
+    });
+    // The rollout outlives the retraining, rolling out exactly that version over production.
+    const s = await step(name, 0);
+    expect(s).toMatchObject({ model, version: result.version, weightBp: 1000 });
+    expect(s.version).toBeGreaterThan(2);
+    expect((await getAliases(h.db.pool, model))['production']).toBe(1);
+    const trail = await auditTrail(h.db.pool, { subject: `model/${model}` });
+    expect(trail.map((r) => r.action)).toContain('model.canary-started');
+
+    // A second retraining while that rollout runs: its candidate is not rolled out, and says why.
+    const again = await retrain('a second candidate');
+    const refused = await waitForRetrain(h.client, again.workflowId, again.runId);
+    expect(refused.promotion.outcome).toBe('canary-refused');
+    expect(refused.promotion.reason).toContain('is already running (one rollout per surface)');
+    expect((await state(name)).version).toBe(result.version);
+    await h.client.workflow
+      .getHandle(rolloutWorkflowId(name))
+      .signal('abortRollout', { by: 'lead', reason: 'done' });
+  }, 300_000);
+
     await begin(name, { bake: '10m' });
     const again = await startRollout(h.client, h.prefix, input(name, { bake: '10m' }));
     expect(again.attached).toBe(true);
