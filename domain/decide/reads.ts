@@ -6,7 +6,9 @@
  * - that person's online values of the person and person_item features asked for;
  * - which of the candidates the person already consumed: `rated` events of the model's source
  *   attributed to the person (through event_persons for a graph person; by events.person_id, not
- *   yet attributed, for an unresolved one).
+ *   yet attributed, for an unresolved one);
+ * - the person's latest `personalization` consent event over their identifiers (as
+ *   domain/privacy/consent.ts reads it), or none (the default then applies).
  * Item features change once a day and are shared by every request, so they are cached per
  * process for ITEM_CACHE_MS; the catalog's popular items (the default candidates and the rules'
  * answer) for CATALOG_CACHE_MS.
@@ -43,10 +45,12 @@ export interface PersonRead {
   personItem: Map<string, Snapshot>;
   /** Candidates the person already consumed. */
   consumed: Set<string>;
+  /** The latest personalization consent event's choice; null when there is none. */
+  personalization: boolean | null;
 }
 
 interface PersonRow {
-  kind: 'k' | 'p' | 'x' | 'c';
+  kind: 'k' | 'p' | 'x' | 'c' | 'g';
   id: string;
   name: string | null;
   version: number | null;
@@ -89,6 +93,18 @@ export async function readPerson(
             null::float8 as ts_ms, null::float8[] as vals
        from k
      union all
+     select 'g', coalesce((
+       select c.granted::text
+         from (select i.type, i.value
+                 from r join persons p on p.canonical_id = r.canonical_id
+                 join identifiers i on i.person_id = p.id
+               union all
+               select t.type, $3 from (values ('user_id'), ('anonymous_id')) as t(type)
+                where not exists (select 1 from r)) ids
+         join consent_events c on c.identifier_type = ids.type and c.identifier_value = ids.value
+        where c.purpose = 'personalization' and c.effective_at <= now()
+        order by c.effective_at desc, c.id desc limit 1), 'none'), null, null, null, null
+     union all
      select 'p', o.entity_id, o.name, o.version, (extract(epoch from o.ts) * 1000)::float8, o.vals
        from unnest($4::text[], $5::int[]) as f(name, version)
        join feature_online o
@@ -129,11 +145,15 @@ export async function readPerson(
     person: new Map(),
     personItem: new Map(),
     consumed: new Set(),
+    personalization: null,
   };
   for (const row of rows) if (row.kind === 'k') read.key = row.id;
   for (const row of rows) {
+    if (row.kind === 'g' && row.id !== 'none') read.personalization = row.id === 'true';
+  }
+  for (const row of rows) {
     if (row.kind === 'c') read.consumed.add(row.id);
-    if (row.kind === 'k' || row.kind === 'c') continue;
+    if (row.kind === 'k' || row.kind === 'c' || row.kind === 'g') continue;
     if (row.ts_ms === null || !row.vals || row.name === null || row.version === null) continue;
     const snapshot = { ts: new Date(row.ts_ms), vals: row.vals };
     const feature = `${row.name}@${row.version}`;
