@@ -1,0 +1,49 @@
+/**
+ * The local mail catcher `pops serve` starts when POPS_SMTP_URL is unset: an SMTP server on
+ * loopback (the smtp-server package) that accepts every message and writes it as an .eml file
+ * under `<state dir>/mail/`, so a trial run shows exactly what would have been sent and nothing
+ * leaves the machine.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { SMTPServer } from 'smtp-server';
+import type { Logger } from '../../common/logger.js';
+
+export interface MailCatcher {
+  dir: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Starts the catcher on 127.0.0.1:`port`, writing into `dir`. */
+export async function startMailCatcher(
+  dir: string,
+  port: number,
+  log: Logger,
+): Promise<MailCatcher> {
+  fs.mkdirSync(dir, { recursive: true });
+  let n = 0;
+  const server = new SMTPServer({
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    authOptional: true,
+    logger: false,
+    onData(stream, session, callback) {
+      const file = path.join(dir, `${Date.now()}-${process.pid}-${n++}.eml`);
+      const out = fs.createWriteStream(file);
+      stream.pipe(out);
+      out.on('finish', () => callback());
+      out.on('error', (err) => callback(err));
+      stream.on('error', (err) => callback(err));
+      void session;
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  log.info(
+    { port, dir },
+    'mail catcher listening (POPS_SMTP_URL unset): messages become .eml files',
+  );
+  return { dir, port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
