@@ -40,6 +40,7 @@ import { auc, logLoss } from '../domain/metrics.js';
 import { loadTensorflow } from '../domain/ml/backend.js';
 import { fromArtifact } from '../domain/ml/model.js';
 import { type RetrainRequest, retrainInputSchema, retrainWorkflowId } from '../domain/retrain.js';
+import type { CanarySettings } from '../domain/rollout/config.js';
 import { type ActivityDeps, callerWorkflow, withHeartbeat } from './deps.js';
 import { readArtifact } from './training.js';
 
@@ -176,6 +177,8 @@ export function driftActivities({ pool, log, temporal }: ActivityDeps) {
       model: string;
       features: string[];
       requestedBy: string;
+      /** Where a blessed candidate is rolled out; without it, it waits for an approval. */
+      canary?: CanarySettings;
     }): Promise<{ workflowId: string; runId: string; attached: boolean }> {
       const run = await runByKey(pool, input.runKey);
       if (run?.retrain) return run.retrain;
@@ -188,6 +191,7 @@ export function driftActivities({ pool, log, temporal }: ActivityDeps) {
         reason: `drift run ${input.driftRunId} of ${input.model}`,
         requestedBy: input.requestedBy,
         driftRunId: String(input.driftRunId),
+        ...(input.canary ? { promotion: 'canary', canary: input.canary } : {}),
       });
       const workflowId = retrainWorkflowId(input.model);
       let started: { workflowId: string; runId: string; attached: boolean };

@@ -243,7 +243,9 @@ describe('monitorDrift', () => {
   }, 600_000);
 
   it('two monitors firing together start exactly one retraining', async () => {
-    const cfg = config({ consecutive: 1 });
+    // With a canary configured, the retraining is asked to roll its blessed candidate out there.
+    const canary = { surface: `drift-canary-${suffix}`, steps: [50, 100], bake: '1m' };
+    const cfg = config({ consecutive: 1, canary });
     const [a, b] = await Promise.all([
       runDrift(h.client, h.prefix, { model: twin, config: cfg, requestedBy: 'one' }),
       runDrift(
@@ -258,6 +260,11 @@ describe('monitorDrift', () => {
     expect(decisions).toEqual(['cooldown', 'retrain-requested']);
     expect(await retrainRuns(twin)).toHaveLength(2); // version 1's, and one more
     const handle = h.client.workflow.getHandle(retrainWorkflowId(twin));
+    const history = await handle.fetchHistory();
+    const payload =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data;
+    const asked = JSON.parse(Buffer.from(payload ?? []).toString()) as Record<string, unknown>;
+    expect(asked).toMatchObject({ promotion: 'canary', canary: { surface: canary.surface } });
     await endWaiting(handle);
     await handle.result();
   }, 900_000);

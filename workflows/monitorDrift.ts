@@ -102,6 +102,7 @@ export async function monitorDrift(raw: MonitorDriftInput): Promise<MonitorDrift
       model: input.model,
       features: plan.version.features,
       requestedBy: `drift/${input.model}`,
+      ...(plan.config.canary ? { canary: plan.config.canary } : {}),
     });
     await audit('drift.retrain-requested', { driftRunId: report.id }, { ...retrain });
   }

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../../common/text.js';
 import { modelNameSchema, plainText } from '../retrain.js';
+import { canarySettingsSchema } from '../rollout/config.js';
 
 const DAY = 86_400_000;
 /** Instants pops can store feature days for (1970 to 2199, UTC). */
@@ -139,6 +140,11 @@ export const driftConfigSchema = z.strictObject({
     .default('1h'),
   /** Off: runs report and decide, but never start a retraining. */
   trigger: z.boolean().default(true),
+  /**
+   * The canary rollout a requested retraining hands its blessed candidate to (its surface and
+   * settings, domain/rollout/config.ts). Left out, the candidate waits for an approval.
+   */
+  canary: canarySettingsSchema.optional(),
 });
 export type DriftConfig = z.output<typeof driftConfigSchema>;
 export type DriftConfigInput = z.input<typeof driftConfigSchema>;
