@@ -166,11 +166,11 @@ export function playbookActivities({ pool, log, temporal }: ActivityDeps) {
     /** Probe decisions through the decider: every one must come from `version`. */
     async playbookVerifyServing(input: {
       incident: string;
-      surface: string;
+      surface?: string;
+      model?: string;
       version: number;
       probes: number;
-      generation?: number;
-    }): Promise<Verified> {
+    }): Promise<{ version: number; surfaces: Verified[] }> {
       return verifyServing(pool, log, input);
     },
 

@@ -19,6 +19,7 @@ import { identityRoutes } from './identity.js';
 import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
 import { rolloutRoutes } from './rollout.js';
+import { playbookRoutes } from './playbooks.js';
 import { consentRoutes } from './consent.js';
 import type { ConsentTraitMap } from '../domain/privacy/consent-traits.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
@@ -195,5 +196,6 @@ export function buildApi(deps: ApiDeps) {
   });
   void app.register(driftRoutes, workflowRoutes);
   void app.register(rolloutRoutes, workflowRoutes);
+  void app.register(playbookRoutes, workflowRoutes);
   return app;
 }

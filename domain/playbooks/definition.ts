@@ -228,7 +228,9 @@ function checkStep(
   const expressions: Array<[string, string]> = [
     ...(step.when ? ([['when', step.when]] as Array<[string, string]>) : []),
     ...(step.expect ? ([['expect', step.expect]] as Array<[string, string]>) : []),
-    ...expressionsIn(step.with).map((e): [string, string] => ['with', e]),
+    ...Object.entries(step.with).flatMap(([key, value]) =>
+      expressionsIn(value).map((e): [string, string] => [`with.${key}`, e]),
+    ),
   ];
   for (const [field, expression] of expressions) {
     checkExpression(place, field, expression, step.id, params, earlier, problems);

@@ -71,7 +71,11 @@ export function holds(expression: string, context: ExpressionContext): boolean {
   return Boolean(evaluate(expression, context));
 }
 
-/** Resolves every template inside a value (objects and arrays walked), leaving the rest. */
+/**
+ * Resolves every template inside a value (objects and arrays walked), leaving the rest. A field
+ * whose whole template resolves to null or undefined is left out, so `${cond ? x : null}` makes an
+ * argument optional.
+ */
 export function resolveTemplates(value: unknown, context: ExpressionContext): unknown {
   if (typeof value === 'string') {
     const whole = WHOLE.exec(value);
@@ -82,7 +86,9 @@ export function resolveTemplates(value: unknown, context: ExpressionContext): un
   if (Array.isArray(value)) return value.map((v) => resolveTemplates(v, context));
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, resolveTemplates(v, context)]),
+      Object.entries(value)
+        .map(([k, v]) => [k, resolveTemplates(v, context)] as const)
+        .filter(([, v]) => v !== undefined && v !== null),
     );
   }
   return value;

@@ -84,14 +84,19 @@ export const STEP_ARGS = {
     ok_status: z.array(z.number().int().min(100).max(599)).default([200, 201, 202, 204]),
   }),
   record: z.strictObject({ message: plainText(4000), data: z.unknown().optional() }),
-  verify_serving: z.strictObject({
-    surface: surfaceNameSchema,
-    version: versionNumberSchema,
-    /** Probe decisions asked of the decider, one per probe person. */
-    probes: z.number().int().min(1).max(500).default(20),
-    /** The routing generation the decider must have loaded (from rollback_model's output). */
-    generation: z.number().int().min(1).optional(),
-  }),
+  /** Every surface of the model (or the one surface) must serve the version. */
+  verify_serving: z
+    .strictObject({
+      surface: surfaceNameSchema.optional(),
+      model: modelNameSchema.optional(),
+      version: versionNumberSchema,
+      /** Probe decisions asked of the decider per surface, one per probe person. */
+      probes: z.number().int().min(1).max(500).default(20),
+    })
+    .refine((a) => a.surface !== undefined || a.model !== undefined, {
+      message: 'needs surface or model',
+      path: ['surface'],
+    }),
   check_quality: z.strictObject({
     features: z.array(z.string().regex(/^[a-z0-9_.-]+@[0-9]+$/, 'is not name@version')).min(1),
     from: z.iso.date(),

@@ -34,40 +34,66 @@ export interface Verified {
   surface: string;
   version: number;
   probes: number;
-  /** Decisions by the version that answered them ('rules' for a fallback). */
+  /** Decisions by the version that answered them ('rules (<cause>)' for a fallback). */
   served: Record<string, number>;
-  generation: number | null;
+  /** The routing generation the decider served under (the surface's latest). */
+  generation: number;
 }
 
 /** Thrown when a probe was answered by another version or by the rules (retryable). */
 export class NotServingError extends Error {}
 
-/** Asks `probes` decisions of the surface and requires every one from `version`, no fallback. */
+/**
+ * Asks `probes` decisions of each surface (the one named, or every surface of the model) once the
+ * decider has loaded the surface's latest generation, and requires every one from `version`
+ * without a fallback.
+ */
 export async function verifyServing(
   pool: Pool,
   log: Logger,
-  v: { incident: string; surface: string; version: number; probes: number; generation?: number },
+  v: { incident: string; surface?: string; model?: string; version: number; probes: number },
+): Promise<{ version: number; surfaces: Verified[] }> {
+  const { rows } = await pool.query<{ name: string; generation: number }>(
+    `select name, generation::int as generation from surfaces
+      where ($1::text is null or name = $1) and ($2::text is null or model = $2) order by name`,
+    [v.surface ?? null, v.model ?? null],
+  );
+  if (rows.length === 0) {
+    throw new NotServingError(
+      `no surface matches ${JSON.stringify({ surface: v.surface, model: v.model })}`,
+    );
+  }
+  const surfaces: Verified[] = [];
+  for (const s of rows) surfaces.push(await verifySurface(pool, log, v, s.name, s.generation));
+  return { version: v.version, surfaces };
+}
+
+async function verifySurface(
+  pool: Pool,
+  log: Logger,
+  v: { incident: string; version: number; probes: number },
+  surface: string,
+  generation: number,
 ): Promise<Verified> {
   const decider = deciderFor(pool, log);
-  const ask = (n: number) =>
-    decider.decide(
-      decideRequestSchema.parse({
-        surface: v.surface,
-        anonymousId: `playbook-probe:${v.incident}:${n}`,
-        k: 3,
-      }),
+  // A surface not loaded here yet counts as loaded: its first decision reads the table fresh.
+  if (!(await decider.waitForGeneration(surface, generation, 5000))) {
+    throw new NotServingError(
+      `the decider did not load generation ${generation} of ${surface} in 5 s`,
     );
-  if (v.generation !== undefined) {
-    const loaded = await decider.waitForGeneration(v.surface, v.generation, 5000);
-    if (!loaded) {
-      throw new NotServingError(
-        `the decider did not load generation ${v.generation} of ${v.surface} within 5 s`,
-      );
-    }
   }
-  // Not loaded here yet counts as loaded: the first decision reads the table fresh.
   const decisions = [];
-  for (let n = 0; n < v.probes; n++) decisions.push(await ask(n));
+  for (let n = 0; n < v.probes; n++) {
+    decisions.push(
+      await decider.decide(
+        decideRequestSchema.parse({
+          surface,
+          anonymousId: `playbook-probe:${v.incident}:${n}`,
+          k: 3,
+        }),
+      ),
+    );
+  }
   const served: Record<string, number> = {};
   for (const d of decisions) {
     const key = d.fallback ? `rules (${d.fallback})` : `v${d.version ?? '?'}`;
@@ -76,15 +102,15 @@ export async function verifyServing(
   const wrong = decisions.filter((d) => d.version !== v.version || d.fallback !== null);
   if (wrong.length > 0) {
     throw new NotServingError(
-      `${v.surface}: ${wrong.length} of ${decisions.length} probe decisions were not served by` +
+      `${surface}: ${wrong.length} of ${decisions.length} probe decisions were not served by` +
         ` version ${v.version} (${JSON.stringify(served)})`,
     );
   }
   return {
-    surface: v.surface,
+    surface,
     version: v.version,
     probes: decisions.length,
     served,
-    generation: decider.servedGeneration(v.surface) ?? null,
+    generation: decider.servedGeneration(surface) ?? generation,
   };
 }

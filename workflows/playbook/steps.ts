@@ -95,8 +95,7 @@ export async function runStepEffect(
       const surfaces = a.reroute
         ? await act.playbookReroute({ ...by, key: `${key}/route`, model: a.model, version: to })
         : [];
-      const generation = Math.max(0, ...surfaces.map((s) => s.generation));
-      return { model: a.model, from, to, surfaces, generation: generation || null };
+      return { model: a.model, from, to, surfaces };
     }
     case 'set_mode': {
       const a = args as StepArgs<'set_mode'>;
@@ -119,7 +118,9 @@ export async function runStepEffect(
     case 'http': {
       const a = args as StepArgs<'http'>;
       const delivered = await act.playbookDeliver({
-        effectKey: a.method === 'GET' ? `${key}/${attempt}` : key,
+        // Each attempt of the step is a call of its own (an unmet expect asks again); retries of
+        // one attempt's activity share its key.
+        effectKey: `${key}/${attempt}`,
         incident,
         stepId: step.id,
         kind: 'http',
