@@ -347,7 +347,9 @@ async function startCanary(
     return {
       outcome: 'canary-refused',
       rollout,
-      reason: `${rollout} is already running (one rollout per surface); v${version} is not rolled out`,
+      reason:
+        `${rollout} is already running (one rollout per surface);` +
+        ` v${version} is not rolled out`,
     };
   }
 }
