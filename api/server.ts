@@ -22,6 +22,8 @@ import { rolloutRoutes } from './rollout.js';
 import { playbookRoutes } from './playbooks.js';
 import { consentRoutes } from './consent.js';
 import type { ConsentTraitMap } from '../domain/privacy/consent-traits.js';
+import { authHook, trackRoutes } from './auth.js';
+import { actorOf } from './actor.js';
 import { modelNameSchema, plainText, retrainInputSchema } from '../domain/retrain.js';
 import {
   declareModel,
@@ -80,6 +82,7 @@ export function buildApi(deps: ApiDeps) {
     loggerInstance: deps.log.child({ component: 'api' }),
     bodyLimit: 256 * 1024,
   });
+  trackRoutes(app);
 
   app.setErrorHandler((err: Error, _request, reply) => {
     if (err instanceof ApiError) return send(reply, err.code, err.message);
@@ -95,6 +98,7 @@ export function buildApi(deps: ApiDeps) {
   app.setNotFoundHandler((request, reply) =>
     send(reply, 'not_found', `no route ${request.method} ${request.url}`),
   );
+  app.addHook('onRequest', authHook(deps.pool));
 
   app.get('/healthz', async (_request, reply) => {
     const database = await deps.pool.query('select 1').then(
@@ -115,7 +119,11 @@ export function buildApi(deps: ApiDeps) {
       throw new ApiError('validation', 'invalid body: driftRunId: is set by drift monitors only');
     }
     // Who asked is the caller's identity, never a field of the body.
-    const input = parse(retrainInputSchema, { ...body, requestedBy: deps.actor }, 'body');
+    const input = parse(
+      retrainInputSchema,
+      { ...body, requestedBy: actorOf(request, deps.actor) },
+      'body',
+    );
     if (!(await modelExists(deps.pool, input.model))) {
       throw new ApiError(
         'not_found',
@@ -138,7 +146,10 @@ export function buildApi(deps: ApiDeps) {
 
   app.post('/v1/models', async (request, reply) => {
     const body = parse(declareBody, request.body ?? {}, 'body');
-    const declared = await declareModel(deps.pool, { ...body, createdBy: deps.actor });
+    const declared = await declareModel(deps.pool, {
+      ...body,
+      createdBy: actorOf(request, deps.actor),
+    });
     if (!declared.created && declared.source !== body.source) {
       throw new ApiError(
         'conflict',
