@@ -7,13 +7,14 @@
  */
 import { Context } from '@temporalio/activity';
 import { loadConfig } from '../common/config.js';
+import { mailSettings } from '../domain/campaigns/settings.js';
 import type { Pool } from '../common/db.js';
 import { FAILURE_TYPES, failure } from '../common/failures.js';
 import { audienceSlice } from '../domain/campaigns/audience.js';
 import { noticeHtml, renderCampaign } from '../domain/campaigns/content.js';
 import type { Campaign } from '../domain/campaigns/definition.js';
 import { measureLift, type LiftReport } from '../domain/campaigns/lift.js';
-import { createMailer, type Mailer } from '../domain/campaigns/mailer.js';
+import { createMailer, type Mailer, type SmtpSettings } from '../domain/campaigns/mailer.js';
 import {
   beginNotice,
   beginRun,
@@ -46,24 +47,7 @@ export interface RunRef {
 const mailers = new Map<string, Mailer>();
 const deciders = new WeakMap<Pool, Decider>();
 
-/** The SMTP settings and unsubscribe base the io activities send with (read from the env). */
-export function mailSettings() {
-  const config = loadConfig();
-  const url = config.POPS_SMTP_URL ?? `smtp://127.0.0.1:${config.POPS_SMTP_CAPTURE_PORT}`;
-  return {
-    smtp: {
-      url,
-      maxConnections: config.POPS_SMTP_MAX_CONNECTIONS,
-      ratePerSecond: config.POPS_SMTP_RATE,
-    },
-    unsubscribe: {
-      secret: config.POPS_UNSUBSCRIBE_SECRET,
-      baseUrl: config.POPS_PUBLIC_URL ?? `http://${config.POPS_HTTP_HOST}:${config.POPS_HTTP_PORT}`,
-    },
-  };
-}
-
-function mailerFor(settings: ReturnType<typeof mailSettings>['smtp']): Mailer {
+function mailerFor(settings: SmtpSettings): Mailer {
   const key = JSON.stringify(settings);
   let mailer = mailers.get(key);
   if (!mailer) {

@@ -94,14 +94,15 @@ async function valuesOf(
   return new Map(keys.map((k) => [k, valuesAt(r.feature, stored.get(k), at)]));
 }
 
-/** The admitted persons with the values that admitted them. */
+/** The admitted persons (of `only`, else of everyone) with the values that admitted them. */
 export async function selectAudience(
   db: Queryable,
   campaign: Campaign,
   at: Date,
+  only?: readonly string[],
 ): Promise<Array<{ personKey: string; features: Record<string, number | boolean | null> }>> {
   const resolved = await resolveConditions(db, campaign);
-  let keys = await universe(db, resolved);
+  let keys = only ? [...only] : await universe(db, resolved);
   const features = new Map<string, Record<string, number | boolean | null>>();
   for (const r of resolved) {
     const values = await valuesOf(db, r, keys, campaign.audience.store, at);
