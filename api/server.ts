@@ -20,6 +20,9 @@ import { driftRoutes } from './drift.js';
 import { modelRoutes } from './models.js';
 import { rolloutRoutes } from './rollout.js';
 import { playbookRoutes } from './playbooks.js';
+import { campaignRoutes } from './campaigns.js';
+import { unsubscribeRoutes } from './unsubscribe.js';
+import { mailSettings } from '../domain/campaigns/settings.js';
 import { consentRoutes } from './consent.js';
 import type { ConsentTraitMap } from '../domain/privacy/consent-traits.js';
 import { authHook, trackRoutes } from './auth.js';
@@ -208,5 +211,10 @@ export function buildApi(deps: ApiDeps) {
   void app.register(driftRoutes, workflowRoutes);
   void app.register(rolloutRoutes, workflowRoutes);
   void app.register(playbookRoutes, workflowRoutes);
+  void app.register(campaignRoutes, workflowRoutes);
+  void app.register(unsubscribeRoutes, {
+    pool: deps.pool,
+    secret: mailSettings().unsubscribe.secret,
+  });
   return app;
 }
