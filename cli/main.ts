@@ -31,6 +31,7 @@ const modelsCli = () => import('./models.js');
 const drift = () => import('./drift.js');
 const surfaces = () => import('./surfaces.js');
 const simulate = () => import('./simulate.js');
+const campaign = () => import('./campaign.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -532,6 +533,75 @@ incidentCmd
   .requiredOption('--out <file>', 'where to write it')
   .option('--json', 'machine-readable output')
   .action(lazy(incidentCli, 'exportCommand'));
+
+const campaignCmd = program
+  .command('campaign')
+  .description('lifecycle email campaigns: scheduled, consent-gated, capped, sent once, with lift');
+campaignCmd
+  .command('define <files...>')
+  .description('store the campaign of each YAML file and create or update its schedule (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'defineCommand'));
+campaignCmd
+  .command('list')
+  .description('campaigns, their schedules, pause state, holdout and cap')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'listCommand'));
+campaignCmd
+  .command('show <name>')
+  .description('a campaign: definition, schedule (next fire times) and recent runs')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'showCommand'));
+campaignCmd
+  .command('preview <name> <person>')
+  .description('what a person (person key) would get now, or why nothing; writes nothing')
+  .option('--at <instant>', 'judge at this instant instead of now')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'previewCommand'));
+campaignCmd
+  .command('test-send <name> <address>')
+  .description('mail the message, marked [test], to an address (recorded in no run)')
+  .option('--person <key>', 'render it as this person would get it')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'testSendCommand'));
+for (const [name, description] of [
+  ['pause', 'stop the schedule and the runs in flight (before their next chunk)'],
+  ['resume', 'resume the schedule and paused runs'],
+] as const) {
+  campaignCmd
+    .command(`${name} <name>`)
+    .description(description)
+    .requiredOption('--reason <text>', 'why (audited)')
+    .option('--json', 'machine-readable output')
+    .action(lazy(campaign, `${name}Command`));
+}
+campaignCmd
+  .command('trigger <name>')
+  .description('run one fire time now (or --at), waiting for its report unless --no-wait')
+  .option('--at <instant>', 'the fire time (default now); past maxLateness it is recorded late')
+  .option('--no-wait', 'start it and return')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'triggerCommand'));
+campaignCmd
+  .command('backfill <name>')
+  .description('have the schedule start every fire time in [--from, --to]')
+  .requiredOption('--from <instant>', 'start of the range')
+  .requiredOption('--to <instant>', 'end of the range')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'backfillCommand'));
+campaignCmd
+  .command('report <name>')
+  .description('recent runs: sent, held out, skipped by reason, failed, unknown; lift reports')
+  .option('--runs <n>', 'how many runs (default 5)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'reportCommand'));
+campaignCmd
+  .command('lift <name>')
+  .description('measure a run: return rate of sent vs holdout over a horizon, 95% interval')
+  .requiredOption('--run <instant>', 'the run, by its fire time')
+  .requiredOption('--horizon <days>', 'days after the fire time that count')
+  .option('--json', 'machine-readable output')
+  .action(lazy(campaign, 'liftCommand'));
 
 try {
   await program.parseAsync(process.argv);
