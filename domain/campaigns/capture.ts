@@ -47,3 +47,16 @@ export async function startMailCatcher(
   );
   return { dir, port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
+
+/**
+ * The catcher of `pops serve` when POPS_SMTP_URL is unset (campaign mail then goes to it through
+ * smtp://127.0.0.1:POPS_SMTP_CAPTURE_PORT); undefined when a real SMTP server is configured.
+ */
+export async function catcherForServe(
+  config: { POPS_SMTP_URL?: string | undefined; POPS_SMTP_CAPTURE_PORT: number },
+  stateDirectory: string,
+  log: Logger,
+): Promise<MailCatcher | undefined> {
+  if (config.POPS_SMTP_URL) return undefined;
+  return startMailCatcher(path.join(stateDirectory, 'mail'), config.POPS_SMTP_CAPTURE_PORT, log);
+}
