@@ -4,7 +4,9 @@ import { buildApi } from '../api/server.js';
 import { ensureMaterializeSchedule } from '../client/backfill.js';
 import { ensureDriftSchedules } from '../client/drift.js';
 import { describeMergeSchedule, ensureMergeSchedule } from '../client/identity.js';
+import { stateDir } from '../common/config.js';
 import { QUEUE_KINDS, type QueueKind } from '../common/queues.js';
+import { catcherForServe } from '../domain/campaigns/capture.js';
 import { parseArgs } from './output.js';
 import { preparePrivacy } from './privacy.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
@@ -65,6 +67,8 @@ async function scheduleMaterialization(rt: Runtime): Promise<void> {
 export async function serveCommand(): Promise<void> {
   const identityRules = configuredIdentityRules();
   const rt = await openRuntime();
+  // Campaign mail goes to a local catcher (.eml files) unless POPS_SMTP_URL names a server.
+  const catcher = await catcherForServe(rt.config, stateDir(rt.config), rt.log);
   const workers = await runWorkers(rt);
   let privacy: Awaited<ReturnType<typeof preparePrivacy>>;
   try {
@@ -75,6 +79,7 @@ export async function serveCommand(): Promise<void> {
     if (watched.length) rt.log.info({ models: watched }, 'drift monitors are scheduled');
   } catch (err) {
     await workers.stop();
+    await catcher?.close();
     await rt.close();
     throw err;
   }
@@ -99,6 +104,7 @@ export async function serveCommand(): Promise<void> {
   rt.log.info({ signal }, 'stopping');
   await api.close();
   await workers.stop();
+  await catcher?.close();
   await rt.close();
 }
 
