@@ -20,6 +20,7 @@ import {
   retrainWorkflowId,
 } from '../domain/retrain.js';
 import { ApiError, parse } from './errors.js';
+import { actorOf } from './actor.js';
 
 export interface DriftRoutesOptions {
   pool: Pool;
@@ -71,7 +72,7 @@ export const driftRoutes: FastifyPluginAsync<DriftRoutesOptions> = async (app, o
       configureMonitor(options.pool, options.temporal, options.queuePrefix, {
         model,
         config,
-        actor: options.actor,
+        actor: actorOf(request, options.actor),
       }),
     );
     return { model, config, ...scheduled };
@@ -86,7 +87,7 @@ export const driftRoutes: FastifyPluginAsync<DriftRoutesOptions> = async (app, o
     const started = await options.withDeadline(() =>
       runDrift(options.temporal, options.queuePrefix, {
         model,
-        requestedBy: options.actor,
+        requestedBy: actorOf(request, options.actor),
         ...(body.config ? { config: body.config } : {}),
         ...(body.at ? { at: body.at } : {}),
       }),
@@ -142,8 +143,15 @@ export const driftRoutes: FastifyPluginAsync<DriftRoutesOptions> = async (app, o
       if (status !== 'RUNNING') {
         throw new ApiError('conflict', `no retraining of "${model}" is running to ${path}`);
       }
-      await options.withDeadline(() => handle.signal(signal, { by: options.actor, reason }));
-      return { model, workflowId: handle.workflowId, decision: path, by: options.actor };
+      await options.withDeadline(() =>
+        handle.signal(signal, { by: actorOf(request, options.actor), reason }),
+      );
+      return {
+        model,
+        workflowId: handle.workflowId,
+        decision: path,
+        by: actorOf(request, options.actor),
+      };
     });
   }
 };

@@ -8,6 +8,8 @@ import { describeZodError } from '../common/failures.js';
 
 export const ERROR_CODES = {
   validation: 400,
+  unauthorized: 401,
+  forbidden: 403,
   not_found: 404,
   conflict: 409,
   unavailable: 503,

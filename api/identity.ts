@@ -16,6 +16,7 @@ import { plainText } from '../domain/retrain.js';
 import { type PersonLookup, showPerson } from '../domain/identity/show.js';
 import { remergeRefusal, type UnmergeRefusal, unmergeRefusal } from '../domain/identity/unmerge.js';
 import { ApiError, parse } from './errors.js';
+import { actorOf } from './actor.js';
 
 /** What the identity routes need. */
 export interface IdentityRoutesOptions {
@@ -82,7 +83,7 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
     parse(mergeBody, request.body ?? {}, 'body');
     const started = await options.withDeadline(() =>
       requestMerge(options.temporal, options.queuePrefix, {
-        requestedBy: options.actor,
+        requestedBy: actorOf(request, options.actor),
         ...(options.identityRules ? { rules: options.identityRules } : {}),
       }),
     );
@@ -105,7 +106,10 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
       body.mergeId !== undefined ? { mergeId: body.mergeId } : { personId: body.personId ?? 0 };
     refuseIf(await unmergeRefusal(options.pool, target));
     const started = await options.withDeadline(() =>
-      startUnmerge(options.temporal, options.queuePrefix, { ...body, requestedBy: options.actor }),
+      startUnmerge(options.temporal, options.queuePrefix, {
+        ...body,
+        requestedBy: actorOf(request, options.actor),
+      }),
     );
     return reply.status(202).send(started);
   });
@@ -114,7 +118,10 @@ export const identityRoutes: FastifyPluginAsync<IdentityRoutesOptions> = async (
     const body = parse(remergeBody, request.body ?? {}, 'body');
     refuseIf(await remergeRefusal(options.pool, body.unmergeId));
     const started = await options.withDeadline(() =>
-      startRemerge(options.temporal, options.queuePrefix, { ...body, requestedBy: options.actor }),
+      startRemerge(options.temporal, options.queuePrefix, {
+        ...body,
+        requestedBy: actorOf(request, options.actor),
+      }),
     );
     return reply.status(202).send(started);
   });

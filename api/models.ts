@@ -24,6 +24,7 @@ import {
   versionNumberSchema,
 } from '../domain/rollback.js';
 import { ApiError, parse } from './errors.js';
+import { actorOf } from './actor.js';
 
 /** What the model routes need. */
 export interface ModelRoutesOptions {
@@ -74,7 +75,7 @@ export const modelRoutes: FastifyPluginAsync<ModelRoutesOptions> = async (app, o
     // Who asked is the caller's identity, never a field of the body.
     const input = parse(
       rollbackInputSchema,
-      { ...body, model: name, requestedBy: options.actor },
+      { ...body, model: name, requestedBy: actorOf(request, options.actor) },
       'body',
     );
     const refusal = await rollbackRefusal(options.pool, name, input.toVersion);
@@ -88,7 +89,7 @@ export const modelRoutes: FastifyPluginAsync<ModelRoutesOptions> = async (app, o
   app.put('/v1/models/:name/aliases/:alias', async (request) => {
     const { name, alias } = parse(aliasParams, request.params, 'path');
     const body = parse(aliasBody, request.body ?? {}, 'body');
-    const move = { model: name, alias, ...body, actor: options.actor };
+    const move = { model: name, alias, ...body, actor: actorOf(request, options.actor) };
     return moveAliasByHand(options.pool, move, `api/${randomUUID()}`).catch((err: unknown) => {
       throw asApiError(err);
     });

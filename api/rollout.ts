@@ -19,6 +19,7 @@ import type { Pool } from '../common/db.js';
 import { plainText } from '../domain/retrain.js';
 import { rolloutInputSchema, surfaceNameSchema } from '../domain/rollout/config.js';
 import { ApiError, parse } from './errors.js';
+import { actorOf } from './actor.js';
 
 /** What the rollout routes need. */
 export interface RolloutRoutesOptions {
@@ -47,7 +48,11 @@ export const rolloutRoutes: FastifyPluginAsync<RolloutRoutesOptions> = async (ap
   app.post('/v1/rollouts', async (request, reply) => {
     const body = parse(z.object({}).passthrough(), request.body ?? {}, 'body');
     // Who asked is the caller's identity, never a field of the body.
-    const input = parse(rolloutInputSchema, { ...body, requestedBy: options.actor }, 'body');
+    const input = parse(
+      rolloutInputSchema,
+      { ...body, requestedBy: actorOf(request, options.actor) },
+      'body',
+    );
     const started = await options
       .withDeadline(() => startRollout(options.temporal, options.queuePrefix, input, options.pool))
       .catch((err: unknown) => {
@@ -78,13 +83,13 @@ export const rolloutRoutes: FastifyPluginAsync<RolloutRoutesOptions> = async (ap
         .withDeadline(() =>
           signalRollout(options.temporal, surface, command satisfies RolloutCommand, {
             ...body,
-            by: options.actor,
+            by: actorOf(request, options.actor),
           }),
         )
         .catch((err: unknown) => {
           throw asApiError(err);
         });
-      return reply.status(202).send({ ...sent, command, by: options.actor });
+      return reply.status(202).send({ ...sent, command, by: actorOf(request, options.actor) });
     });
   }
 };

@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { buildApi } from '../api/server.js';
+import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { type ReplayedRollout, rolloutUnderReplay } from '../client/canary.js';
 import { startRetrain } from '../client/retrain.js';
 import { stateDir } from '../common/config.js';
@@ -166,6 +167,12 @@ export async function canaryDemo(args: { data?: string | undefined; json: boolea
       actor: rt.config.POPS_ACTOR,
       trainBackend: rt.config.POPS_TRAIN_BACKEND,
     });
+    // The replayed traffic calls the in-process API with a token that lives as long as the demo.
+    const caller = await createToken(rt.pool, {
+      role: 'ingest',
+      name: 'canary-demo',
+      createdBy: rt.config.POPS_ACTOR,
+    });
     try {
       const base = await api.listen({ host: '127.0.0.1', port: 0 });
       const data = await splitData(rt, args.data);
@@ -229,6 +236,7 @@ export async function canaryDemo(args: { data?: string | undefined; json: boolea
           prefix: rt.prefix,
           request: request(version),
           api: base,
+          token: caller.token,
           persons,
           rate: RATE,
           seed,
@@ -259,6 +267,7 @@ export async function canaryDemo(args: { data?: string | undefined; json: boolea
       ].join('\n');
       print(args.json, report, () => human);
     } finally {
+      await revokeToken(rt.pool, caller.id, rt.config.POPS_ACTOR);
       await api.close();
       await workers.stop();
     }

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { buildApi } from '../api/server.js';
+import { withEphemeralToken } from '../domain/privacy/tokens.js';
 import {
   describeReplay,
   heldOutFromCsv,
@@ -98,15 +99,21 @@ export async function trafficCommand(options: Record<string, unknown>): Promise<
       });
       base = await api.listen({ host: '127.0.0.1', port: 0 });
     }
-    const report = await replayTraffic({
-      api: base,
-      surface: args.surface,
-      persons,
-      rate: args.rate,
-      durationMs: durationMs(args.duration),
-      k: args.k,
-      seed: args.seed,
-    });
+    const run = (token: string | undefined) =>
+      replayTraffic({
+        api: base,
+        token,
+        surface: args.surface,
+        persons,
+        rate: args.rate,
+        durationMs: durationMs(args.duration),
+        k: args.k,
+        seed: args.seed,
+      });
+    // An API of this process gets a token for the run; another one, the caller's POPS_TOKEN.
+    const report = full
+      ? await withEphemeralToken(rt.pool, 'ingest', 'simulate-traffic', run)
+      : await run(rt.config.POPS_TOKEN);
     print(
       args.json,
       {

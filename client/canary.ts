@@ -22,6 +22,8 @@ export async function rolloutUnderReplay(options: {
   prefix: string;
   request: RolloutRequest;
   api: string;
+  /** The API token the replayed requests carry. */
+  token?: string;
   persons: readonly ReplayPerson[];
   rate: number;
   seed?: number;
@@ -30,6 +32,7 @@ export async function rolloutUnderReplay(options: {
   // Traffic first, so the first tick already has exposures of the stable arm.
   const replay = replayTraffic({
     api: options.api,
+    token: options.token,
     surface: options.request.surface,
     persons: options.persons,
     rate: options.rate,

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
+import { apiToken, withToken } from './auth-support.js';
 import { movieLensSlice, prepareModel, startWorkers } from './retrain-support.js';
 import {
   createTestDatabase,
@@ -15,13 +16,17 @@ let client: Client;
 let workers: Awaited<ReturnType<typeof startWorkers>>;
 let api: ReturnType<typeof buildApi>;
 let base: string;
+let token: string;
 const prefix = testQueuePrefix('api');
 const model = 'api-model';
 
 async function call(method: string, path: string, body?: unknown, raw?: string) {
   const response = await fetch(`${base}${path}`, {
     method,
-    headers: body !== undefined || raw !== undefined ? { 'content-type': 'application/json' } : {},
+    headers: withToken(
+      token,
+      body !== undefined || raw !== undefined ? { 'content-type': 'application/json' } : {},
+    ),
     body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
   });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
@@ -32,6 +37,7 @@ beforeAll(async () => {
   client = await testTemporalClient();
   await prepareModel(db.pool, movieLensSlice(30).dir, 'ml-api', model);
   workers = await startWorkers(db.pool, prefix, client);
+  token = await apiToken(db.pool, 'admin', 'api-test');
   api = buildApi({
     pool: db.pool,
     temporal: client,
@@ -143,7 +149,11 @@ describe('the HTTP API', () => {
     });
     const health = await broken.inject({ method: 'GET', url: '/healthz' });
     expect(health.statusCode).toBe(503);
-    const status = await broken.inject({ method: 'GET', url: '/v1/workflows/retrain%2Fx' });
+    const status = await broken.inject({
+      method: 'GET',
+      url: '/v1/workflows/retrain%2Fx',
+      headers: withToken(token),
+    });
     expect(status.statusCode).toBe(503);
     expect(status.json()).toMatchObject({ error: { code: 'unavailable' } });
     await broken.close();

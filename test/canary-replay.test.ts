@@ -162,6 +162,7 @@ describe('a canary on replayed MovieLens traffic', () => {
         prefix: h.prefix,
         request: request(3),
         api: h.base,
+        token: h.token,
         persons,
         rate: 40,
       });
@@ -212,6 +213,7 @@ describe('a canary on replayed MovieLens traffic', () => {
         prefix: h.prefix,
         request: request(2),
         api: h.base,
+        token: h.token,
         persons,
         rate: 40,
         seed: 2,

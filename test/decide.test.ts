@@ -53,7 +53,7 @@ interface ExposureRow {
 }
 
 async function call(method: string, path: string, body?: unknown) {
-  const response = await fetch(`${h.base}${path}`, {
+  const response = await h.fetch(`${h.base}${path}`, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? null : JSON.stringify(body),
@@ -480,6 +480,51 @@ describe('POST /v1/decide', () => {
       ['rules-only', 1, 'tester'],
       ['normal', 1, 'api-test'],
     ]);
+  }, 60_000);
+
+  it('answers with the rules, history left out, to a person without personalization consent', async () => {
+    const surface = `consent-${suffix}`;
+    await createSurface(surface);
+    const userId = '5';
+    const seen = await rated(userId);
+    const popular = await h.db.pool.query<{ item_id: string; n: number }>(
+      `select o.entity_id as item_id, o.vals[2] as n from feature_online o
+        join items i on i.item_id = o.entity_id and i.source = $1
+       where o.name = 'item_popularity' and o.version = 1
+       order by o.vals[2] desc, o.entity_id limit 100`,
+      [source],
+    );
+    // The 5 most popular of the catalog, the ones this person rated included.
+    const expected = popular.rows.slice(0, 5);
+    expect(expected.some((r) => seen.has(r.item_id))).toBe(true);
+
+    const before = await decide({ surface, userId, k: 5 });
+    expect(before).toMatchObject({ version: 1, arm: 'stable', fallback: null });
+
+    const withdrawn = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: userId },
+      purposes: { personalization: false },
+    });
+    expect(withdrawn.status).toBe(200);
+    const after = await decide({ surface, userId, k: 5 });
+    expect(after).toMatchObject({ version: null, arm: 'rules', fallback: 'no-consent' });
+    expect(after.items.map((i) => i.itemId)).toEqual(expected.map((r) => r.item_id));
+    expect(after.items.map((i) => i.score)).toEqual(expected.map((r) => r.n));
+    expect(after.reason).toBe(
+      'rules: most popular of 100 popular catalog items, because the person has not consented' +
+        ' to personalization',
+    );
+    expect(await exposure(after.decisionId)).toMatchObject({
+      arm: 'rules',
+      fallback: 'no-consent',
+    });
+
+    // Granted again: the model answers at once (consent is read with the person, not cached).
+    await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: userId },
+      purposes: { personalization: true },
+    });
+    expect(await decide({ surface, userId, k: 5 })).toMatchObject({ version: 1, fallback: null });
   }, 60_000);
 
   it('logs no exposure of a removed version once the change is served, within 1 s of its commit', async () => {

@@ -185,10 +185,10 @@ describe('monitorDrift', () => {
     expect(json.id).toBe(latest?.id);
     expect(json.report.features.some((f) => (f.histogram?.reference.length ?? 0) > 1)).toBe(true);
 
-    const api = await fetch(`${h.base}/v1/drift/${watched}/runs/${latest?.id}`);
+    const api = await h.fetch(`${h.base}/v1/drift/${watched}/runs/${latest?.id}`);
     expect(api.status).toBe(200);
     expect(((await api.json()) as { decision: string }).decision).toBe('consecutive-short');
-    const list = (await (await fetch(`${h.base}/v1/drift/${watched}/runs`)).json()) as {
+    const list = (await (await h.fetch(`${h.base}/v1/drift/${watched}/runs`)).json()) as {
       runs: unknown[];
     };
     expect(list.runs.length).toBeGreaterThanOrEqual(3);
@@ -199,7 +199,7 @@ describe('monitorDrift', () => {
     const badEnd = await pops(['drift', 'monitor', watched, '--current-end', 'soon']);
     expect(badEnd.code).toBe(2);
     expect(badEnd.stderr).toMatch(/current\.end.*"soon"/);
-    const badBody = await fetch(`${h.base}/v1/drift/${watched}`, {
+    const badBody = await h.fetch(`${h.base}/v1/drift/${watched}`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ config: { consecutive: 0 } }),

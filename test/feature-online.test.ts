@@ -110,7 +110,7 @@ async function online(f: FeatureDefinition, entity: string) {
 }
 
 async function get(path: string) {
-  const response = await fetch(`${h.base}${path}`);
+  const response = await h.fetch(`${h.base}${path}`);
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 

@@ -12,7 +12,7 @@ let base: string;
 const prefix = testQueuePrefix('identity-edits');
 
 async function call(method: string, path: string, body?: unknown) {
-  const response = await fetch(`${base}${path}`, {
+  const response = await h.fetch(`${base}${path}`, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
+import { apiToken, withToken } from './auth-support.js';
 import { describeMergeSchedule, MERGE_SCHEDULE_ID, waitForMerge } from '../client/identity.js';
 import { logger } from '../common/logger.js';
 import { auditTrail } from '../domain/audit.js';
@@ -192,10 +193,11 @@ describe('POST /v1/identity/merges', () => {
       actor: 'api-tester',
     });
     const base = await api.listen({ host: '127.0.0.1', port: 0 });
+    const token = await apiToken(db.pool, 'mlops', 'api-tester');
     const post = async (body: unknown) => {
       const response = await fetch(`${base}/v1/identity/merges`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: withToken(token, { 'content-type': 'application/json' }),
         body: JSON.stringify(body),
       });
       return { status: response.status, body: (await response.json()) as Record<string, unknown> };

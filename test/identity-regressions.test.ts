@@ -29,7 +29,7 @@ async function call(method: string, route: string, body?: unknown, writeKey?: st
   if (writeKey) {
     headers['authorization'] = `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`;
   }
-  const response = await fetch(`${base}${route}`, {
+  const response = await h.fetch(`${base}${route}`, {
     method,
     headers,
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),

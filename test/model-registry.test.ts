@@ -422,7 +422,7 @@ describe('the rollbackModel workflow', () => {
 describe('the model routes', () => {
   const model = name('http');
   async function call(method: string, path: string, body?: unknown) {
-    const response = await fetch(`${h.base}${path}`, {
+    const response = await h.fetch(`${h.base}${path}`, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),

@@ -9,10 +9,12 @@ import { rootCause, startRetrain, waitForRetrain } from '../client/retrain.js';
 import { withTransaction } from '../common/db.js';
 import { logger } from '../common/logger.js';
 import { auditTrail } from '../domain/audit.js';
+import { createToken } from '../domain/privacy/tokens.js';
 import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { withToken } from './auth-support.js';
 import { registerExampleFeatures, startWorkers } from './retrain-support.js';
 import {
   createTestDatabase,
@@ -120,16 +122,20 @@ describe('regressions', () => {
 
   it('records the API caller as the actor, whatever the body says, and answers 400 not 500', async () => {
     await declareModel(db.pool, { name: 'spoof', source: 'nowhere', createdBy: 't' });
+    // The actor is the caller's token (its name), never the body's requestedBy.
+    const caller = await createToken(db.pool, { role: 'mlops', name: 'the-api', createdBy: 't' });
+    const headers = withToken(caller.token);
     const api = buildApi({
       pool: db.pool,
       temporal: client,
       queuePrefix: prefix,
       log: logger('silent'),
-      actor: 'the-api',
+      actor: 'fallback-unused',
     });
     const posted = await api.inject({
       method: 'POST',
       url: '/v1/retrains',
+      headers,
       payload: { model: 'spoof', reason: 'x', requestedBy: 'the-ceo' },
     });
     expect(posted.statusCode).toBe(202);
@@ -139,11 +145,18 @@ describe('regressions', () => {
     expect(trail.length).toBeGreaterThan(0);
     expect(new Set(trail.map((r) => r.actor))).toEqual(new Set(['the-api']));
 
-    const huge = await api.inject({ method: 'GET', url: '/v1/models/spoof/versions/99999999999' });
+    const huge = await api.inject({
+      method: 'GET',
+      url: '/v1/models/spoof/versions/99999999999',
+      headers,
+    });
     expect(huge.statusCode).toBe(400);
     const nul = await api.inject({
       method: 'POST',
       url: '/v1/models',
+      headers: withToken(
+        (await createToken(db.pool, { role: 'admin', name: 'a', createdBy: 't' })).token,
+      ),
       payload: { name: 'n', source: 'a\u0000b' },
     });
     expect(nul.statusCode).toBe(400);

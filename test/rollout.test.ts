@@ -321,11 +321,13 @@ describe('rolloutModel', () => {
     let running = true;
     const loops = [0, 1, 2, 3].map(async (w) => {
       for (let i = 0; running; i++) {
-        await fetch(`${h.base}/v1/decide`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ surface: name, userId: `d${w}-${i % 300}`, k: 3 }),
-        }).then((r) => r.arrayBuffer());
+        await h
+          .fetch(`${h.base}/v1/decide`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ surface: name, userId: `d${w}-${i % 300}`, k: 3 }),
+          })
+          .then((r) => r.arrayBuffer());
       }
     });
     const handle = await begin(name, {
@@ -496,7 +498,7 @@ describe('rolloutModel', () => {
     expect((await decisions(name)).map((d) => d.decision)).toContain('paused');
     expect((await decisions(name)).map((d) => d.decision)).not.toContain('pass');
 
-    const resumed = await fetch(`${h.base}/v1/rollouts/${name}/resume`, {
+    const resumed = await h.fetch(`${h.base}/v1/rollouts/${name}/resume`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ reason: 'launched' }),
@@ -521,13 +523,13 @@ describe('rolloutModel', () => {
     await step(name, 1);
     expect(await routesOf(name)).toContainEqual({ version: 2, role: 'canary', weightBp: 5000 });
 
-    const api = await fetch(`${h.base}/v1/rollouts/${name}`);
+    const api = await h.fetch(`${h.base}/v1/rollouts/${name}`);
     expect(api.status).toBe(200);
     const body = (await api.json()) as { live: RolloutState; decisions: unknown[] };
     expect(body.live).toMatchObject({ stepIndex: 1, weightBp: 5000, phase: 'baking' });
     expect(body.decisions.length).toBeGreaterThan(0);
 
-    const aborted = await fetch(`${h.base}/v1/rollouts/${name}/abort`, {
+    const aborted = await h.fetch(`${h.base}/v1/rollouts/${name}/abort`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ reason: 'changed our minds' }),
@@ -553,7 +555,7 @@ describe('rolloutModel', () => {
     );
     expect(trail.find((r) => r.action === 'rollout.approved')?.actor).not.toBe('tester');
 
-    const none = await fetch(`${h.base}/v1/rollouts/${name}/pause`, {
+    const none = await h.fetch(`${h.base}/v1/rollouts/${name}/pause`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ reason: 'too late' }),
@@ -613,8 +615,6 @@ describe('rolloutModel', () => {
     },
   );
 
-  it('attaches a second start, refuses another version, a foreign model and bad input, naming them', async () => {
-    const name = surface('refuse');
   it('hands the blessed candidate of a retraining to a canary rollout, once per surface', async () => {
     const name = surface('handoff');
     const loose = { maxAucDrop: 1, maxLogLossRise: 10, maxEceRise: 1, maxNdcgDrop: 1, minAuc: 0 };
@@ -663,11 +663,13 @@ describe('rolloutModel', () => {
       .signal('abortRollout', { by: 'lead', reason: 'done' });
   }, 300_000);
 
+  it('attaches a second start, refuses another version, a foreign model and bad input, naming them', async () => {
+    const name = surface('refuse');
     await begin(name, { bake: '10m' });
     const again = await startRollout(h.client, h.prefix, input(name, { bake: '10m' }));
     expect(again.attached).toBe(true);
     const body = { model, version: 1, surface: name };
-    const conflict = await fetch(`${h.base}/v1/rollouts`, {
+    const conflict = await h.fetch(`${h.base}/v1/rollouts`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(body),
@@ -675,14 +677,14 @@ describe('rolloutModel', () => {
     expect(conflict.status).toBe(409);
     expect(await conflict.text()).toContain(`already rolling out ${model} v2`);
 
-    const bad = await fetch(`${h.base}/v1/rollouts`, {
+    const bad = await h.fetch(`${h.base}/v1/rollouts`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model, version: 2, surface: name, steps: [5, 3] }),
     });
     expect(bad.status).toBe(400);
     expect(await bad.text()).toMatch(/steps\.1: steps must increase/);
-    const badBake = await fetch(`${h.base}/v1/rollouts`, {
+    const badBake = await h.fetch(`${h.base}/v1/rollouts`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model, version: 2, surface: name, bake: '5q' }),

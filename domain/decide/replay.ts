@@ -104,6 +104,8 @@ export interface ReplayReport {
 export interface ReplayOptions {
   /** The API's base URL, e.g. http://127.0.0.1:8080. */
   api: string;
+  /** The API token the requests carry (a role that may decide: ingest, mlops or admin). */
+  token?: string | undefined;
   surface: string;
   persons: readonly ReplayPerson[];
   /** Requests per second. */
@@ -136,10 +138,18 @@ interface DecideAnswer {
   items: Array<{ itemId: string }>;
 }
 
-async function post(api: string, route: string, body: unknown): Promise<Response> {
+async function post(
+  api: string,
+  route: string,
+  body: unknown,
+  token: string | undefined,
+): Promise<Response> {
   return fetch(`${api}${route}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: {
+      'content-type': 'application/json',
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+    },
     body: JSON.stringify(body),
   });
 }
@@ -171,11 +181,12 @@ export async function replayTraffic(options: ReplayOptions): Promise<ReplayRepor
 
   const one = async (person: ReplayPerson) => {
     try {
-      const response = await post(options.api, '/v1/decide', {
-        surface: options.surface,
-        userId: person.userId,
-        k,
-      });
+      const response = await post(
+        options.api,
+        '/v1/decide',
+        { surface: options.surface, userId: person.userId, k },
+        options.token,
+      );
       if (response.status !== 200) {
         fail(`decide answered ${response.status}: ${(await response.text()).slice(0, 200)}`);
         return;
@@ -188,11 +199,12 @@ export async function replayTraffic(options: ReplayOptions): Promise<ReplayRepor
       const clicked = decision.items.filter((i) => person.liked.has(i.itemId));
       if (clicked.length > 0) arm.clickedDecisions++;
       for (const item of clicked) {
-        const outcome = await post(options.api, '/v1/outcomes', {
-          decisionId: decision.decisionId,
-          itemId: item.itemId,
-          type: 'click',
-        });
+        const outcome = await post(
+          options.api,
+          '/v1/outcomes',
+          { decisionId: decision.decisionId, itemId: item.itemId, type: 'click' },
+          options.token,
+        );
         await outcome.arrayBuffer();
         if (outcome.status >= 300) fail(`outcome answered ${outcome.status}`);
         else {

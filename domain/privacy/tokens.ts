@@ -1,7 +1,8 @@
 /**
  * API tokens: `pt_<8 characters>_<43 characters>`, random, shown once when created; only their
  * sha256 is stored (`api_tokens`). The first 11 characters are the token's id, not secret, by which
- * it is listed and revoked. A token has one role (api/roles.ts says what each role may call).
+ * it is listed and revoked. A token has one role (api/roles.ts says what each role may call) and a
+ * name, unique among live tokens, which is the actor that audit rows of its requests record.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Queryable } from '../../common/db.js';
@@ -47,10 +48,16 @@ export async function createToken(
   }
   const id = `pt_${randomText(6, 8)}`;
   const token = `${id}_${randomText(32, 43)}`;
-  await db.query(
-    `insert into api_tokens (id, token_sha256, role, name, created_by) values ($1, $2, $3, $4, $5)`,
+  // The name is the actor audit rows record, so two live tokens may not share one.
+  const { rowCount } = await db.query(
+    `insert into api_tokens (id, token_sha256, role, name, created_by)
+     select $1, $2, $3, $4, $5
+      where not exists (select 1 from api_tokens where name = $4 and revoked_at is null)`,
     [id, sha256(token), input.role, name, input.createdBy],
   );
+  if (rowCount === 0) {
+    throw new TokenInputError(`name "${name}": a live token has it (revoke it or pick another)`);
+  }
   return { id, token, role: input.role as Role, name };
 }
 
@@ -119,4 +126,22 @@ export async function liveAdminTokens(db: Queryable): Promise<number> {
     `select count(*)::int as n from api_tokens where role = 'admin' and revoked_at is null`,
   );
   return rows[0]?.n ?? 0;
+}
+
+/**
+ * Runs `work` with a token of `role` that exists only while it runs (an in-process API called by
+ * the same command, e.g. `pops simulate traffic --serve`); it is revoked afterwards, also on error.
+ */
+export async function withEphemeralToken<T>(
+  db: Queryable,
+  role: Role,
+  name: string,
+  work: (token: string) => Promise<T>,
+): Promise<T> {
+  const created = await createToken(db, { role, name, createdBy: 'pops' });
+  try {
+    return await work(created.token);
+  } finally {
+    await revokeToken(db, created.id, 'pops');
+  }
 }
