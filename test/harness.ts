@@ -5,6 +5,7 @@
 import type { Client } from '@temporalio/client';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
+import { apiToken } from './auth-support.js';
 import { startWorkers } from './retrain-support.js';
 import {
   createTestDatabase,
@@ -19,6 +20,10 @@ export interface Harness {
   prefix: string;
   /** The API's base URL (`http://127.0.0.1:port`), or '' without `api`. */
   base: string;
+  /** An admin API token of the file's database. */
+  token: string;
+  /** `fetch` with the admin token (unless the call sets its own Authorization). */
+  fetch(url: string, init?: RequestInit): Promise<Response>;
   close(): Promise<void>;
 }
 
@@ -44,11 +49,15 @@ export async function startHarness(
       })
     : undefined;
   const base = api ? await api.listen({ host: '127.0.0.1', port: 0 }) : '';
+  // Named as the actor the API recorded before tokens, which the tests expect.
+  const token = await apiToken(db.pool, 'admin', 'api-test');
   const harness: Harness = {
     db,
     client,
     prefix,
     base,
+    token,
+    fetch: (url, init = {}) => fetch(url, { ...init, headers: withAdmin(token, init.headers) }),
     async close() {
       await api?.close();
       await workers.stop();
@@ -57,4 +66,14 @@ export async function startHarness(
     },
   };
   return harness;
+}
+
+/** Headers with the token's Authorization added, unless they carry one. */
+export function withAdmin(
+  token: string,
+  headers?: ConstructorParameters<typeof Headers>[0],
+): Headers {
+  const merged = new Headers(headers);
+  if (!merged.has('authorization')) merged.set('authorization', `Bearer ${token}`);
+  return merged;
 }
