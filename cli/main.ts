@@ -32,6 +32,8 @@ const drift = () => import('./drift.js');
 const surfaces = () => import('./surfaces.js');
 const simulate = () => import('./simulate.js');
 const campaign = () => import('./campaign.js');
+const tokens = () => import('./tokens.js');
+const privacyCli = () => import('./privacy.js');
 
 const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -430,8 +432,6 @@ surfacesCmd
   .requiredOption('--reason <text>', 'why (audited)')
   .option('--json', 'machine-readable output')
   .action(lazy(surfaces, 'modeCommand'));
-
-const simulateCmd = program.command('simulate').description('simulated load on a running pops');
 surfacesCmd
   .command('filters <name>')
   .description('business filters: items and genres the surface never shows (model and rules)')
@@ -441,6 +441,8 @@ surfacesCmd
   .requiredOption('--reason <text>', 'why (audited)')
   .option('--json', 'machine-readable output')
   .action(lazy(surfaces, 'filtersCommand'));
+
+const simulateCmd = program.command('simulate').description('simulated load on a running pops');
 simulateCmd
   .command('traffic')
   .description(
@@ -533,6 +535,41 @@ incidentCmd
   .requiredOption('--out <file>', 'where to write it')
   .option('--json', 'machine-readable output')
   .action(lazy(incidentCli, 'exportCommand'));
+
+const tokensCmd = program
+  .command('tokens')
+  .description('API tokens and their roles (admin, mlops, marketer, responder, auditor, ingest)');
+tokensCmd
+  .command('create')
+  .description('create a token (printed once; only its hash is kept; audited)')
+  .requiredOption('--role <role>', 'admin, mlops, marketer, responder, auditor or ingest')
+  .requiredOption('--name <name>', 'who or what holds it (recorded as the actor)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(tokens, 'createTokenCommand'));
+tokensCmd
+  .command('list')
+  .description('tokens (their ids), roles, names and state; never a token')
+  .option('--json', 'machine-readable output')
+  .action(lazy(tokens, 'listTokensCommand'));
+tokensCmd
+  .command('revoke <id>')
+  .description('revoke a token (refused by the API within a second; audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(tokens, 'revokeTokenCommand'));
+
+// With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
+program.hook('preAction', async (_program, action) => {
+  if (!process.env['POPS_TOKEN']) return;
+  const { checkCliRole } = await privacyCli();
+  await checkCliRole(commandWords(action));
+});
+
+/** The words of a command below `pops`, e.g. `tokens create`. */
+function commandWords(command: Command): string {
+  const words: string[] = [];
+  for (let c: Command | null = command; c && c.parent; c = c.parent) words.unshift(c.name());
+  return words.join(' ');
+}
 
 const campaignCmd = program
   .command('campaign')
