@@ -100,6 +100,8 @@ export async function serveCommand(): Promise<void> {
     },
     'pops is serving; Ctrl-C stops it',
   );
+  // To the terminal only: a token is a secret, and logs are kept and shipped.
+  if (privacy.firstToken) process.stdout.write(`${privacy.firstToken}\n`);
   const signal = await untilSignal();
   rt.log.info({ signal }, 'stopping');
   await api.close();
