@@ -91,6 +91,9 @@ export const envSchema = z.object({
   // Consent (docs/privacy.md): where Segment identify messages carry it (JSON: purpose → paths), and
   // the defaults `pops serve` applies at start where a person has none (marketing is always opt-in).
   POPS_CONSENT_TRAITS: optionalText,
+  // The API token commands that call a served API send (pops simulate traffic --api), and that
+  // names the caller's role for the CLI's role table (api/roles.ts CLI_ROLES).
+  POPS_TOKEN: optionalText,
   POPS_CONSENT_DEFAULT_PERSONALIZATION: z.enum(['granted', 'denied']).optional(),
   POPS_CONSENT_DEFAULT_ANALYTICS: z.enum(['granted', 'denied']).optional(),
   // Campaign mail (issue 8). Unset POPS_SMTP_URL: `pops serve` starts a local capture server that
