@@ -6,12 +6,16 @@
  * UTC days count; within the feature's TTL; its default when missing). A value still missing
  * after the default trains as 0.
  *
+ * Only persons who consent to `analytics` now (domain/privacy/consent.ts) give label rows, in
+ * training sets and in drift sets alike: a withdrawal keeps the person out of every later build.
+ *
  * Label: rating >= 4. Split by time: [trainFrom, trainUntil) trains, [trainUntil, validateUntil]
  * validates. The popularity baseline scores an item by `item_popularity:lifetime`.
  */
 import type { PoolClient, Queryable } from '../common/db.js';
 import { type PointInTimeFeature, buildPointInTimeSet } from './features/point-in-time.js';
 import { EVENTS_WITH_PERSONS, entityKeySql, literal } from './features/source.js';
+import { consentFilterSql } from './privacy/consent.js';
 
 export const POSITIVE_RATING = 4;
 
@@ -49,7 +53,8 @@ export async function defaultRange(
 
 /**
  * The label rows of a source's `rated` events with a numeric rating from `from` (inclusive) to
- * `to` (inclusive or exclusive, as said), for buildPointInTimeSet; label = rating >= 4.
+ * `to` (inclusive or exclusive, as said), of persons with analytics consent, for
+ * buildPointInTimeSet; label = rating >= 4.
  */
 export function ratedLabelsSql(
   source: string,
@@ -57,11 +62,13 @@ export function ratedLabelsSql(
   to: Date,
   end: 'inclusive' | 'exclusive',
 ): string {
+  const consent = consentFilterSql(entityKeySql('person'), 'analytics');
   return `select e.id as row_id, e.ts, ${entityKeySql('person')} as person_key,
             e.item_id as item_key,
             ((e.properties ->> 'rating')::real >= ${POSITIVE_RATING})::int as label
-       from ${EVENTS_WITH_PERSONS}
-      where e.source = ${literal(source)} and e.type = 'track' and e.event = 'rated'
+       from ${EVENTS_WITH_PERSONS} ${consent.join}
+      where ${consent.where}
+        and e.source = ${literal(source)} and e.type = 'track' and e.event = 'rated'
         and e.item_id is not null and jsonb_typeof(e.properties -> 'rating') = 'number'
         and e.ts >= ${literal(from.toISOString())}::timestamptz
         and e.ts ${end === 'inclusive' ? '<=' : '<'} ${literal(to.toISOString())}::timestamptz`;

@@ -202,3 +202,32 @@ export async function consentOf(db: Queryable, identifier: IdentifierInput): Pro
   }
   return { personKey, purposes, history };
 }
+
+/**
+ * SQL that keeps only rows whose person consented to `purpose` now, for set-wise readers (training
+ * and drift label rows): `join` goes after the FROM items, `where` is a condition. The latest event
+ * per person key is found once for the whole statement, by the same rules as consentedPersons.
+ */
+export function consentFilterSql(
+  keyExpr: string,
+  purpose: ConsentPurpose,
+  alias = 'consent_of',
+): { join: string; where: string } {
+  const latest = `select distinct on (ev.key) ev.key, ev.granted
+      from (select p.canonical_id::text as key, c.granted, c.effective_at, c.id
+              from consent_events c
+              join identifiers i on i.type = c.identifier_type and i.value = c.identifier_value
+              join persons p on p.id = i.person_id
+             where c.purpose = '${purpose}' and c.effective_at <= now()
+            union all
+            select 'unresolved:' || c.identifier_value, c.granted, c.effective_at, c.id
+              from consent_events c
+             where c.purpose = '${purpose}' and c.effective_at <= now()
+               and c.identifier_type in ('user_id', 'anonymous_id')) ev
+     order by ev.key, ev.effective_at desc, ev.id desc`;
+  return {
+    join: `left join (${latest}) ${alias} on ${alias}.key = ${keyExpr}`,
+    where: `coalesce(${alias}.granted,
+      (select d.granted from consent_defaults d where d.purpose = '${purpose}'), false)`,
+  };
+}
