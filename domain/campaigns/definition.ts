@@ -73,7 +73,7 @@ const conditionSchema = z
     'needs one of between, gte, gt, lte, lt, eq',
   )
   .refine((c) => !c.between || c.between[0] <= c.between[1], {
-    message: 'between: the low end is above the high end',
+    message: 'the low end is above the high end',
     path: ['between'],
   });
 export type AudienceCondition = z.infer<typeof conditionSchema>;
