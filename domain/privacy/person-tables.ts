@@ -118,6 +118,22 @@ export const PERSON_TABLES: readonly PersonTable[] = [
     deletion: 'delete',
     section: 'contacts',
   },
+  // Campaigns (migration 0016): the ledger, audience snapshots, cap slots, suppressions and
+  // notice audiences hold person keys, never addresses.
+  ...['campaign_sends', 'campaign_audience', 'campaign_cap_slots', 'campaign_suppressions'].map(
+    (table): PersonTable => ({
+      table,
+      columns: [c('person_key', 'person_key')],
+      deletion: 'delete',
+      section: 'campaigns',
+    }),
+  ),
+  {
+    table: 'notice_audiences',
+    columns: [c('person_key', 'person_key')],
+    deletion: 'delete',
+    section: 'campaigns',
+  },
   {
     table: 'quarantined_events',
     columns: [
