@@ -15,7 +15,7 @@
  * - `event_id`: an `events.id` of one of the person's events;
  * - `message_id`: an `events.message_id` of one of the person's messages;
  * - `decision_id`: an `exposures.decision_id` of one of the person's decisions;
- * - `email`: an address, as the contacts table holds it.
+ * - `identifier_hash`: a text[] of identifier keyed hashes (domain/privacy/keys.ts), any shared.
  */
 
 export type PersonKeying =
@@ -27,7 +27,7 @@ export type PersonKeying =
   | 'event_id'
   | 'message_id'
   | 'decision_id'
-  | 'email';
+  | 'identifier_hash';
 
 export interface PersonColumn {
   column: string;
@@ -47,6 +47,8 @@ export interface PersonTable {
   deletion: 'delete' | 'keep';
   /** The export section the rows go in. */
   section: string;
+  /** False: not part of an export bundle (earlier bundles). */
+  exported?: false;
   note?: string;
 }
 
@@ -58,6 +60,13 @@ const c = (column: string, by: PersonKeying, valueColumn?: string): PersonColumn
  * before events, identifiers before persons).
  */
 export const PERSON_TABLES: readonly PersonTable[] = [
+  {
+    table: 'privacy_exports',
+    columns: [c('identifier_hashes', 'identifier_hash')],
+    deletion: 'delete',
+    section: 'exports',
+    exported: false,
+  },
   {
     table: 'outcomes',
     columns: [c('decision_id', 'decision_id')],

@@ -1,0 +1,221 @@
+/**
+ * The subject of a data subject request and its rows in every table of person-tables.ts. The
+ * subject is captured once, before anything is deleted (`privacy_subjects`): the person the
+ * identifier resolves to with every person merged into it, their identifiers, raw user and
+ * anonymous ids, person keys, events, messages and decisions. Each table's rows are then found
+ * from that row alone, so a step retried after the identifiers are gone finds the same rows.
+ */
+import type { PoolClient, Queryable } from '../../common/db.js';
+import { identifierHash } from './keys.js';
+import { PERSON_TABLES, type PersonColumn, type PersonTable } from './person-tables.js';
+import { type IdentifierInput, storedIdentifier } from './pii.js';
+
+export interface Subject {
+  personIds: number[];
+  personKeys: string[];
+  rawIds: string[];
+  identifiers: IdentifierInput[];
+  eventIds: number[];
+  messageIds: string[];
+  decisionIds: string[];
+  identifierHashes: string[];
+}
+
+/** Thrown when the identifier cannot be one. */
+export class SubjectInputError extends Error {}
+
+const RAW_TYPES = new Set(['user_id', 'anonymous_id']);
+
+/** The stored form of a request's identifier, or a SubjectInputError naming it. */
+export function requestIdentifier(identifier: IdentifierInput): IdentifierInput {
+  const stored = storedIdentifier(identifier);
+  if (!stored) throw new SubjectInputError(`identifier ${identifier.type}: is not a valid value`);
+  return stored;
+}
+
+/** Finds the subject of an identifier in the tables as they are now. */
+export async function findSubject(db: Queryable, identifier: IdentifierInput): Promise<Subject> {
+  const asked = requestIdentifier(identifier);
+  const persons = await db.query<{ id: number }>(
+    `select p.id from persons p
+      where p.canonical_id = (select q.canonical_id from identifiers i
+                                join persons q on q.id = i.person_id
+                               where i.type = $1 and i.value = $2)
+      order by p.id`,
+    [asked.type, asked.value],
+  );
+  const personIds = persons.rows.map((r) => r.id);
+  const found = await db.query<{ type: string; value: string }>(
+    `select type, value from identifiers where person_id = any($1::bigint[]) order by type, value`,
+    [personIds],
+  );
+  const identifiers = [...found.rows];
+  if (!identifiers.some((i) => i.type === asked.type && i.value === asked.value)) {
+    identifiers.push(asked);
+  }
+  const rawIds = [...new Set(identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value))];
+  const canonical = personIds.length > 0 ? await canonicalOf(db, personIds[0] ?? 0) : null;
+  const personKeys = [
+    ...(canonical === null ? [] : [String(canonical)]),
+    ...personIds.filter((id) => id !== canonical).map(String),
+    ...rawIds.map((raw) => `unresolved:${raw}`),
+  ];
+  const events = await db.query<{ id: number; message_id: string }>(
+    `select e.id, e.message_id from events e
+      where e.id in (select ep.event_id from event_persons ep where ep.person_id = any($1::bigint[]))
+         or e.person_id = any($2::text[]) or e.user_id = any($2::text[])
+         or e.anonymous_id = any($2::text[]) or e.previous_id = any($2::text[])
+      order by e.id`,
+    [personIds, rawIds],
+  );
+  const decisions = await db.query<{ decision_id: string }>(
+    'select decision_id from exposures where person_id = any($1::text[])',
+    [personKeys],
+  );
+  return {
+    personIds,
+    personKeys,
+    rawIds,
+    identifiers,
+    eventIds: events.rows.map((r) => r.id),
+    messageIds: events.rows.map((r) => r.message_id),
+    decisionIds: decisions.rows.map((r) => r.decision_id),
+    identifierHashes: identifiers.map(identifierHash),
+  };
+}
+
+async function canonicalOf(db: Queryable, personId: number): Promise<number> {
+  const { rows } = await db.query<{ canonical_id: number }>(
+    'select canonical_id from persons where id = $1',
+    [personId],
+  );
+  return rows[0]?.canonical_id ?? personId;
+}
+
+/** Stores the subject of a request unless one is stored; returns the stored one. */
+export async function captureSubject(
+  client: PoolClient,
+  requestId: string,
+  identifier: IdentifierInput,
+): Promise<Subject> {
+  const stored = await storedSubject(client, requestId);
+  if (stored) return stored;
+  const s = await findSubject(client, identifier);
+  await client.query(
+    `insert into privacy_subjects (request_id, person_ids, person_keys, raw_ids, identifiers,
+                                   event_ids, message_ids, decision_ids, identifier_hashes)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+    [
+      requestId,
+      s.personIds,
+      s.personKeys,
+      s.rawIds,
+      JSON.stringify(s.identifiers),
+      s.eventIds,
+      s.messageIds,
+      s.decisionIds,
+      s.identifierHashes,
+    ],
+  );
+  return s;
+}
+
+/** The stored subject of a request, or undefined. */
+export async function storedSubject(
+  db: Queryable,
+  requestId: string,
+): Promise<Subject | undefined> {
+  const { rows } = await db.query<{
+    person_ids: number[];
+    person_keys: string[];
+    raw_ids: string[];
+    identifiers: IdentifierInput[];
+    event_ids: number[];
+    message_ids: string[];
+    decision_ids: string[];
+    identifier_hashes: string[];
+  }>('select * from privacy_subjects where request_id = $1', [requestId]);
+  const r = rows[0];
+  if (!r) return undefined;
+  return {
+    personIds: r.person_ids,
+    personKeys: r.person_keys,
+    rawIds: r.raw_ids,
+    identifiers: r.identifiers,
+    eventIds: r.event_ids,
+    messageIds: r.message_ids,
+    decisionIds: r.decision_ids,
+    identifierHashes: r.identifier_hashes,
+  };
+}
+
+/** The subject row's columns, by what a person-table column holds (`s` is privacy_subjects). */
+function matchSql(c: PersonColumn): string {
+  const col = c.column;
+  switch (c.by) {
+    case 'person_id':
+      return `${col} = any(s.person_ids)`;
+    case 'person_key':
+      return `${col} = any(s.person_keys)`;
+    case 'entity_key':
+      return `(${col} = any(s.person_keys) or exists (select 1 from unnest(s.person_keys) k
+                 where left(${col}, length(k) + 1) = k || '|'))`;
+    case 'raw_id':
+      return `${col} = any(s.raw_ids)`;
+    case 'identifier':
+      return `(${col}, ${c.valueColumn ?? 'value'}) in
+                (select x ->> 'type', x ->> 'value' from jsonb_array_elements(s.identifiers) x)`;
+    case 'event_id':
+      return `${col} = any(s.event_ids)`;
+    case 'message_id':
+      return `${col} = any(s.message_ids)`;
+    case 'decision_id':
+      return `${col} = any(s.decision_ids)`;
+    case 'identifier_hash':
+      return `${col} && s.identifier_hashes`;
+  }
+}
+
+/** The condition that selects a table's rows of the request's subject (`$1` is the request id). */
+export function rowsOfSubjectSql(table: PersonTable): string {
+  const any = table.columns.map(matchSql).join('\n or ');
+  return `exists (select 1 from privacy_subjects s where s.request_id = $1 and (${any}))`;
+}
+
+/** Deletes a table's rows of the subject; returns how many. */
+export async function deleteSubjectRows(
+  client: PoolClient,
+  requestId: string,
+  table: PersonTable,
+): Promise<number> {
+  if (table.table === 'identity_unmerges') {
+    // identity_merges.undone_by points at unmerges that are about to go.
+    await client.query(
+      `update identity_merges set undone_by = null
+        where undone_by in (select id from identity_unmerges where ${rowsOfSubjectSql(table)})`,
+      [requestId],
+    );
+  }
+  const result = await client.query(`delete from ${table.table} where ${rowsOfSubjectSql(table)}`, [
+    requestId,
+  ]);
+  return result.rowCount ?? 0;
+}
+
+/** A table's rows of the subject as JSON objects (for the export bundle). */
+export async function subjectRows(
+  db: Queryable,
+  requestId: string,
+  table: PersonTable,
+): Promise<Array<Record<string, unknown>>> {
+  const { rows } = await db.query<{ row: Record<string, unknown> }>(
+    `select to_jsonb(t) as row from ${table.table} t where ${rowsOfSubjectSql(table)}`,
+    [requestId],
+  );
+  return rows.map((r) => r.row);
+}
+
+/** The tables of person data, in deletion order. */
+export function personTables(): readonly PersonTable[] {
+  return PERSON_TABLES;
+}

@@ -1,0 +1,44 @@
+/**
+ * deletePersonData: deletes every row of one person across the tables of
+ * domain/privacy/person-tables.ts and their merged identifiers, after tombstoning the identifiers
+ * (ingestion then drops what still arrives), and audits the counts without personal data. Its
+ * input is the request id only (client/privacy.ts opened the request and captured its subject),
+ * so no identifier enters the workflow's history; its id is `privacy/<request id>`. Each table is
+ * one ledgered activity: a crash mid-way resumes at the table it was on, and a retried table
+ * returns the count it deleted. Workflow code: no I/O, clocks or randomness.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import { ACTIVITY_RETRY } from '../common/failures.js';
+
+const act = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  retry: ACTIVITY_RETRY,
+});
+
+export interface PersonDataRequest {
+  requestId: string;
+}
+
+export interface DeletionResult {
+  requestId: string;
+  tombstones: number;
+  /** Rows deleted per table. */
+  counts: Record<string, number>;
+}
+
+/** Deletes one person's data; see the module comment. */
+export async function deletePersonData(input: PersonDataRequest): Promise<DeletionResult> {
+  const { requestId } = input;
+  const tables = await act.privacyStart({ requestId });
+  const counts: Record<string, number> = {};
+  let tombstones = 0;
+  if (tables.length > 0) {
+    tombstones = await act.privacyTombstone({ requestId });
+    for (const table of tables) {
+      counts[table] = await act.privacyDeleteTable({ requestId, table });
+    }
+    await act.privacyFinish({ requestId, counts: { ...counts, tombstones } });
+  }
+  return { requestId, tombstones, counts };
+}
