@@ -12,6 +12,7 @@ import { featureActivities, materializationActivities } from './features.js';
 import { identityActivities } from './identity.js';
 import { identityEditActivities } from './identity-edits.js';
 import { playbookActivities } from './playbooks.js';
+import { privacyActivities } from './privacy.js';
 import { registryActivities } from './registry.js';
 import { rolloutActivities } from './rollout.js';
 import { trainingActivities } from './training.js';
@@ -57,6 +58,7 @@ function orchestrationActivities(deps: ActivityDeps) {
     ...rolloutActivities(deps),
     ...campaignActivities(deps),
     ...playbookActivities(deps),
+    ...privacyActivities(deps),
   };
 }
 
