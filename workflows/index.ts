@@ -13,3 +13,5 @@ export { runPlaybook } from './runPlaybook.js';
 export { runCampaign } from './runCampaign.js';
 export { sendNotice } from './sendNotice.js';
 export { measureCampaignLift } from './measureCampaignLift.js';
+export { deletePersonData } from './deletePersonData.js';
+export { exportPersonData } from './exportPersonData.js';
