@@ -5,7 +5,7 @@
  * in batches on the io queue (continuing as new every `batchesPerRun` batches), then waits on
  * durable timers for the persons held by quiet hours or their local send time and sends them
  * when due, and ends with the run report. A paused campaign's batch stops and the run waits,
- * checking once a minute. Workflow code: no I/O, clocks or randomness; every effect is an
+ * checking every 15 s. Workflow code: no I/O, clocks or randomness; every effect is an
  * activity keyed by (campaign, fire time, person).
  */
 import { continueAsNew, log, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
@@ -37,7 +37,7 @@ function ioActivities() {
   });
 }
 
-const PAUSE_CHECK_MS = 60_000;
+const PAUSE_CHECK_MS = 15_000;
 
 function add(into: Record<string, number>, from: Record<string, number>): void {
   for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
