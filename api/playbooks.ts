@@ -82,7 +82,11 @@ async function refusing<T>(work: () => Promise<T>): Promise<T> {
 export const playbookRoutes: FastifyPluginAsync<PlaybookRoutesOptions> = async (app, options) => {
   const { pool } = options;
   let shipped: Promise<unknown> | undefined;
-  const ensureShipped = () => (shipped ??= registerShipped(pool, 'pops'));
+  const ensureShipped = () =>
+    (shipped ??= registerShipped(pool, 'pops').catch((err: unknown) => {
+      shipped = undefined;
+      throw err;
+    }));
 
   app.get('/v1/playbooks', async () => {
     await ensureShipped();

@@ -12,6 +12,8 @@
  * - `decide`: POST /v1/decide with 100 candidates at 2,000 req/s for 20 s (autocannon, the API in
  *   its own process) on a model trained on MovieLens latest-small, routed 90/10 stable/canary
  *   (bench/decide.ts); `--quick` makes it 10 s, `--rate N` / `--seconds N` any.
+ * - `playbook`: rollback-model from start to the previous version serving, `--runs N` times
+ *   (bench/playbook.ts).
  * - `features`: feature backfill of 10M generated events against a hand-written floor, a
  *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
  *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
@@ -36,12 +38,13 @@ import { benchFeatures, FEATURE_DEFAULTS, type FeatureBenchOptions } from './fea
 import { benchDecide, DECIDE_DEFAULTS } from './decide.js';
 import { benchDrift } from './drift.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
+import { benchPlaybook, PLAYBOOK_DEFAULTS } from './playbook.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
-const BENCHMARKS = ['retrain', 'identity', 'features', 'drift', 'decide'] as const;
+const BENCHMARKS = ['retrain', 'identity', 'features', 'drift', 'decide', 'playbook'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
@@ -178,6 +181,7 @@ function parseCommandLine(): {
   features: FeatureBenchOptions;
   rows: number;
   decide: { rate: number; seconds: number };
+  runs: number;
 } {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -190,6 +194,7 @@ function parseCommandLine(): {
       rows: { type: 'string' },
       rate: { type: 'string' },
       seconds: { type: 'string' },
+      runs: { type: 'string' },
     },
   });
   const selected = positionals.map((name) => {
@@ -212,11 +217,19 @@ function parseCommandLine(): {
     rate: count('rate', values.rate, DECIDE_DEFAULTS.rate),
     seconds: count('seconds', values.seconds, values.quick ? 10 : DECIDE_DEFAULTS.seconds),
   };
-  return { selected: selected.length > 0 ? selected : byDefault, links, features, rows, decide };
+  const runs = count('runs', values.runs, PLAYBOOK_DEFAULTS.runs);
+  return {
+    selected: selected.length > 0 ? selected : byDefault,
+    links,
+    features,
+    rows,
+    decide,
+    runs,
+  };
 }
 
 async function main() {
-  const { selected, links, features, rows, decide } = parseCommandLine();
+  const { selected, links, features, rows, decide, runs } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
@@ -235,6 +248,10 @@ async function main() {
       `pops decide bench, ${decide.rate.toLocaleString('en')} req/s for ${decide.seconds} s\n`,
     );
     await benchDecide({ ...decide, candidates: DECIDE_DEFAULTS.candidates, data: DATA }, line);
+  }
+  if (selected.includes('playbook')) {
+    process.stdout.write(`pops playbook bench, rollback-model x ${runs}\n`);
+    await benchPlaybook({ runs, data: DATA }, line);
   }
 }
 

@@ -128,6 +128,7 @@ describe('playbook definitions', () => {
       to_version: 0,
       webhook: '',
       api_url: '',
+      api_token_env: 'POPS_PLAYBOOK_API_TOKEN',
       approvers: [],
       close_timeout: '24h',
     });

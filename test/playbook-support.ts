@@ -185,11 +185,20 @@ export async function runText(
 }
 
 /** Waits until the run waits at approval step `step` (answers the state). */
-export function waitingAt(client: Client, incident: string, step: string): Promise<RunState> {
-  return until(`${incident} waiting at ${step}`, async () => {
-    const s = await liveState(client, incident);
-    return s?.waiting?.step === step ? s : undefined;
-  });
+export function waitingAt(
+  client: Client,
+  incident: string,
+  step: string,
+  ms = 120_000,
+): Promise<RunState> {
+  return until(
+    `${incident} waiting at ${step}`,
+    async () => {
+      const s = await liveState(client, incident);
+      return s?.waiting?.step === step ? s : undefined;
+    },
+    ms,
+  );
 }
 
 /** The run's result. */

@@ -9,7 +9,6 @@
  * incident_timeline. Workflow code: no I/O, clocks or randomness (times are workflow time).
  */
 import {
-  ApplicationFailure,
   condition,
   defineQuery,
   defineSignal,
@@ -305,9 +304,9 @@ class PlaybookRun implements RunContext {
           output = await runStepEffect(this, step, args, attempt);
         }
       } catch (err) {
+        // The step's retries were spent on its activity (or a child or a signal failed): done.
         lastError = errorText(err);
-        if (isRefusal(err) || step.type === 'approval') break;
-        continue;
+        break;
       }
       if (step.expect && !this.expectHolds(step.expect, output)) {
         lastError = `expect: ${step.expect} is false for ${JSON.stringify(output)?.slice(0, 300)}`;
@@ -315,7 +314,11 @@ class PlaybookRun implements RunContext {
       }
       this.outputs[step.id] = output;
       this.completed.push({ step, output });
-      return this.ended(step, 'ok', summaryLine(step, output), output);
+      const line =
+        step.type === 'approval'
+          ? (output as { message: string }).message
+          : summaryLine(step, output);
+      return this.ended(step, 'ok', line, output);
     }
     return this.ended(step, 'failed', lastError, {});
   }
@@ -387,15 +390,6 @@ class PlaybookRun implements RunContext {
     }
     return out;
   }
-}
-
-function isRefusal(err: unknown): boolean {
-  let current: unknown = err;
-  while (current instanceof Error) {
-    if (current instanceof ApplicationFailure && current.nonRetryable) return true;
-    current = current.cause;
-  }
-  return false;
 }
 
 function summaryOf(output: unknown): Record<string, unknown> {

@@ -135,6 +135,7 @@ function shapeOf(schema: z.ZodType | undefined): Record<string, z.ZodType> | und
 
 const CANDIDATES: unknown[] = [
   'placeholder',
+  'PLACEHOLDER',
   'https://placeholder.invalid/',
   1,
   true,

@@ -229,6 +229,8 @@ export interface Delivery {
   body?: unknown;
   okStatus: number[];
   timeoutMs: number;
+  /** The worker's environment variable holding a bearer token (read here, never recorded). */
+  authEnv?: string;
 }
 
 export interface Delivered {
@@ -260,12 +262,14 @@ export async function deliver(db: Queryable, d: Delivery): Promise<Delivered> {
   );
   const ledger = row.rows[0];
   if (ledger?.status === 'done' && ledger.response) return { ...ledger.response, replayed: true };
+  const token = d.authEnv ? process.env[d.authEnv] : undefined;
   const response = await fetch(d.url, {
     method: d.method,
     headers: {
       'content-type': 'application/json',
       'idempotency-key': d.effectKey,
       ...d.headers,
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
     },
     ...(d.body !== undefined && d.method !== 'GET' ? { body: JSON.stringify(d.body) } : {}),
     signal: AbortSignal.timeout(d.timeoutMs),

@@ -80,6 +80,14 @@ export const STEP_ARGS = {
     method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']).default('POST'),
     headers: z.record(z.string(), z.string().max(2000)).default({}),
     body: z.unknown().optional(),
+    /**
+     * An environment variable of the worker holding a bearer token for the call: the secret stays
+     * out of the definition, the parameters and the workflow's history.
+     */
+    auth_env: z
+      .string()
+      .regex(/^[A-Z][A-Z0-9_]{0,63}$/, 'is not an environment variable name')
+      .optional(),
     /** Statuses that count as success. */
     ok_status: z.array(z.number().int().min(100).max(599)).default([200, 201, 202, 204]),
   }),

@@ -130,6 +130,7 @@ export async function runStepEffect(
         ...(a.body !== undefined ? { body: a.body } : {}),
         okStatus: a.ok_status,
         timeoutMs: 10_000,
+        ...(a.auth_env ? { authEnv: a.auth_env } : {}),
       });
       return { status: delivered.status, body: delivered.body };
     }
