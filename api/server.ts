@@ -84,6 +84,8 @@ export function buildApi(deps: ApiDeps) {
   const app = Fastify({
     loggerInstance: deps.log.child({ component: 'api' }),
     bodyLimit: 256 * 1024,
+    // Unsubscribe tokens (a signed payload) travel as one path segment: longer than the default 100.
+    maxParamLength: 1024,
   });
   trackRoutes(app);
 
