@@ -24,6 +24,7 @@ import { campaignRoutes } from './campaigns.js';
 import { unsubscribeRoutes } from './unsubscribe.js';
 import { mailSettings } from '../domain/campaigns/settings.js';
 import { consentRoutes } from './consent.js';
+import { privacyRoutes } from './privacy.js';
 import type { ConsentTraitMap } from '../domain/privacy/consent-traits.js';
 import { authHook, trackRoutes } from './auth.js';
 import { actorOf } from './actor.js';
@@ -84,7 +85,7 @@ export function buildApi(deps: ApiDeps) {
   const app = Fastify({
     loggerInstance: deps.log.child({ component: 'api' }),
     bodyLimit: 256 * 1024,
-    // Unsubscribe tokens (a signed payload) travel as one path segment: longer than the default 100.
+    // Unsubscribe tokens (signed payloads) are one path segment, longer than the default 100.
     maxParamLength: 1024,
   });
   trackRoutes(app);
@@ -212,6 +213,7 @@ export function buildApi(deps: ApiDeps) {
   });
   void app.register(driftRoutes, workflowRoutes);
   void app.register(rolloutRoutes, workflowRoutes);
+  void app.register(privacyRoutes, workflowRoutes);
   void app.register(playbookRoutes, workflowRoutes);
   void app.register(campaignRoutes, workflowRoutes);
   void app.register(unsubscribeRoutes, {
