@@ -1,0 +1,235 @@
+import { DateTime } from 'luxon';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { campaignWorkflowId } from '../domain/campaigns/names.js';
+import { suppressPersons } from '../domain/campaigns/control.js';
+import { signUnsubscribe } from '../domain/campaigns/unsubscribe.js';
+import { queueName } from '../common/queues.js';
+import { recordConsent } from '../domain/privacy/consent.js';
+import type { RunCampaignResult } from '../workflows/runCampaign.js';
+import { type Harness, startHarness } from './harness.js';
+import { startSmtpFixture, type SmtpFixture } from './fixtures/smtp.js';
+import {
+  addressOf,
+  campaignOf,
+  defineCampaign,
+  runFireTime,
+  seedPersons,
+} from './campaign-support.js';
+
+let smtp: SmtpFixture;
+let h: Harness;
+const now = new Date();
+const SECRET = 'pops-local-unsubscribe-secret';
+const ids = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(2, '0')}`);
+
+beforeAll(async () => {
+  smtp = await startSmtpFixture();
+  process.env['POPS_SMTP_URL'] = smtp.url;
+  process.env['POPS_SMTP_RATE'] = '0';
+  process.env['POPS_SMTP_MAX_CONNECTIONS'] = '1';
+  delete process.env['POPS_UNSUBSCRIBE_SECRET'];
+  h = await startHarness('campaign-policy', { api: true });
+}, 120_000);
+
+afterAll(async () => {
+  await h?.close();
+  await smtp?.close();
+});
+
+const second = (t: number) => new Date(Math.floor(t / 1000) * 1000);
+
+describe('consent withdrawn mid-run', () => {
+  it('stops sends to that person, by one-click unsubscribe, consent event or suppression', async () => {
+    const people = ids('m', 24);
+    await seedPersons(
+      h.db.pool,
+      people.map((id) => ({ id, days: 20 })),
+      now,
+    );
+    await defineCampaign(h.db.pool, {
+      ...campaignOf('midrun'),
+      audience: {
+        purpose: 'marketing',
+        store: 'online',
+        where: [{ feature: 'person_days_since_last_rating', between: [14, 60] }],
+      },
+    });
+    smtp.delayMs = 150;
+    const fireTime = second(Date.now());
+    const handle = await h.client.workflow.start('runCampaign', {
+      workflowId: campaignWorkflowId('midrun', fireTime),
+      taskQueue: queueName(h.prefix, 'orchestration'),
+      args: [{ campaign: 'midrun', fireTime: fireTime.toISOString() }],
+    });
+    while (smtp.to(addressOf('m00')).length === 0) await new Promise((r) => setTimeout(r, 10));
+
+    const token = signUnsubscribe(SECRET, {
+      personKey: 'unresolved:m23',
+      purpose: 'marketing',
+      campaign: 'midrun',
+    });
+    // RFC 8058: the mail client POSTs the form body, without any API token.
+    const post = () =>
+      fetch(`${h.base}/v1/unsubscribe/${token}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'List-Unsubscribe=One-Click',
+      });
+    const first = await post();
+    expect(first.status).toBe(200);
+    expect(await first.json()).toEqual({ unsubscribed: true, purpose: 'marketing', changed: true });
+    expect(await (await post()).json()).toMatchObject({ changed: false });
+    const forged = await fetch(`${h.base}/v1/unsubscribe/${token.slice(0, -2)}xx`, {
+      method: 'POST',
+    });
+    expect(forged.status).toBe(404);
+    await recordConsent(h.db.pool, {
+      identifier: { type: 'user_id', value: 'm22' },
+      purpose: 'marketing',
+      granted: false,
+      source: 'test',
+      actor: 'test',
+    });
+    await suppressPersons(h.db.pool, {
+      key: 'incident-9',
+      personKeys: ['unresolved:m21'],
+      reason: 'bad recommendations',
+      actor: 'test',
+    });
+
+    const result = (await handle.result()) as RunCampaignResult;
+    smtp.delayMs = 0;
+    expect(result).toMatchObject({
+      status: 'completed',
+      sent: 21,
+      skipped: { no_consent: 2, suppressed: 1 },
+    });
+    for (const id of ['m21', 'm22', 'm23']) expect(smtp.to(addressOf(id))).toHaveLength(0);
+    for (const id of people.slice(0, 21)) expect(smtp.to(addressOf(id))).toHaveLength(1);
+  }, 180_000);
+});
+
+describe('a frequency cap across two campaigns in one week', () => {
+  it('lets the first campaign send and caps the second', async () => {
+    const people = ids('c', 6);
+    await seedPersons(
+      h.db.pool,
+      people.map((id) => ({ id, days: 30 })),
+      now,
+    );
+    const cap = { max: 1, days: 7 };
+    const audience = {
+      purpose: 'marketing' as const,
+      store: 'online' as const,
+      where: [{ feature: 'person_days_since_last_rating', between: [25, 35] as [number, number] }],
+    };
+    await defineCampaign(h.db.pool, { ...campaignOf('cap-a'), audience, frequencyCap: cap });
+    await defineCampaign(h.db.pool, { ...campaignOf('cap-b'), audience, frequencyCap: cap });
+    const a = await runFireTime(h.client, h.prefix, 'cap-a', second(Date.now() - 2000));
+    const b = await runFireTime(h.client, h.prefix, 'cap-b', second(Date.now() - 1000));
+    expect(a).toMatchObject({ sent: 6 });
+    expect(b).toMatchObject({ sent: 0, skipped: { capped: 6 } });
+    for (const id of people) expect(smtp.to(addressOf(id))).toHaveLength(1);
+    const slots = await h.db.pool.query<{ campaign: string; n: number }>(
+      `select campaign, count(*)::int as n from campaign_cap_slots
+        where person_key like 'unresolved:c%' group by campaign`,
+    );
+    expect(slots.rows).toEqual([{ campaign: 'cap-a', n: 6 }]);
+  }, 120_000);
+});
+
+describe('a holdout', () => {
+  it('holds the same persons out of every run, logged as would-have-sent, mailing none', async () => {
+    const people = ids('h', 40);
+    await seedPersons(
+      h.db.pool,
+      people.map((id) => ({ id, days: 50 })),
+      now,
+    );
+    const audience = {
+      purpose: 'marketing' as const,
+      store: 'online' as const,
+      where: [{ feature: 'person_days_since_last_rating', between: [45, 55] as [number, number] }],
+    };
+    await defineCampaign(h.db.pool, {
+      ...campaignOf('held'),
+      audience,
+      holdout: { percent: 30, salt: 'held-v1' },
+    });
+    const heldIn = async (fireTime: Date) => {
+      await runFireTime(h.client, h.prefix, 'held', fireTime);
+      const { rows } = await h.db.pool.query<{ person_key: string }>(
+        `select person_key from campaign_sends
+          where campaign = 'held' and fire_time = $1 and status = 'would_send' order by 1`,
+        [fireTime],
+      );
+      return rows.map((r) => r.person_key);
+    };
+    const first = await heldIn(second(Date.now() - 3000));
+    const again = await heldIn(second(Date.now() - 1000));
+    expect(again).toEqual(first);
+    // Binomial(40, 0.3): mean 12, sd 2.9; 4 sd either side.
+    expect(first.length).toBeGreaterThanOrEqual(1);
+    expect(first.length).toBeLessThanOrEqual(24);
+    for (const key of first) expect(smtp.to(addressOf(key.slice(11)))).toHaveLength(0);
+    const sentTo = people.filter((id) => !first.includes(`unresolved:${id}`));
+    for (const id of sentTo) expect(smtp.to(addressOf(id))).toHaveLength(2);
+  }, 120_000);
+});
+
+describe('quiet hours across time zones', () => {
+  it('holds a person whose zone is quiet until the window ends, sends the others at once', async () => {
+    // A window in each person's zone that holds now in Tokyo and ends at the next whole minute
+    // plus one there; New York is 13-14 hours off, outside it.
+    const tokyo = DateTime.now().setZone('Asia/Tokyo');
+    const end = tokyo.startOf('minute').plus({ minutes: 2 });
+    const start = tokyo.minus({ hours: 1 });
+    await seedPersons(
+      h.db.pool,
+      [
+        { id: 'qtokyo', days: 10, timeZone: 'Asia/Tokyo' },
+        { id: 'qny', days: 10, timeZone: 'America/New_York' },
+      ],
+      now,
+    );
+    const audience = {
+      purpose: 'marketing' as const,
+      store: 'online' as const,
+      where: [{ feature: 'person_days_since_last_rating', between: [9, 11] as [number, number] }],
+    };
+    const quietHours = { start: start.toFormat('HH:mm'), end: end.toFormat('HH:mm') };
+    await defineCampaign(h.db.pool, {
+      ...campaignOf('quiet-skip'),
+      audience,
+      quietHours: { ...quietHours, behaviour: 'skip' },
+    });
+    await defineCampaign(h.db.pool, {
+      ...campaignOf('quiet-hold'),
+      audience,
+      quietHours: { ...quietHours, behaviour: 'hold' },
+    });
+    const skipped = await runFireTime(h.client, h.prefix, 'quiet-skip', second(Date.now()));
+    expect(skipped).toMatchObject({ sent: 1, skipped: { quiet_hours: 1 } });
+    const fireTime = second(Date.now());
+    const run = runFireTime(h.client, h.prefix, 'quiet-hold', fireTime);
+    let held: { release_at: Date } | undefined;
+    while (!held) {
+      const { rows } = await h.db.pool.query<{ release_at: Date }>(
+        `select release_at from campaign_sends where campaign = 'quiet-hold'
+           and person_key = 'unresolved:qtokyo' and status = 'held'`,
+      );
+      held = rows[0];
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(held.release_at.toISOString()).toBe(end.toUTC().toISO());
+    // New York's send of this run goes at once (it may still be in flight as Tokyo is held).
+    while (smtp.to(addressOf('qny')).length < 2) await new Promise((r) => setTimeout(r, 20));
+    expect(smtp.to(addressOf('qtokyo'))).toHaveLength(0);
+    const result = await run;
+    expect(result).toMatchObject({ status: 'completed', sent: 2, held: 0 });
+    const [message] = smtp.to(addressOf('qtokyo'));
+    expect(message).toBeDefined();
+    expect(Date.now()).toBeGreaterThanOrEqual(end.toMillis());
+  }, 300_000);
+});
