@@ -9,7 +9,7 @@ import {
   startRequest,
   writeTombstones,
 } from '../domain/privacy/requests.js';
-import type { ActivityDeps } from './deps.js';
+import { type ActivityDeps, withHeartbeat } from './deps.js';
 
 export interface PrivacyStepInput {
   requestId: string;
@@ -21,18 +21,18 @@ export function privacyActivities({ pool }: ActivityDeps) {
   return {
     /** Marks the request running; the tables its steps walk (none when it is done already). */
     privacyStart: (input: { requestId: string }): Promise<string[]> =>
-      startRequest(pool, input.requestId),
+      withHeartbeat(() => startRequest(pool, input.requestId)),
     /** Tombstones the subject's identifiers so that ingestion drops what still arrives. */
     privacyTombstone: (input: { requestId: string }): Promise<number> =>
-      writeTombstones(pool, input.requestId),
+      withHeartbeat(() => writeTombstones(pool, input.requestId)),
     /** Deletes one table's rows of the subject; the count. */
     privacyDeleteTable: (input: PrivacyStepInput): Promise<number> =>
-      deleteTableRows(pool, input.requestId, input.table),
+      withHeartbeat(() => deleteTableRows(pool, input.requestId, input.table)),
     /** Adds one table's rows of the subject to the bundle; the count. */
     privacyExportTable: (input: PrivacyStepInput): Promise<number> =>
-      exportTableRows(pool, input.requestId, input.table),
+      withHeartbeat(() => exportTableRows(pool, input.requestId, input.table)),
     /** Audits the counts, forgets the subject, marks the request done. */
     privacyFinish: (input: { requestId: string; counts: Record<string, number> }): Promise<void> =>
-      finishRequest(pool, input.requestId, input.counts),
+      withHeartbeat(() => finishRequest(pool, input.requestId, input.counts)),
   };
 }

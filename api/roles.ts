@@ -110,6 +110,10 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /v1/consent': ['marketer'],
   'GET /v1/consent-defaults': ['marketer', 'auditor'],
   'PUT /v1/consent-defaults/:purpose': [],
+  'POST /v1/privacy/deletions': [],
+  'POST /v1/privacy/exports': [],
+  'GET /v1/privacy/requests/:id': ['auditor'],
+  'GET /v1/privacy/exports/:id': [],
 };
 
 /** The access of a route, or undefined when the table does not name it (then: refused). */

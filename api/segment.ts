@@ -38,6 +38,7 @@ import {
 } from '../ingest/segment.js';
 import { authenticateWriteKey, type WriteKeyIdentity } from '../ingest/write-keys.js';
 import { recordConsent } from '../domain/privacy/consent.js';
+import { droppedByTombstones } from '../domain/privacy/tombstones.js';
 import {
   consentChoices,
   type ConsentTraitMap,
@@ -331,9 +332,11 @@ async function storeBatch(
   traits: ConsentTraitMap,
   source: string,
   receivedAt: Date,
-  messages: readonly Received[],
+  received: readonly Received[],
 ): Promise<{ stored: number; quarantine: QuarantineTally }> {
   return withTransaction(pool, async (client) => {
+    // Messages of deleted persons are dropped, counted but not kept anywhere.
+    const messages = await droppedByTombstones(client, source, receivedAt, received);
     const events = trackEvents(messages.map((m) => m.fields));
     const contracts = await activeContracts(client, source, events);
     const rows: EventRow[] = [];

@@ -1,15 +1,28 @@
 /**
  * The privacy side of `pops serve` at start (consent defaults from the environment, the consent
- * mapping of Segment messages) and the `pops privacy` and `pops consent` commands.
+ * mapping of Segment messages, the first admin token), the CLI's role check, and the
+ * `pops privacy delete|export|rotate-key` commands.
  */
+import fs from 'node:fs';
+import { z } from 'zod';
+import {
+  deletePersonData,
+  exportBundle,
+  exportPersonData,
+  type StartedRequest,
+  waitForRequest,
+} from '../client/privacy.js';
 import { withTransaction } from '../common/db.js';
 import { appendAuditIn } from '../domain/audit.js';
 import { setConsentDefault } from '../domain/privacy/consent.js';
 import { type ConsentTraitMap, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
 import { CLI_ROLES } from '../api/roles.js';
 import { authenticateToken, type Role } from '../domain/privacy/tokens.js';
-import { UsageError } from './output.js';
-import { openDatabase, type Runtime } from './runtime.js';
+import { rotateFieldKey } from '../domain/privacy/keys.js';
+import { SubjectInputError } from '../domain/privacy/subject.js';
+import { plainText } from '../domain/retrain.js';
+import { parseArgs, print, UsageError } from './output.js';
+import { openDatabase, openRuntime, type Runtime, runWorkers } from './runtime.js';
 import { bootstrapAdminToken } from './tokens.js';
 
 /**
@@ -71,4 +84,107 @@ export async function checkCliRole(words: string): Promise<void> {
   } finally {
     await rt.close();
   }
+}
+
+const identifierArg = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,63}:.+$/, 'give type:value, e.g. user_id:u1 or email:ann@example.com')
+  .transform((text) => {
+    const at = text.indexOf(':');
+    return { type: text.slice(0, at), value: text.slice(at + 1) };
+  });
+const deleteArgs = z.object({
+  identifier: identifierArg,
+  reason: plainText(500),
+  wait: z.boolean().default(true),
+  json: z.boolean().default(false),
+});
+const exportArgs = z.object({
+  identifier: identifierArg,
+  out: z.string().min(1).optional(),
+  json: z.boolean().default(false),
+});
+
+/** Runs a request's workflow to its end, with workers of this process beside any others. */
+async function runToEnd(rt: Runtime, started: StartedRequest) {
+  const local = await runWorkers(rt);
+  try {
+    return await waitForRequest(rt.client, rt.pool, started);
+  } finally {
+    await local.stop();
+  }
+}
+
+function describeCounts(counts: Record<string, number>): string {
+  const rows = Object.entries(counts).filter(([, n]) => n > 0);
+  if (rows.length === 0) return '  (no rows)';
+  return rows.map(([table, n]) => `  ${table}: ${n}`).join('\n');
+}
+
+/** `pops privacy delete <type:value> --reason R [--no-wait]`. */
+export async function deleteCommand(identifier: string, options: Record<string, unknown>) {
+  const args = parseArgs(deleteArgs, { ...options, identifier });
+  const rt = await openRuntime();
+  try {
+    const started = await deletePersonData(rt.client, rt.pool, rt.prefix, {
+      identifier: args.identifier,
+      reason: args.reason,
+      requestedBy: rt.config.POPS_ACTOR,
+    });
+    const head = `${started.state === 'done' ? 'already deleted' : started.state}: request ${started.requestId} (workflow ${started.workflowId})`;
+    if (!args.wait) {
+      print(args.json, started, () => head);
+      return;
+    }
+    const request = await runToEnd(rt, started);
+    print(args.json, { ...started, request }, () =>
+      [head, `deleted (audited, tombstoned):`, describeCounts(request?.counts ?? {})].join('\n'),
+    );
+  } catch (err) {
+    throw err instanceof SubjectInputError ? new UsageError(err.message) : err;
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops privacy export <type:value> [--out file]`: the bundle to a file or stdout. */
+export async function exportCommand(identifier: string, options: Record<string, unknown>) {
+  const args = parseArgs(exportArgs, { ...options, identifier });
+  const rt = await openRuntime();
+  try {
+    const started = await exportPersonData(rt.client, rt.pool, rt.prefix, {
+      identifier: args.identifier,
+      requestedBy: rt.config.POPS_ACTOR,
+    });
+    const request = await runToEnd(rt, started);
+    const bundle = (await exportBundle(rt.pool, started.requestId)) ?? {};
+    const text = `${JSON.stringify(bundle, null, 2)}\n`;
+    if (!args.out) {
+      process.stdout.write(text);
+      return;
+    }
+    fs.writeFileSync(args.out, text, { mode: 0o600 });
+    print(args.json, { ...started, request, out: args.out }, () =>
+      [
+        `exported request ${started.requestId} to ${args.out} (audited):`,
+        describeCounts(request?.counts ?? {}),
+      ].join('\n'),
+    );
+  } catch (err) {
+    throw err instanceof SubjectInputError ? new UsageError(err.message) : err;
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops privacy rotate-key`: a new field key seals from now on; the old ones still open. */
+export async function rotateKeyCommand(options: { json?: boolean }) {
+  const id = rotateFieldKey();
+  print(Boolean(options.json), { current: id }, () =>
+    [
+      `field key ${id} is current: new addresses are sealed with it, older ones open with theirs.`,
+      'restart pops serve and the workers so every process seals with it; re-seal the stored',
+      'addresses with: npx pops privacy reseal',
+    ].join('\n'),
+  );
 }

@@ -11,6 +11,7 @@ import readline from 'node:readline';
 import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
 import type { Reason } from '../domain/contracts/check.js';
 import { judge, QuarantineTally, type ReasonCount } from '../domain/contracts/quarantine.js';
+import { dropTombstonedStaged } from '../domain/privacy/tombstones.js';
 import { activeContracts, type ActiveContract } from '../domain/contracts/registry.js';
 import {
   COPY_CHUNK_CHARS,
@@ -113,6 +114,8 @@ async function copyAndInsert(
   const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally);
   const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS];
   await copyInto(client, 'import_events', columns, messageChunks(file, meter, counter, stage));
+  // Messages of deleted persons are not imported (domain/privacy/tombstones.ts).
+  await dropTombstonedStaged(client, source);
   const inserted = await client.query(
     // A file is history, not a live send: its timestamps are stored as they are, uncorrected.
     `insert into events (message_id, source, type, event, person_id, user_id, anonymous_id,

@@ -11,8 +11,10 @@ import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { ACTIVITY_RETRY } from '../common/failures.js';
 
+// Steps heartbeat: one whose worker died is retried after 10 s, not after its 10 minutes.
 const act = proxyActivities<Activities>({
   startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '10 seconds',
   retry: ACTIVITY_RETRY,
 });
 

@@ -5,7 +5,8 @@
  * the finish (audit row with counts and no personal data; the subject row deleted).
  *
  * A deletion's id is `delete-` and the first 24 hex characters of the identifier's keyed hash: a
- * second request for the same identifier is the same request. An export's id is random: each
+ * second request for the same identifier is the same request, and one for any identifier of a
+ * person deleted before (a tombstone) answers that deletion. An export's id is random: each
  * export is a new bundle.
  */
 import { randomBytes } from 'node:crypto';
@@ -53,6 +54,15 @@ export async function openRequest(
   const suffix = input.kind === 'delete' ? hash.slice(0, 24) : randomBytes(12).toString('hex');
   const id = `${input.kind}-${suffix}`;
   return withTransaction(pool, async (client) => {
+    if (input.kind === 'delete') {
+      // Any identifier of a person deleted before names that deletion.
+      const earlier = await client.query<{ request_id: string }>(
+        'select request_id from privacy_tombstones where identifier_hash = $1',
+        [hash],
+      );
+      const known = earlier.rows[0] && (await getRequest(client, earlier.rows[0].request_id));
+      if (known) return { request: known, created: false };
+    }
     const inserted = await client.query(
       `insert into privacy_requests (id, kind, identifier_hash, reason, requested_by)
        values ($1, $2, $3, $4, $5) on conflict (id) do nothing`,

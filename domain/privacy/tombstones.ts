@@ -1,0 +1,124 @@
+/**
+ * Ingestion's side of deletion: a message carrying an identifier whose keyed hash is a tombstone
+ * (domain/privacy/requests.ts writes them before a deletion removes anything) is dropped before
+ * it is stored, so a deleted person is not re-created by events still on their way. Only the
+ * number dropped per day and source is kept.
+ */
+import type { Queryable } from '../../common/db.js';
+import { identifierHash } from './keys.js';
+import { storedIdentifier } from './pii.js';
+
+/** What a message says about who sent it, as far as tombstones go. */
+export interface TombstoneFields {
+  row: { user_id: string | null; anonymous_id: string | null; previous_id: string | null };
+  /** The checked message (its traits and context are read). */
+  fields: object;
+}
+
+function at(root: unknown, ...path: string[]): unknown {
+  let current = root;
+  for (const key of path) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+/** The keyed hashes of the identifiers a message carries. */
+export function messageHashes(message: TombstoneFields): string[] {
+  const { row, fields } = message;
+  const raw: Array<[string, unknown]> = [
+    ['user_id', row.user_id],
+    ['anonymous_id', row.anonymous_id],
+    // An alias's previous id may be typed either way by the identity rules.
+    ['user_id', row.previous_id],
+    ['anonymous_id', row.previous_id],
+    ['email', at(fields, 'traits', 'email')],
+    ['email', at(fields, 'context', 'traits', 'email')],
+  ];
+  const hashes: string[] = [];
+  for (const [type, value] of raw) {
+    if (typeof value !== 'string') continue;
+    const stored = storedIdentifier({ type, value });
+    if (stored) hashes.push(identifierHash(stored));
+  }
+  return hashes;
+}
+
+/**
+ * The messages without a tombstoned identifier; the others are counted in
+ * privacy_dropped_messages (one query when there is no tombstone at all).
+ */
+export async function droppedByTombstones<M extends TombstoneFields>(
+  db: Queryable,
+  source: string,
+  receivedAt: Date,
+  messages: readonly M[],
+): Promise<M[]> {
+  const any = await db.query('select 1 from privacy_tombstones limit 1');
+  if (any.rowCount === 0) return [...messages];
+  const hashes = messages.map(messageHashes);
+  const { rows } = await db.query<{ identifier_hash: string }>(
+    'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
+    [[...new Set(hashes.flat())]],
+  );
+  const dead = new Set(rows.map((r) => r.identifier_hash));
+  if (dead.size === 0) return [...messages];
+  const kept = messages.filter((_, i) => !(hashes[i] ?? []).some((h) => dead.has(h)));
+  await db.query(
+    `insert into privacy_dropped_messages (day, source, messages)
+     values (($1::timestamptz at time zone 'UTC')::date, $2, $3)
+     on conflict (day, source) do update
+       set messages = privacy_dropped_messages.messages + excluded.messages`,
+    [receivedAt, source, messages.length - kept.length],
+  );
+  return kept;
+}
+
+/**
+ * Deletes the staged rows of an NDJSON import (the temp table `import_events`) that carry a
+ * tombstoned identifier; returns how many. One query when there is no tombstone.
+ */
+export async function dropTombstonedStaged(db: Queryable, source: string): Promise<number> {
+  const any = await db.query('select 1 from privacy_tombstones limit 1');
+  if (any.rowCount === 0) return 0;
+  const { rows } = await db.query<{ type: string; value: string }>(
+    `select distinct t.type, t.value from import_events i
+       cross join lateral (values ('user_id', i.user_id), ('anonymous_id', i.anonymous_id),
+                                  ('user_id', i.previous_id), ('anonymous_id', i.previous_id),
+                                  ('email', i.traits ->> 'email'),
+                                  ('email', i.context -> 'traits' ->> 'email')) as t(type, value)
+      where t.value is not null`,
+  );
+  const byHash = new Map<string, { type: string; value: string }>();
+  for (const row of rows) {
+    const stored = storedIdentifier(row);
+    if (stored) byHash.set(identifierHash(stored), { type: row.type, value: row.value });
+  }
+  const dead = await db.query<{ identifier_hash: string }>(
+    'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
+    [[...byHash.keys()]],
+  );
+  const raw = dead.rows.map((r) => byHash.get(r.identifier_hash)).filter((r) => r !== undefined);
+  if (raw.length === 0) return 0;
+  const ids = raw.filter((r) => r.type !== 'email').map((r) => r.value);
+  const emails = raw.filter((r) => r.type === 'email').map((r) => r.value);
+  const deleted = await db.query(
+    `delete from import_events
+      where user_id = any($1::text[]) or anonymous_id = any($1::text[])
+         or previous_id = any($1::text[])
+         or traits ->> 'email' = any($2::text[]) or context -> 'traits' ->> 'email' = any($2::text[])`,
+    [ids, emails],
+  );
+  const n = deleted.rowCount ?? 0;
+  if (n > 0) {
+    await db.query(
+      `insert into privacy_dropped_messages (day, source, messages)
+       values ((now() at time zone 'UTC')::date, $1, $2)
+       on conflict (day, source) do update
+         set messages = privacy_dropped_messages.messages + excluded.messages`,
+      [source, n],
+    );
+  }
+  return n;
+}

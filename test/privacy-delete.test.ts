@@ -1,0 +1,279 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import {
+  deletePersonData,
+  exportBundle,
+  exportPersonData,
+  privacyWorkflowId,
+  waitForRequest,
+} from '../client/privacy.js';
+import { auditTrail, verifyAudit } from '../domain/audit.js';
+import { setEmailAddress } from '../domain/privacy/contacts.js';
+import { ratedLabelsSql } from '../domain/training-set.js';
+import { createWriteKey } from '../ingest/write-keys.js';
+import { spawnWorker } from './fixtures/spawn-worker.js';
+import { type Harness, startHarness } from './harness.js';
+import { resolveAll } from './identity-support.js';
+import { personMessages, postBatch, scanEveryTable } from './privacy-support.js';
+import { startWorkers } from './retrain-support.js';
+import { testQueuePrefix } from './support.js';
+
+let h: Harness;
+let writeKey: string;
+
+/** Person ids start far from every other sequence, so that a bigint match means a reference. */
+const FIRST_PERSON = 9_000_001;
+
+interface Who {
+  tag: string;
+  user: string;
+  anon: string;
+  anon2: string;
+  email: string;
+}
+const who = (tag: string): Who => ({
+  tag,
+  user: `${tag}-user-q7k`,
+  anon: `${tag}-anon-x3m`,
+  anon2: `${tag}-anon-z9p`,
+  email: `${tag}.Person.Q7K@Example.org`,
+});
+const needles = (w: Who) => [w.user, w.anon, w.anon2, w.email, `Name ${w.tag}`];
+
+async function personOf(userId: string): Promise<number[]> {
+  const { rows } = await h.db.pool.query<{ id: number }>(
+    `select p.id from persons p
+      where p.canonical_id = (select q.canonical_id from identifiers i
+                                join persons q on q.id = i.person_id
+                               where i.type = 'user_id' and i.value = $1)
+      order by p.id`,
+    [userId],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Ingests a person, resolves identities, and gives them rows in the privacy and feature tables. */
+async function seedPerson(w: Who): Promise<number[]> {
+  await postBatch(h.base, writeKey, personMessages(w));
+  await resolveAll(h.db.pool);
+  const ids = await personOf(w.user);
+  const key = String(ids[0]);
+  await setEmailAddress(h.db.pool, key, w.email, 'test');
+  const consent = await h.fetch(`${h.base}/v1/consent`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      identifier: { type: 'email', value: w.email },
+      purposes: { analytics: true },
+    }),
+  });
+  expect(consent.status).toBe(200);
+  const { rows } = await h.db.pool.query<{ id: number }>(
+    `select id from events where message_id = $1`,
+    [`${w.tag}-2`],
+  );
+  await h.db.pool.query(
+    `insert into pit_set_rows (set_key, row_id, ts, person_key, item_key, label, vals)
+     values ('set-' || $1, $2, now(), $3, 'i1', 1, '{0.5}')`,
+    [w.tag, rows[0]?.id, key],
+  );
+  for (const entity of [key, `${key}|i1`, `unresolved:${w.anon}`]) {
+    await h.db.pool.query(
+      `insert into feature_online (name, version, entity_id, ts, vals) values ('f_test', 1, $1, now(), '{1}')`,
+      [entity],
+    );
+    await h.db.pool.query(
+      `insert into feature_values (name, version, ts, entity_id, vals) values ('f_test', 1, now(), $1, '{1}')`,
+      [entity],
+    );
+  }
+  return ids;
+}
+
+beforeAll(async () => {
+  h = await startHarness('privacy-delete', { api: true });
+  writeKey = (await createWriteKey(h.db.pool, 'web', 'tester')).key;
+  await h.db.pool.query(
+    `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
+     values ($1, $1, null, now(), 0, null)`,
+    [FIRST_PERSON - 1],
+  );
+  await h.db.pool.query(
+    `insert into feature_versions (name, version, entity, value_type, definition, computation_sha256,
+                                   owner, description, freshness_sla_seconds, registered_by)
+     values ('f_test', 1, 'person', 'float', '{}', 'x', 'o', 'd', 60, 't')`,
+  );
+  await postBatch(h.base, writeKey, personMessages(who('keep')));
+}, 120_000);
+
+afterAll(async () => {
+  await h?.close();
+});
+
+describe('exportPersonData and deletePersonData', () => {
+  const doomed = who('gone');
+  let ids: number[] = [];
+
+  it('exports everything about the person across their merged identifiers', async () => {
+    ids = await seedPerson(doomed);
+    // identify (user + anon), alias (anon2 into user): one person of two merged nodes.
+    expect(ids.length).toBe(2);
+    expect(ids[0]).toBeGreaterThanOrEqual(FIRST_PERSON);
+    const started = await exportPersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'anonymous_id', value: doomed.anon2 },
+      requestedBy: 'dpo',
+    });
+    const request = await waitForRequest(h.client, h.db.pool, started);
+    expect(request?.status).toBe('done');
+    const bundle = (await exportBundle(h.db.pool, started.requestId)) as Record<
+      string,
+      Record<string, unknown[]>
+    >;
+    expect(bundle['events']?.['events']).toHaveLength(5);
+    const types = (bundle['identifiers']?.['identifiers'] as Array<{ type: string; value: string }>)
+      .map((i) => `${i.type}:${i.value}`)
+      .sort();
+    expect(types).toEqual(
+      [
+        `anonymous_id:${doomed.anon}`,
+        `anonymous_id:${doomed.anon2}`,
+        `email:${doomed.email.toLowerCase()}`,
+        `user_id:${doomed.user}`,
+      ].sort(),
+    );
+    // Marketing from the identify traits (user and anonymous id), analytics over the API (email).
+    expect(bundle['consents']?.['consent_events']).toHaveLength(3);
+    expect(bundle['contacts']?.['contacts']).toHaveLength(1);
+    expect(bundle['profile']?.['persons']).toHaveLength(2);
+    expect(bundle['features']?.['feature_online']).toHaveLength(3);
+    expect(bundle['training']?.['pit_set_rows']).toHaveLength(1);
+  }, 120_000);
+
+  it('deletes every row of the person: a scan of every table finds nothing', async () => {
+    const asked = await h.fetch(`${h.base}/v1/privacy/deletions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        identifier: { type: 'email', value: doomed.email },
+        reason: 'erasure request 4711',
+      }),
+    });
+    expect(asked.status).toBe(202);
+    const started = (await asked.json()) as {
+      requestId: string;
+      workflowId: string;
+      runId: string;
+    };
+    expect(started.workflowId).toBe(privacyWorkflowId(started.requestId));
+    const request = await waitForRequest(h.client, h.db.pool, { ...started, state: 'created' });
+    expect(request).toMatchObject({ status: 'done', requestedBy: 'api-test' });
+    // Hand-counted: 5 events, 4 identifiers, 2 persons, 3 consents, the earlier export bundle.
+    expect(request?.counts).toMatchObject({
+      events: 5,
+      identifiers: 4,
+      persons: 2,
+      consent_events: 3,
+      contacts: 1,
+      feature_online: 3,
+      feature_values: 3,
+      pit_set_rows: 1,
+      privacy_exports: 1,
+      tombstones: 4,
+    });
+
+    expect(await scanEveryTable(h.db.pool, needles(doomed), ids)).toEqual([]);
+    // The other person is whole.
+    const kept = await h.db.pool.query(
+      `select count(*)::int as n from events where user_id = 'keep-user-q7k' or anonymous_id like 'keep-%'`,
+    );
+    expect(kept.rows[0]).toEqual({ n: 5 });
+
+    const audit = await auditTrail(h.db.pool, { subject: `privacy-request/${started.requestId}` });
+    expect(audit.map((r) => r.action)).toEqual(['privacy.person-deleted']);
+    expect(audit[0]?.outputs).toMatchObject({ counts: { events: 5 } });
+    expect((await verifyAudit(h.db.pool)).ok).toBe(true);
+
+    // A second request for the same identifier is the same, finished request.
+    const again = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'user_id', value: doomed.user },
+      reason: 'again',
+      requestedBy: 'dpo',
+    });
+    expect(again.state).toBe('done');
+  }, 120_000);
+
+  it('drops what still arrives for the deleted identifiers, so nothing re-creates the person', async () => {
+    const late = personMessages(doomed).map((m) => ({
+      ...(m as Record<string, unknown>),
+      messageId: `late-${(m as { messageId: string }).messageId}`,
+    }));
+    await postBatch(h.base, writeKey, late);
+    await resolveAll(h.db.pool);
+    expect(await scanEveryTable(h.db.pool, needles(doomed), ids)).toEqual([]);
+    const dropped = await h.db.pool.query(
+      'select sum(messages)::int as n from privacy_dropped_messages',
+    );
+    expect(dropped.rows[0]).toEqual({ n: 5 });
+    const labels = await h.db.pool.query(
+      `select count(*)::int as n from (${ratedLabelsSql('web', new Date(0), new Date(), 'inclusive')}) l`,
+    );
+    // Only the kept person's two ratings remain to train on.
+    expect(labels.rows[0]).toEqual({ n: 2 });
+  }, 120_000);
+});
+
+describe('a worker killed in the middle of a deletion', () => {
+  it('finishes on retry with every table deleted once, and nothing left', async () => {
+    const crashed = who('crash');
+    const ids = await seedPerson(crashed);
+    const prefix = testQueuePrefix('privacy-crash');
+    const doomedWorker = await spawnWorker(h.db.url, prefix);
+    onTestFinished(() => doomedWorker.stop());
+    // feature_online's step waits on this lock: the worker dies while it holds the steps before.
+    const holder = await h.db.pool.connect();
+    await holder.query('begin');
+    await holder.query('lock table feature_online in access exclusive mode');
+    let released = false;
+    const release = async () => {
+      if (released) return;
+      released = true;
+      await holder.query('commit');
+      holder.release();
+    };
+    onTestFinished(release);
+
+    const started = await deletePersonData(h.client, h.db.pool, prefix, {
+      identifier: { type: 'user_id', value: crashed.user },
+      reason: 'crash test',
+      requestedBy: 'dpo',
+    });
+    const steps = async () =>
+      (
+        await h.db.pool.query<{ n: number }>(
+          'select count(*)::int as n from privacy_request_steps where request_id = $1',
+          [started.requestId],
+        )
+      ).rows[0]?.n ?? 0;
+    // tombstones, privacy_exports, outcomes, exposures: then it blocks on feature_online.
+    for (let i = 0; i < 600 && (await steps()) < 4; i++) await sleep(100);
+    expect(await steps()).toBe(4);
+    await sleep(500);
+    await doomedWorker.stop();
+    await release();
+
+    const workers = await startWorkers(h.db.pool, prefix, h.client);
+    try {
+      const request = await waitForRequest(h.client, h.db.pool, started);
+      expect(request?.status).toBe('done');
+      expect(request?.counts).toMatchObject({ events: 5, identifiers: 4, feature_online: 3 });
+    } finally {
+      await workers.stop();
+    }
+    const ledger = await h.db.pool.query<{ step: string }>(
+      'select step from privacy_request_steps where request_id = $1',
+      [started.requestId],
+    );
+    expect(new Set(ledger.rows.map((r) => r.step)).size).toBe(ledger.rows.length);
+    expect(await scanEveryTable(h.db.pool, needles(crashed), ids)).toEqual([]);
+  }, 240_000);
+});
