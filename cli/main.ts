@@ -557,6 +557,28 @@ tokensCmd
   .option('--json', 'machine-readable output')
   .action(lazy(tokens, 'revokeTokenCommand'));
 
+const privacyCmd = program
+  .command('privacy')
+  .description('data subject requests: delete or export everything about a person');
+privacyCmd
+  .command('delete <identifier>')
+  .description('delete every row of the person of type:value across tables (tombstoned; audited)')
+  .requiredOption('--reason <text>', 'why (audited; write no personal data here)')
+  .option('--no-wait', 'start it and return')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'deleteCommand'));
+privacyCmd
+  .command('export <identifier>')
+  .description('everything about the person of type:value as one JSON bundle (audited)')
+  .option('--out <file>', 'write the bundle here (mode 600) instead of stdout')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'exportCommand'));
+privacyCmd
+  .command('rotate-key')
+  .description('make a new field key current for sealing addresses (old keys still open)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'rotateKeyCommand'));
+
 // With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
 program.hook('preAction', async (_program, action) => {
   if (!process.env['POPS_TOKEN']) return;
