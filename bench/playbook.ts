@@ -138,7 +138,7 @@ export async function benchPlaybook(
         reason: 'bench: no approval wait',
         step: 'close',
       });
-      const result = await rt.client.workflow.getHandle(`playbook/${incident}`).result();
+      const result: unknown = await rt.client.workflow.getHandle(`playbook/${incident}`).result();
       const done = Date.now();
       const verify = (await incidentTimeline(pool, incident)).find(
         (e) => e.kind === 'step-ended' && e.stepId === 'verify' && e.outcome === 'ok',

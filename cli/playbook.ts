@@ -296,7 +296,8 @@ export async function statusCommand(incident: string, options: Record<string, un
           : []),
         ...(live?.waiting
           ? [
-              `waiting: ${live.waiting.step}, approved by ${live.waiting.approvedBy.join(', ') || 'nobody'}` +
+              `waiting: ${live.waiting.step}, approved by ` +
+                (live.waiting.approvedBy.join(', ') || 'nobody') +
                 ` of quorum ${live.waiting.quorum}, until ${live.waiting.deadline}`,
             ]
           : []),

@@ -74,7 +74,8 @@ export interface RunAsk {
 
 /** A new incident id: `inc-<yyyymmdd>-<6 hex>`. */
 export function newIncidentId(now = new Date()): string {
-  return `inc-${now.toISOString().slice(0, 10).replace(/-/g, '')}-${randomBytes(3).toString('hex')}`;
+  const day = now.toISOString().slice(0, 10).replace(/-/g, '');
+  return `inc-${day}-${randomBytes(3).toString('hex')}`;
 }
 
 /** The dry run: resolved parameters, steps, branches, and what the first effects would touch. */
@@ -94,7 +95,8 @@ export async function planPlaybook(
         model: typeof a['model'] === 'string' ? a['model'] : undefined,
       });
       preview.push(
-        `${step.id}: would pause ${running.map((r) => r.surface).join(', ') || 'no running rollout'}`,
+        `${step.id}: would pause ` +
+          (running.map((r) => r.surface).join(', ') || 'no running rollout'),
       );
     }
     if (step.type === 'rollback_model' && typeof a['model'] === 'string') {
@@ -152,7 +154,8 @@ export async function startPlaybookRun(
   if (existing && (existing.playbook !== p.name || existing.playbookVersion !== p.version)) {
     throw new PlaybookRefusal(
       'conflict',
-      `incident ${id} runs ${existing.playbook} v${existing.playbookVersion}, not ${p.name} v${p.version}`,
+      `incident ${id} runs ${existing.playbook} v${existing.playbookVersion},` +
+        ` not ${p.name} v${p.version}`,
     );
   }
   if (existing && CLOSED.has(existing.status)) {

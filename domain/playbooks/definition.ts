@@ -260,7 +260,8 @@ function checkExpression(
   for (const name of refs.params) {
     if (!(name in params)) {
       problems.push(
-        `${place} ${field}: refers to parameter "${name}", which is not declared (got ${shown(expression)})`,
+        `${place} ${field}: refers to parameter "${name}", which is not declared` +
+          ` (got ${shown(expression)})`,
       );
     }
   }

@@ -95,12 +95,7 @@ export function incidentMarkdown(r: IncidentReport): string {
     '',
     '## Compensation',
     '',
-    ...listOr(
-      r.timeline
-        .filter((e) => e.kind === 'compensation-ended')
-        .map((e) => `- ${e.stepId ?? ''} (${e.stepType ?? ''}): ${e.outcome ?? ''} — ${e.message}`),
-      '- none',
-    ),
+    ...listOr(r.timeline.filter((e) => e.kind === 'compensation-ended').map(undoLine), '- none'),
     '',
     '## Root cause',
     '',
@@ -112,6 +107,10 @@ export function incidentMarkdown(r: IncidentReport): string {
     '',
   ];
   return lines.join('\n');
+}
+
+function undoLine(e: TimelineEntry): string {
+  return `- ${e.stepId ?? ''} (${e.stepType ?? ''}): ${e.outcome ?? ''} — ${e.message}`;
 }
 
 function listOr(items: string[], empty: string): string[] {

@@ -1,8 +1,8 @@
 /**
  * The step types of a playbook and the arguments (`with:`) each takes, as zod shapes. A value in
- * `with:` may be a template (`${params.model}`, see expressions.ts): at load it is accepted in place
- * of any value, at run time the resolved arguments are checked against these shapes. Pure, for
- * workflow code.
+ * `with:` may be a template (`${params.model}`, see expressions.ts): at load it is accepted in
+ * place of any value, at run time the resolved arguments are checked against these shapes. Pure,
+ * for workflow code.
  */
 import { z } from 'zod';
 import { surfaceNameSchema } from '../decide/routing.js';
@@ -12,6 +12,8 @@ import { durationSchema } from '../rollout/config.js';
 
 const isoInstant = z.iso.datetime({ offset: true });
 const person = plainText(200);
+// A day as text (z.iso.date() parsed as z.date() inside the workflow sandbox, refusing strings).
+const day = z.string().regex(/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/, 'is not a day (YYYY-MM-DD)');
 const url = z.url({ protocol: /^https?$/ }).max(2000);
 
 /** The arguments of each step type, before templates are allowed in. */
@@ -107,8 +109,8 @@ export const STEP_ARGS = {
     }),
   check_quality: z.strictObject({
     features: z.array(z.string().regex(/^[a-z0-9_.-]+@[0-9]+$/, 'is not name@version')).min(1),
-    from: z.iso.date(),
-    to: z.iso.date(),
+    from: day,
+    to: day,
   }),
   stop_campaigns: z.strictObject({
     names: z.array(z.string().min(1).max(100)).optional(),

@@ -181,7 +181,9 @@ async function escalate(ctx: RunContext, step: PlaybookStep, a: StepArgs<'approv
     stepId: step.id,
     stepType: step.type,
     outcome: 'escalated',
-    message: `no decision by the timeout (${a.timeout}); escalated to ${a.escalate_to.join(', ') || 'the same approvers'}`,
+    message:
+      `no decision by the timeout (${a.timeout}); escalated to ` +
+      (a.escalate_to.join(', ') || 'the same approvers'),
     summary: { escalateTo: a.escalate_to },
     actor: 'pops',
   });

@@ -41,7 +41,8 @@ export function resolveArgs(step: PlaybookStep, context: ExpressionContext): unk
     .join('; ');
   throw failure(
     FAILURE_TYPES.validation,
-    `step ${step.id}: resolved arguments are invalid: ${problems} (got ${JSON.stringify(resolved)?.slice(0, 300)})`,
+    `step ${step.id}: resolved arguments are invalid: ${problems}` +
+      ` (got ${JSON.stringify(resolved)?.slice(0, 300)})`,
   );
 }
 
@@ -294,7 +295,9 @@ export async function undoStep(
       });
       return {
         skipped: false,
-        message: `production back to v${o.from}; routes restored on ${routes.map((r) => r.surface).join(', ') || 'none'}`,
+        message:
+          `production back to v${o.from}; routes restored on ` +
+          (routes.map((r) => r.surface).join(', ') || 'none'),
       };
     }
     case 'set_mode': {
