@@ -371,7 +371,10 @@ export async function scopeCsv(
   return { csv, rows: rows.length };
 }
 
-/** Stores the scope's CSV once per (incident, step); answers what is stored. */
+/**
+ * Records the scope's export once per (incident, step): its row count and the digest of its CSV
+ * (the list itself stays in incident_scope, see migration 0020). Answers what is recorded.
+ */
 export async function storeExport(
   db: Queryable,
   incident: string,
@@ -380,27 +383,32 @@ export async function storeExport(
   const { csv, rows } = await scopeCsv(db, incident);
   const sha256 = createHash('sha256').update(csv).digest('hex');
   await db.query(
-    `insert into incident_exports (incident_id, step_id, rows, csv, sha256)
-     values ($1, $2, $3, $4, $5) on conflict (incident_id, step_id) do nothing`,
-    [incident, stepId, rows, csv, sha256],
+    `insert into incident_exports (incident_id, step_id, rows, sha256)
+     values ($1, $2, $3, $4) on conflict (incident_id, step_id) do nothing`,
+    [incident, stepId, rows, sha256],
   );
   const stored = await getExport(db, incident, stepId);
   if (!stored) throw new Error(`export of ${incident} vanished`);
   return { rows: stored.rows, sha256: stored.sha256, bytes: Buffer.byteLength(stored.csv) };
 }
 
-/** An incident's stored export (of one step, or its latest). */
+/**
+ * An incident's export (of one step, or its latest): the CSV read now from incident_scope, the
+ * rows and digest recorded when it was made (they differ once a person in it was deleted).
+ */
 export async function getExport(
   db: Queryable,
   incident: string,
   stepId?: string,
 ): Promise<{ stepId: string; rows: number; csv: string; sha256: string } | undefined> {
-  const { rows } = await db.query<{ step_id: string; rows: number; csv: string; sha256: string }>(
-    `select step_id, rows, csv, sha256 from incident_exports
+  const { rows } = await db.query<{ step_id: string; rows: number; sha256: string }>(
+    `select step_id, rows, sha256 from incident_exports
       where incident_id = $1 and ($2::text is null or step_id = $2)
       order by created_at desc limit 1`,
     [incident, stepId ?? null],
   );
   const r = rows[0];
-  return r ? { stepId: r.step_id, rows: r.rows, csv: r.csv, sha256: r.sha256 } : undefined;
+  if (!r) return undefined;
+  const { csv } = await scopeCsv(db, incident);
+  return { stepId: r.step_id, rows: r.rows, csv, sha256: r.sha256 };
 }

@@ -143,6 +143,14 @@ export const PERSON_TABLES: readonly PersonTable[] = [
     deletion: 'delete',
     section: 'campaigns',
   },
+  // Incidents (migrations 0017, 0020): the persons a playbook found in scope (the DPO export is
+  // read from these rows; the other incident tables hold counts, never a person).
+  {
+    table: 'incident_scope',
+    columns: [c('person_key', 'person_key')],
+    deletion: 'delete',
+    section: 'incidents',
+  },
   {
     table: 'quarantined_events',
     columns: [
