@@ -2,7 +2,8 @@
  * Data subject requests over HTTP: POST /v1/privacy/deletions `{ identifier, reason }` and POST
  * /v1/privacy/exports `{ identifier }` open the request and start its workflow (202; 200 when it
  * attached to a running one or the deletion was done before), GET /v1/privacy/requests/:id
- * answers its state and counts, GET /v1/privacy/exports/:id the bundle of a finished export.
+ * answers its state and counts, GET /v1/privacy/exports/:id the bundle of a finished export; GET
+ * /v1/audit/checkpoint the audit chain's head, for an auditor to keep outside the database.
  * Registered by api/server.ts as a plugin; every route is admin's (api/roles.ts).
  */
 import type { Client } from '@temporalio/client';
@@ -10,6 +11,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { deletePersonData, exportBundle, exportPersonData, getRequest } from '../client/privacy.js';
 import type { Pool } from '../common/db.js';
+import { auditCheckpoint } from '../domain/audit.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { plainText } from '../domain/retrain.js';
 import { actorOf } from './actor.js';
@@ -64,6 +66,9 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
     if (!found) throw new ApiError('not_found', `no privacy request ${id}`);
     return found;
   });
+
+  // The chain's head for an auditor to keep outside the database (pops audit verify --checkpoint).
+  app.get('/v1/audit/checkpoint', async () => ({ checkpoint: await auditCheckpoint(pool) }));
 
   app.get('/v1/privacy/exports/:id', async (request) => {
     const { id } = parse(idParams, request.params, 'path');

@@ -104,7 +104,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /v1/incidents/:id/approve': RESPOND,
   'POST /v1/incidents/:id/reject': RESPOND,
   'POST /v1/incidents/:id/abort': RESPOND,
-  'GET /v1/incidents/:id/export': ['responder', 'auditor'],
+  // The affected list holds person keys: not the auditor's.
+  'GET /v1/incidents/:id/export': ['responder'],
   // Consent and privacy requests.
   'PUT /v1/consent': ['marketer', 'ingest'],
   'GET /v1/consent': ['marketer'],
@@ -114,6 +115,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /v1/privacy/exports': [],
   'GET /v1/privacy/requests/:id': ['auditor'],
   'GET /v1/privacy/exports/:id': [],
+  'GET /v1/audit/checkpoint': ['auditor'],
 };
 
 /** The access of a route, or undefined when the table does not name it (then: refused). */
@@ -158,4 +160,11 @@ export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
   import: ['admin', 'mlops', 'ingest'],
   'write-keys': ['admin'],
   contracts: ['admin', 'mlops'],
+  playbook: ['admin', 'responder'],
+  'playbook list': ['admin', 'responder', 'auditor'],
+  'playbook plan': ['admin', 'responder', 'auditor'],
+  'playbook status': ['admin', 'responder', 'auditor'],
+  incident: ['admin', 'responder', 'auditor'],
+  // The affected list holds person keys: not the auditor's.
+  'incident export': ['admin', 'responder'],
 };

@@ -1,7 +1,6 @@
-/** `pops import …`, `pops models …` and `pops audit verify`: commands needing PostgreSQL only. */
+/** `pops import …` and `pops models …`: commands needing PostgreSQL only. */
 import fs from 'node:fs';
 import { z } from 'zod';
-import { verifyAudit } from '../domain/audit.js';
 import type { ReasonCount } from '../domain/contracts/quarantine.js';
 import { modelNameSchema } from '../domain/retrain.js';
 import { declareModel, listModels, showModel } from '../domain/registry.js';
@@ -172,18 +171,3 @@ export async function showModelCommand(
   }
 }
 
-/** `pops audit verify`: exits 1 when the chain is broken. */
-export async function verifyAuditCommand(options: { json?: boolean }) {
-  const rt = await openDatabase();
-  try {
-    const result = await verifyAudit(rt.pool);
-    print(Boolean(options.json), result, () =>
-      result.ok
-        ? `ok, ${result.rows} rows`
-        : `broken at row ${result.seq}: ${result.reason} (${result.rows} rows verified before it)`,
-    );
-    if (!result.ok) process.exitCode = 1;
-  } finally {
-    await rt.close();
-  }
-}

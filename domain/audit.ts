@@ -206,3 +206,62 @@ export async function auditTrail(
   );
   return result.rows.map(fromDb);
 }
+
+/** An anchor of the chain kept outside the database: the hash of row `seq` when it was taken. */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: string;
+  /** When the checkpoint was taken. */
+  takenAt: string;
+}
+
+/** The latest row's seq and hash, as a checkpoint taken now (null for an empty log). */
+export async function auditCheckpoint(
+  db: Queryable,
+  now = new Date(),
+): Promise<AuditCheckpoint | null> {
+  const { rows } = await db.query<{ seq: number; hash: string }>(
+    'select seq, hash from audit_log order by seq desc limit 1',
+  );
+  const last = rows[0];
+  return last ? { seq: last.seq, hash: last.hash, takenAt: now.toISOString() } : null;
+}
+
+/**
+ * Checks the log against checkpoints kept elsewhere: each checkpoint's row must still be there
+ * with the same hash. A log cut after a checkpoint (rows removed from its end, or the whole log
+ * rebuilt) fails here even though the chain that is left is intact. Run after verifyAudit.
+ */
+export async function verifyCheckpoints(
+  db: Queryable,
+  checkpoints: readonly AuditCheckpoint[],
+): Promise<{ ok: true; checked: number } | { ok: false; seq: number; reason: string }> {
+  const { rows: tail } = await db.query<{ seq: number }>(
+    'select coalesce(max(seq), 0)::bigint as seq from audit_log',
+  );
+  const last = tail[0]?.seq ?? 0;
+  for (const checkpoint of checkpoints) {
+    if (checkpoint.seq > last) {
+      return {
+        ok: false,
+        seq: checkpoint.seq,
+        reason:
+          `the log ends at row ${last}, before row ${checkpoint.seq} of the checkpoint taken` +
+          ` ${checkpoint.takenAt}: rows were removed from its end`,
+      };
+    }
+    const { rows } = await db.query<{ hash: string }>('select hash from audit_log where seq = $1', [
+      checkpoint.seq,
+    ]);
+    if (rows[0]?.hash !== checkpoint.hash) {
+      return {
+        ok: false,
+        seq: checkpoint.seq,
+        reason:
+          `row ${checkpoint.seq} does not have the hash of the checkpoint taken` +
+          ` ${checkpoint.takenAt}: the log was rewritten up to it`,
+      };
+    }
+  }
+  return { ok: true, checked: checkpoints.length };
+}

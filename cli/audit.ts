@@ -1,0 +1,125 @@
+/**
+ * `pops audit verify [--checkpoint <file|url>]` and `pops audit checkpoint [--out <file>]`. The
+ * chain's hashes show an edited or reordered row, but not rows cut from its end: a checkpoint (the
+ * latest row's seq and hash) kept outside the database, by an auditor, anchors it. `checkpoint`
+ * prints one, or appends it as a JSON line to a file; `verify --checkpoint` checks every
+ * checkpoint of a file (JSON lines, or one JSON object) or of a URL that answers one (such as
+ * GET /v1/audit/checkpoint of another deployment's copy, or the auditor's own store).
+ */
+import fs from 'node:fs';
+import { z } from 'zod';
+import {
+  auditCheckpoint,
+  type AuditCheckpoint,
+  verifyAudit,
+  verifyCheckpoints,
+} from '../domain/audit.js';
+import { parseArgs, print, UsageError } from './output.js';
+import { openDatabase } from './runtime.js';
+
+const checkpointSchema = z.object({
+  seq: z.number().int().positive(),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  takenAt: z.string().min(1),
+});
+const verifyArgs = z.object({
+  checkpoint: z.string().min(1).optional(),
+  json: z.boolean().default(false),
+});
+const checkpointArgs = z.object({
+  out: z.string().min(1).optional(),
+  json: z.boolean().default(false),
+});
+
+/** The checkpoints of a file or URL: JSON lines, or one JSON object (`{ checkpoint }` too). */
+async function readCheckpoints(where: string): Promise<AuditCheckpoint[]> {
+  let text: string;
+  if (/^https?:\/\//.test(where)) {
+    const response = await fetch(where, { headers: { accept: 'application/json' } });
+    if (!response.ok) throw new UsageError(`--checkpoint ${where}: answered ${response.status}`);
+    text = await response.text();
+  } else {
+    try {
+      text = fs.readFileSync(where, 'utf8');
+    } catch (err) {
+      throw new UsageError(`--checkpoint ${where}: ${(err as Error).message}`);
+    }
+  }
+  // One JSON document (as `pops audit checkpoint --json` prints it), else JSON lines.
+  let lines: string[];
+  try {
+    JSON.parse(text);
+    lines = [text];
+  } catch {
+    lines = text.split('\n');
+  }
+  const checkpoints: AuditCheckpoint[] = [];
+  for (const [i, line] of lines.entries()) {
+    if (line.trim() === '') continue;
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      throw new UsageError(`--checkpoint ${where}: line ${i + 1} is not JSON`);
+    }
+    const inner = (json as { checkpoint?: unknown }).checkpoint ?? json;
+    const parsed = checkpointSchema.safeParse(inner);
+    if (!parsed.success) {
+      throw new UsageError(`--checkpoint ${where}: line ${i + 1} is not {seq, hash, takenAt}`);
+    }
+    checkpoints.push(parsed.data);
+  }
+  if (checkpoints.length === 0) throw new UsageError(`--checkpoint ${where}: holds no checkpoint`);
+  return checkpoints;
+}
+
+/** `pops audit verify [--checkpoint <file|url>]`: exit 1 when the chain or a checkpoint fails. */
+export async function verifyCommand(options: Record<string, unknown>) {
+  const args = parseArgs(verifyArgs, options);
+  const checkpoints = args.checkpoint ? await readCheckpoints(args.checkpoint) : [];
+  const rt = await openDatabase();
+  try {
+    const chain = await verifyAudit(rt.pool);
+    const anchored =
+      chain.ok && checkpoints.length > 0 ? await verifyCheckpoints(rt.pool, checkpoints) : null;
+    const ok = chain.ok && (anchored === null || anchored.ok);
+    print(args.json, { ...chain, ok, checkpoints: anchored }, () => {
+      if (!chain.ok) {
+        return `broken at row ${chain.seq}: ${chain.reason} (${chain.rows} rows verified before it)`;
+      }
+      if (anchored && !anchored.ok) return `chain ok (${chain.rows} rows) but ${anchored.reason}`;
+      const suffix = anchored
+        ? `, ${anchored.checked} checkpoint(s) match`
+        : ' (no checkpoint given: a cut end would not show)';
+      return `ok, ${chain.rows} rows${suffix}`;
+    });
+    if (!ok) process.exitCode = 1;
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops audit checkpoint [--out <file>]`: the head of the chain, printed or appended to a file. */
+export async function checkpointCommand(options: Record<string, unknown>) {
+  const args = parseArgs(checkpointArgs, options);
+  const rt = await openDatabase();
+  try {
+    const chain = await verifyAudit(rt.pool);
+    if (!chain.ok) {
+      throw new UsageError(
+        `the chain is broken at row ${chain.seq}: ${chain.reason}; no checkpoint`,
+      );
+    }
+    const checkpoint = await auditCheckpoint(rt.pool);
+    if (!checkpoint) throw new UsageError('the audit log is empty: nothing to anchor yet');
+    if (args.out) fs.appendFileSync(args.out, `${JSON.stringify(checkpoint)}\n`);
+    print(args.json, checkpoint, () =>
+      args.out
+        ? `appended checkpoint of row ${checkpoint.seq} to ${args.out}; keep it where the database's` +
+          ' admins cannot write'
+        : JSON.stringify(checkpoint),
+    );
+  } finally {
+    await rt.close();
+  }
+}
