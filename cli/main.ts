@@ -33,6 +33,7 @@ const surfaces = () => import('./surfaces.js');
 const simulate = () => import('./simulate.js');
 const campaign = () => import('./campaign.js');
 const tokens = () => import('./tokens.js');
+const audit = () => import('./audit.js');
 const privacyCli = () => import('./privacy.js');
 
 const program = new Command('pops')
@@ -261,13 +262,19 @@ rolloutCmd
   .option('--json', 'machine-readable output')
   .action(lazy(rollout, 'approveCommand'));
 
-program
-  .command('audit')
-  .description('the audit log')
+const auditCmd = program.command('audit').description('the audit log');
+auditCmd
   .command('verify')
   .description('walk the hash chain; report the first row that does not match (exit 1)')
+  .option('--checkpoint <file|url>', 'also check checkpoints kept elsewhere (detects a cut end)')
   .option('--json', 'machine-readable output')
-  .action(lazy(data, 'verifyAuditCommand'));
+  .action(lazy(audit, 'verifyCommand'));
+auditCmd
+  .command('checkpoint')
+  .description("the chain's head (seq, hash), printed or appended to a file to keep elsewhere")
+  .option('--out <file>', 'append it as a JSON line to this file')
+  .option('--json', 'machine-readable output')
+  .action(lazy(audit, 'checkpointCommand'));
 
 const identityCmd = program
   .command('identity')
