@@ -182,8 +182,9 @@ export async function retrainCommand(options: Record<string, unknown>): Promise<
   if (args.promote && (args.canary || args.canaryFile)) {
     throw new UsageError('--promote and --canary: choose one way to promote');
   }
-  if (args.canaryFile && !args.canary)
+  if (args.canaryFile && !args.canary) {
     throw new UsageError('--canary-file needs --canary <surface>');
+  }
   const input = parseArgs(retrainInputSchema, {
     ...(args.canary
       ? {

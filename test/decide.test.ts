@@ -330,8 +330,11 @@ describe('POST /v1/decide', () => {
     // The most common genre among the candidates, and one item outside it, are filtered.
     const counts = new Map<string, number>();
     for (const r of rows) for (const g of r.genres) counts.set(g, (counts.get(g) ?? 0) + 1);
-    const [genre] = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]!;
-    const item = rows.find((r) => !r.genres.includes(genre))!.item_id;
+    const ranked = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+    const genre = ranked[0]?.[0] ?? '';
+    const item = rows.find((r) => !r.genres.includes(genre))?.item_id ?? '';
+    expect(genre).not.toBe('');
+    expect(item).not.toBe('');
     const expected = rows
       .filter((r) => !r.genres.includes(genre) && r.item_id !== item)
       .map((r) => r.item_id);
