@@ -41,6 +41,9 @@ export async function startMailCatcher(
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
   });
+  // After the start, an error is a client's (a worker killed mid-session resets its connection).
+  server.removeAllListeners('error');
+  server.on('error', (err) => log.debug({ err }, 'mail catcher: a client connection failed'));
   log.info(
     { port, dir },
     'mail catcher listening (POPS_SMTP_URL unset): messages become .eml files',

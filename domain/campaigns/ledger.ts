@@ -83,36 +83,55 @@ export async function recordOutcome(
 }
 
 /**
- * Claims the send: the ledger row becomes `pending` (inserted, or moved from `held`). False when
- * another attempt holds or finished it, in which case nothing may be sent.
+ * Claims sends: each ledger row becomes `pending` (inserted, or moved from `held`), all in one
+ * statement. Returns the persons claimed; one missing is held or finished by another attempt,
+ * and nothing may be sent to it.
  */
-export async function claimSend(
+export async function claimSends(
   db: Queryable,
-  row: { campaign: string; fireTime: Date; personKey: string; messageId: string },
-): Promise<boolean> {
-  const { rowCount } = await db.query(
+  run: { campaign: string; fireTime: Date },
+  rows: ReadonlyArray<{ personKey: string; messageId: string }>,
+): Promise<Set<string>> {
+  const { rows: claimed } = await db.query<{ person_key: string }>(
     `insert into campaign_sends (campaign, fire_time, person_key, status, message_id, attempts)
-     values ($1, $2, $3, 'pending', $4, 1)
+     select $1, $2, r.key, 'pending', r.message_id, 1
+       from unnest($3::text[], $4::text[]) as r(key, message_id)
      on conflict (campaign, fire_time, person_key) do update
         set status = 'pending', message_id = excluded.message_id, attempts = 1,
             release_at = null, updated_at = now()
-      where campaign_sends.status = 'held'`,
-    [row.campaign, row.fireTime, row.personKey, row.messageId],
+      where campaign_sends.status = 'held'
+     returning person_key`,
+    [run.campaign, run.fireTime, rows.map((r) => r.personKey), rows.map((r) => r.messageId)],
   );
-  return (rowCount ?? 0) > 0;
+  return new Set(claimed.map((r) => r.person_key));
 }
 
-/** Marks a pending send with how it ended. */
-export async function markSend(
+/** Marks pending sends with how each ended, in one statement. */
+export async function markSends(
   db: Queryable,
-  row: { campaign: string; fireTime: Date; personKey: string },
-  outcome: { status: 'sent' | 'failed' | 'unknown'; response: string; attempts: number },
+  run: { campaign: string; fireTime: Date },
+  outcomes: ReadonlyArray<{
+    personKey: string;
+    status: 'sent' | 'failed' | 'unknown';
+    response: string;
+    attempts: number;
+  }>,
 ): Promise<void> {
+  if (outcomes.length === 0) return;
   await db.query(
-    `update campaign_sends set status = $4, smtp_response = $5, attempts = $6,
-            reason = case when $4 = 'sent' then null else $5 end, updated_at = now()
-      where campaign = $1 and fire_time = $2 and person_key = $3 and status = 'pending'`,
-    [row.campaign, row.fireTime, row.personKey, outcome.status, outcome.response, outcome.attempts],
+    `update campaign_sends s
+        set status = o.status, smtp_response = o.response, attempts = o.attempts,
+            reason = case when o.status = 'sent' then null else o.response end, updated_at = now()
+       from unnest($3::text[], $4::text[], $5::text[], $6::int[]) as o(key, status, response, attempts)
+      where s.campaign = $1 and s.fire_time = $2 and s.person_key = o.key and s.status = 'pending'`,
+    [
+      run.campaign,
+      run.fireTime,
+      outcomes.map((o) => o.personKey),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => o.response),
+      outcomes.map((o) => o.attempts),
+    ],
   );
 }
 
@@ -180,6 +199,19 @@ export async function capAllows(
     [input.personKey, input.at, cap.days],
   );
   return (rows[0]?.n ?? 0) < cap.max;
+}
+
+/** Gives the run's slots of these persons back (their sends failed). */
+export async function releaseCaps(
+  db: Queryable,
+  run: { campaign: string; fireTime: Date },
+  personKeys: readonly string[],
+): Promise<void> {
+  await db.query(
+    `delete from campaign_cap_slots
+      where campaign = $1 and fire_time = $2 and person_key = any($3::text[])`,
+    [run.campaign, run.fireTime, personKeys],
+  );
 }
 
 /** Gives a run's slot back (its send failed or did not happen). */

@@ -2,9 +2,11 @@
  * The send path shared by campaigns and notices: for each chunk of recipients, read consent,
  * suppression and addresses at that moment (so an opt-out or a suppression stops the rest of a
  * batch in flight), then per person apply local send time and quiet hours, the frequency cap
- * (reserved atomically, given back when the send fails), render, write the ledger row, hand the
- * message to SMTP and mark the row. Holdout persons go through every gate and end as
- * `would_send`. A pending row left by an attempt that died is `unknown` and never sent again.
+ * (reserved atomically, given back when the send fails) and render. The chunk's ledger rows are
+ * then written `pending` in one statement BEFORE any of its messages goes to SMTP, and marked in
+ * one statement after they all ended. Holdout persons go through every gate and end as
+ * `would_send`. A pending row left by an attempt that died is `unknown` and never sent again, so
+ * a crash costs at most the chunks in flight (two) as unknowns: at-most-once, never twice.
  */
 import { createHash } from 'node:crypto';
 import type { Pool } from '../../common/db.js';
@@ -15,15 +17,16 @@ import { nextLocalTime, quietUntil } from './gates.js';
 import {
   abandonPending,
   capAllows,
-  claimSend,
+  claimSends,
   ledgerRows,
-  markSend,
+  markSends,
   recordOutcome,
   releaseCap,
+  releaseCaps,
   reserveCap,
   suppressedPersons,
 } from './ledger.js';
-import type { Mailer, SendOutcome } from './mailer.js';
+import type { Mailer, OutgoingMail, SendOutcome } from './mailer.js';
 import { signUnsubscribe, unsubscribeUrl } from './unsubscribe.js';
 
 /** One person of a run's audience snapshot. */
@@ -98,14 +101,24 @@ export async function sendToRecipients(
   const bump = (what: string) => {
     counts[what] = (counts[what] ?? 0) + 1;
   };
-  for (let i = 0; i < recipients.length; i += ctx.chunk) {
-    ctx.heartbeat?.();
-    if (spec.paused && (await spec.paused())) return { counts, paused: true };
-    const chunk = recipients.slice(i, i + ctx.chunk);
-    const outcomes = await sendChunk(ctx, spec, chunk);
-    for (const o of outcomes) bump(o);
-  }
-  return { counts, paused: false };
+  // Two chunks in flight, so that one slow answer does not idle the pool while its chunk ends;
+  // each chunk still reads its gates just before its own sends.
+  let next = 0;
+  let paused = false;
+  const lane = async () => {
+    while (!paused && next < recipients.length) {
+      const chunk = recipients.slice(next, next + ctx.chunk);
+      next += ctx.chunk;
+      ctx.heartbeat?.();
+      if (spec.paused && (await spec.paused())) {
+        paused = true;
+        return;
+      }
+      for (const o of await sendChunk(ctx, spec, chunk)) bump(o);
+    }
+  };
+  await Promise.all([lane(), lane()]);
+  return { counts, paused };
 }
 
 async function sendChunk(
@@ -128,7 +141,7 @@ async function sendChunk(
     spec.suppression ? suppressedPersons(ctx.pool, openKeys) : Promise.resolve(new Set<string>()),
     emailAddresses(ctx.pool, openKeys),
   ]);
-  return Promise.all(
+  const prepared = await Promise.all(
     open.map((r) => {
       const address = addresses.get(r.personKey);
       const gate = !consented.has(r.personKey)
@@ -139,9 +152,61 @@ async function sendChunk(
             ? 'no_address'
             : undefined;
       if (gate || address === undefined) return skip(ctx, spec, r, gate ?? 'no_address');
-      return sendOne(ctx, spec, r, address, now);
+      return prepare(ctx, spec, r, address, now);
     }),
   );
+  const outcomes = prepared.filter((p): p is string => typeof p === 'string');
+  const ready = prepared.filter((p): p is Prepared => typeof p !== 'string');
+  if (ready.length === 0) return outcomes;
+  // The ledger rows of the chunk's sends, written before any of them goes (one statement), and
+  // marked after all of them ended (one statement): a crash between the two leaves them pending,
+  // which the next attempt turns into unknown.
+  const claimed = await claimSends(
+    ctx.pool,
+    spec,
+    ready.map((p) => ({ personKey: p.personKey, messageId: p.mail.messageId })),
+  );
+  const sending = ready.filter((p) => claimed.has(p.personKey));
+  const delivered = await Promise.all(
+    sending.map(async (p) => ({ personKey: p.personKey, ...(await deliver(ctx, p.mail)) })),
+  );
+  await markSends(
+    ctx.pool,
+    spec,
+    delivered.map((d) => ({
+      personKey: d.personKey,
+      status: statusOf(d.outcome),
+      response:
+        d.outcome.kind === 'sent' ? d.outcome.response : `${d.outcome.kind}: ${d.outcome.response}`,
+      attempts: d.attempts,
+    })),
+  );
+  // It may have been delivered: an unknown send keeps its cap slot; a failed one gives it back.
+  const failed = delivered.filter((d) => statusOf(d.outcome) === 'failed').map((d) => d.personKey);
+  if (failed.length > 0) await releaseCaps(ctx.pool, spec, failed);
+  for (const d of delivered) {
+    if (d.outcome.kind === 'unknown') {
+      ctx.log.warn({ campaign: spec.campaign, person: d.personKey }, 'send outcome unknown');
+    }
+  }
+  return [
+    ...outcomes,
+    ...ready.filter((p) => !claimed.has(p.personKey)).map(() => 'taken'),
+    ...delivered.map((d) =>
+      d.outcome.kind === 'sent' || d.outcome.kind === 'unknown'
+        ? d.outcome.kind
+        : `failed:${d.outcome.kind}`,
+    ),
+  ];
+}
+
+interface Prepared {
+  personKey: string;
+  mail: OutgoingMail;
+}
+
+function statusOf(outcome: SendOutcome): 'sent' | 'unknown' | 'failed' {
+  return outcome.kind === 'sent' || outcome.kind === 'unknown' ? outcome.kind : 'failed';
 }
 
 async function skip(ctx: SendContext, spec: SendSpec, r: Recipient, reason: string) {
@@ -159,13 +224,14 @@ function keyOf(spec: SendSpec, r: Recipient) {
   return { campaign: spec.campaign, fireTime: spec.fireTime, personKey: r.personKey };
 }
 
-async function sendOne(
+/** The person's message, ready to claim and send, or the outcome that stops it here. */
+async function prepare(
   ctx: SendContext,
   spec: SendSpec,
   r: Recipient,
   address: string,
   now: Date,
-): Promise<string> {
+): Promise<string | Prepared> {
   const key = keyOf(spec, r);
   const release = whenItMayGo(spec, r, now);
   if (release === 'skip') return skip(ctx, spec, r, 'quiet_hours');
@@ -202,20 +268,20 @@ async function sendOne(
     ctx.log.warn({ err, campaign: spec.campaign, person: r.personKey }, 'render failed');
     return skip(ctx, spec, r, 'render_error');
   }
-  const messageId = messageIdOf(spec, r.personKey);
-  if (!(await claimSend(ctx.pool, { ...key, messageId }))) return 'taken';
-  const { outcome, attempts } = await deliver(ctx, {
-    from: spec.sender,
-    to: address,
-    ...content,
-    messageId,
-    headers: {
-      'List-Unsubscribe': `<${link}>`,
-      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
-      'X-Pops-Campaign': spec.campaign,
+  return {
+    personKey: r.personKey,
+    mail: {
+      from: spec.sender,
+      to: address,
+      ...content,
+      messageId: messageIdOf(spec, r.personKey),
+      headers: {
+        'List-Unsubscribe': `<${link}>`,
+        'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+        'X-Pops-Campaign': spec.campaign,
+      },
     },
-  });
-  return record(ctx, key, outcome, attempts);
+  };
 }
 
 /** Undefined: now; a Date: hold until then; 'skip': quiet hours say skip. */
@@ -246,29 +312,4 @@ async function deliver(
     ctx.heartbeat?.();
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
-}
-
-async function record(
-  ctx: SendContext,
-  key: { campaign: string; fireTime: Date; personKey: string },
-  outcome: SendOutcome,
-  attempts: number,
-): Promise<string> {
-  if (outcome.kind === 'sent') {
-    await markSend(ctx.pool, key, { status: 'sent', response: outcome.response, attempts });
-    return 'sent';
-  }
-  if (outcome.kind === 'unknown') {
-    // It may have been delivered: the cap slot stays taken and the row is never sent again.
-    await markSend(ctx.pool, key, { status: 'unknown', response: outcome.response, attempts });
-    ctx.log.warn({ campaign: key.campaign, person: key.personKey }, 'send outcome unknown');
-    return 'unknown';
-  }
-  await markSend(ctx.pool, key, {
-    status: 'failed',
-    response: `${outcome.kind}: ${outcome.response}`,
-    attempts,
-  });
-  await releaseCap(ctx.pool, key);
-  return `failed:${outcome.kind}`;
 }
