@@ -14,6 +14,9 @@
  *   (bench/decide.ts); `--quick` makes it 10 s, `--rate N` / `--seconds N` any.
  * - `playbook`: rollback-model from start to the previous version serving, `--runs N` times
  *   (bench/playbook.ts).
+ * - `campaigns`: one campaign run of 10,000 persons to a local SMTP sink with pooled connections,
+ *   its worker process SIGKILLed a third of the way, exactly-once checked on the same run
+ *   (bench/campaigns.ts); `--persons N` any size.
  * - `features`: feature backfill of 10M generated events against a hand-written floor, a
  *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
  *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
@@ -39,12 +42,21 @@ import { benchDecide, DECIDE_DEFAULTS } from './decide.js';
 import { benchDrift } from './drift.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 import { benchPlaybook, PLAYBOOK_DEFAULTS } from './playbook.js';
+import { benchCampaigns, CAMPAIGN_DEFAULTS } from './campaigns.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
   fileURLToPath(new URL('../../shared/data/movielens-small', import.meta.url));
 
-const BENCHMARKS = ['retrain', 'identity', 'features', 'drift', 'decide', 'playbook'] as const;
+const BENCHMARKS = [
+  'retrain',
+  'identity',
+  'features',
+  'drift',
+  'decide',
+  'playbook',
+  'campaigns',
+] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function line(name: string, value: string, goal = '') {
@@ -182,6 +194,7 @@ function parseCommandLine(): {
   rows: number;
   decide: { rate: number; seconds: number };
   runs: number;
+  persons: number;
 } {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -195,6 +208,7 @@ function parseCommandLine(): {
       rate: { type: 'string' },
       seconds: { type: 'string' },
       runs: { type: 'string' },
+      persons: { type: 'string' },
     },
   });
   const selected = positionals.map((name) => {
@@ -218,6 +232,7 @@ function parseCommandLine(): {
     seconds: count('seconds', values.seconds, values.quick ? 10 : DECIDE_DEFAULTS.seconds),
   };
   const runs = count('runs', values.runs, PLAYBOOK_DEFAULTS.runs);
+  const persons = count('persons', values.persons, CAMPAIGN_DEFAULTS.persons);
   return {
     selected: selected.length > 0 ? selected : byDefault,
     links,
@@ -225,11 +240,12 @@ function parseCommandLine(): {
     rows,
     decide,
     runs,
+    persons,
   };
 }
 
 async function main() {
-  const { selected, links, features, rows, decide, runs } = parseCommandLine();
+  const { selected, links, features, rows, decide, runs, persons } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
@@ -252,6 +268,10 @@ async function main() {
   if (selected.includes('playbook')) {
     process.stdout.write(`pops playbook bench, rollback-model x ${runs}\n`);
     await benchPlaybook({ runs, data: DATA }, line);
+  }
+  if (selected.includes('campaigns')) {
+    process.stdout.write(`pops campaigns bench, ${persons.toLocaleString('en')} persons\n`);
+    await benchCampaigns({ persons }, line);
   }
 }
 
