@@ -23,6 +23,7 @@ import { createSurface } from '../domain/decide/surfaces.js';
 import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
 import { registerFeatures } from '../domain/features/registry.js';
 import { incidentTimeline } from '../domain/playbooks/store.js';
+import { closeDeciders } from '../domain/playbooks/verify.js';
 import { declareModel, promoteVersion } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
@@ -162,6 +163,7 @@ export async function benchPlaybook(
     line('first run (model load in the worker)', ms(serving[0] ?? 0));
   } finally {
     await workers.stop();
+    await closeDeciders();
     await pool.end();
     await db.drop();
     await rt.close();

@@ -82,18 +82,18 @@ async function verifySurface(
       `the decider did not load generation ${generation} of ${surface} in 5 s`,
     );
   }
-  const decisions = [];
-  for (let n = 0; n < v.probes; n++) {
-    decisions.push(
-      await decider.decide(
+  // Asked at once, as concurrent requests reach a server.
+  const decisions = await Promise.all(
+    Array.from({ length: v.probes }, (_, n) =>
+      decider.decide(
         decideRequestSchema.parse({
           surface,
           anonymousId: `playbook-probe:${v.incident}:${n}`,
           k: 3,
         }),
       ),
-    );
-  }
+    ),
+  );
   const served: Record<string, number> = {};
   for (const d of decisions) {
     const key = d.fallback ? `rules (${d.fallback})` : `v${d.version ?? '?'}`;
