@@ -27,6 +27,7 @@ const demoArgs = z.object({
   data: z.string().optional(),
   epochs: z.coerce.number().int().min(1).max(200).optional(),
   canary: z.boolean().default(false),
+  campaign: z.boolean().default(false),
   json: z.boolean().default(false),
 });
 
@@ -126,6 +127,10 @@ export async function demoCommand(options: Record<string, unknown>): Promise<voi
   if (args.canary) {
     const { canaryDemo } = await import('./demo-canary.js');
     return canaryDemo(args);
+  }
+  if (args.campaign) {
+    const { campaignDemo } = await import('./campaign-demo.js');
+    return campaignDemo(args);
   }
   const started = Date.now();
   const rt = await openRuntime();

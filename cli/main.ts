@@ -64,6 +64,10 @@ program
     '--canary',
     'instead: roll out a good and a broken candidate under replayed traffic (cli/demo-canary.ts)',
   )
+  .option(
+    '--campaign',
+    'instead: the win-back campaign on the demo data: run, report, lift (cli/campaign-demo.ts)',
+  )
   .option('--json', 'machine-readable output')
   .action(lazy(demo, 'demoCommand'));
 
