@@ -18,6 +18,7 @@ import { setConsentDefault } from '../domain/privacy/consent.js';
 import { type ConsentTraitMap, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
 import { CLI_ROLES } from '../api/roles.js';
 import { authenticateToken, type Role } from '../domain/privacy/tokens.js';
+import { resealContacts } from '../domain/privacy/contacts.js';
 import { rotateFieldKey } from '../domain/privacy/keys.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { plainText } from '../domain/retrain.js';
@@ -183,8 +184,23 @@ export async function rotateKeyCommand(options: { json?: boolean }) {
   print(Boolean(options.json), { current: id }, () =>
     [
       `field key ${id} is current: new addresses are sealed with it, older ones open with theirs.`,
-      'restart pops serve and the workers so every process seals with it; re-seal the stored',
-      'addresses with: npx pops privacy reseal',
+      'restart pops serve and the workers so every process seals with it, then re-seal the',
+      'stored addresses with the new key: npx pops privacy reseal',
     ].join('\n'),
   );
+}
+
+/** `pops privacy reseal`: every address sealed with the current field key. */
+export async function resealCommand(options: { json?: boolean }) {
+  const rt = await openDatabase();
+  try {
+    const resealed = await resealContacts(rt.pool);
+    print(
+      Boolean(options.json),
+      { resealed },
+      () => `resealed ${resealed} addresses with the current key`,
+    );
+  } finally {
+    await rt.close();
+  }
 }

@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDecipheriv } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
 import {
@@ -9,7 +10,8 @@ import {
   setConsentDefault,
 } from '../domain/privacy/consent.js';
 import { consentChoices, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
-import { emailAddresses, setEmailAddress } from '../domain/privacy/contacts.js';
+import { emailAddresses, resealContacts, setEmailAddress } from '../domain/privacy/contacts.js';
+import { forgetKeys } from '../domain/privacy/keys.js';
 import { createWriteKey } from '../ingest/write-keys.js';
 import { apiToken } from './auth-support.js';
 import {
@@ -227,5 +229,62 @@ describe('contacts', () => {
     await setEmailAddress(db.pool, '1', 'new@example.com', 'test');
     expect(await emailAddresses(db.pool, ['1', '3'])).toEqual(new Map([['1', 'new@example.com']]));
     await expect(setEmailAddress(db.pool, '3', 'not-an-address', 't')).rejects.toThrow(/email/);
+  });
+
+  it('stores addresses sealed with a key id, opens them after a rotation, and reseals', async () => {
+    const k1 = 'a'.repeat(64);
+    const k2 = 'b'.repeat(64);
+    const before = process.env['POPS_FIELD_KEYS'];
+    onTestFinished(() => {
+      if (before === undefined) delete process.env['POPS_FIELD_KEYS'];
+      else process.env['POPS_FIELD_KEYS'] = before;
+      forgetKeys();
+    });
+    // Rows of the tests before were sealed with the state dir's key file: start without them.
+    await db.pool.query('delete from contacts');
+    process.env['POPS_FIELD_KEYS'] = `t1:${k1}`;
+    forgetKeys();
+    await setEmailAddress(db.pool, 'unresolved:sealed-1', 'Sealed.One@Example.com', 'test');
+    const raw = await db.pool.query(
+      `select email, key_id, email_sealed from contacts where person_key = 'unresolved:sealed-1'`,
+    );
+    expect(raw.rows[0]).toMatchObject({ email: null, key_id: 't1' });
+    expect(JSON.stringify(raw.rows)).not.toContain('sealed.one');
+    // Opened by hand with t1: AES-256-GCM, the person key as additional data.
+    const [, , iv = '', body = ''] = String(raw.rows[0]?.email_sealed).split('.');
+    const bytes = Buffer.from(body, 'base64url');
+    const decipher = createDecipheriv(
+      'aes-256-gcm',
+      Buffer.from(k1, 'hex'),
+      Buffer.from(iv, 'base64url'),
+    );
+    decipher.setAAD(Buffer.from('unresolved:sealed-1'));
+    decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+    const plain = Buffer.concat([
+      decipher.update(bytes.subarray(0, bytes.length - 16)),
+      decipher.final(),
+    ]);
+    expect(plain.toString()).toBe('sealed.one@example.com');
+
+    // Rotation: t2 seals from now on, t1 still opens; reseal moves every row to t2.
+    process.env['POPS_FIELD_KEYS'] = `t2:${k2},t1:${k1}`;
+    forgetKeys();
+    const key = 'unresolved:sealed-1';
+    expect(await emailAddresses(db.pool, [key])).toEqual(
+      new Map([[key, 'sealed.one@example.com']]),
+    );
+    expect(await resealContacts(db.pool)).toBeGreaterThanOrEqual(1);
+    const after = await db.pool.query(`select distinct key_id from contacts`);
+    expect(after.rows).toEqual([{ key_id: 't2' }]);
+    expect(await emailAddresses(db.pool, [key])).toEqual(
+      new Map([[key, 'sealed.one@example.com']]),
+    );
+    // Moved to another row, it does not open.
+    await db.pool.query(
+      `insert into contacts (person_key, email_sealed, key_id, source)
+       select '1', email_sealed, key_id, 'copy' from contacts where person_key = $1`,
+      [key],
+    );
+    await expect(emailAddresses(db.pool, ['1'])).rejects.toThrow(/another row/);
   });
 });

@@ -3,10 +3,15 @@
  * that callers never keep raw addresses themselves. An address set under a key that a merge later
  * folded into another person (a person id that is no longer canonical, or the `unresolved:<id>`
  * key of one of its user or anonymous ids) is found under the surviving person's key.
+ *
+ * Addresses are stored sealed (AES-256-GCM, domain/privacy/fields.ts) under the person key they
+ * were set for; the plain column only holds rows written before sealing, until resealContacts.
  */
 import type { Queryable } from '../../common/db.js';
 import { normalizeEmail } from '../identity/identifiers.js';
 import { KEY_IDENTIFIERS_SQL } from './consent.js';
+import { open, seal } from './fields.js';
+import { loadFieldKeys } from './keys.js';
 
 /** Thrown when the address is not one. */
 export class ContactInputError extends Error {}
@@ -23,11 +28,14 @@ export async function setEmailAddress(
   if (personKey.length === 0 || personKey.length > 600) {
     throw new ContactInputError('personKey: must be 1 to 600 characters');
   }
+  const { sealed, keyId } = seal(address, personKey);
   await db.query(
-    `insert into contacts (person_key, email, source) values ($1, $2, $3)
+    `insert into contacts (person_key, email, email_sealed, key_id, source)
+     values ($1, null, $2, $3, $4)
      on conflict (person_key) do update
-       set email = excluded.email, source = excluded.source, updated_at = now()`,
-    [personKey, address, source],
+       set email = null, email_sealed = excluded.email_sealed, key_id = excluded.key_id,
+           source = excluded.source, updated_at = now()`,
+    [personKey, sealed, keyId, source],
   );
 }
 
@@ -37,7 +45,12 @@ export async function emailAddresses(
   personKeys: readonly string[],
 ): Promise<Map<string, string>> {
   if (personKeys.length === 0) return new Map();
-  const { rows } = await db.query<{ key: string; email: string }>(
+  const { rows } = await db.query<{
+    key: string;
+    alias: string;
+    email: string | null;
+    email_sealed: string | null;
+  }>(
     `with aliases as (
        select k.key, k.key as alias from unnest($1::text[]) as k(key)
        union
@@ -48,10 +61,43 @@ export async function emailAddresses(
        select ids.key, 'unresolved:' || ids.value
          from (${KEY_IDENTIFIERS_SQL}) ids
         where ids.type in ('user_id', 'anonymous_id'))
-     select distinct on (a.key) a.key, c.email
+     select distinct on (a.key) a.key, a.alias, c.email, c.email_sealed
        from aliases a join contacts c on c.person_key = a.alias
       order by a.key, c.updated_at desc, c.person_key`,
     [personKeys],
   );
-  return new Map(rows.map((r) => [r.key, r.email]));
+  // Opened under the key it was sealed for: the row's own person key.
+  return new Map(
+    rows.map((r) => [r.key, r.email_sealed ? open(r.email_sealed, r.alias) : (r.email ?? '')]),
+  );
+}
+
+/**
+ * Seals every address not sealed with the current key (plain rows, or rows of an older key after a
+ * rotation); returns how many. Rows are rewritten in batches of 500.
+ */
+export async function resealContacts(db: Queryable): Promise<number> {
+  const { current } = loadFieldKeys();
+  let total = 0;
+  for (;;) {
+    const { rows } = await db.query<{
+      person_key: string;
+      email: string | null;
+      email_sealed: string | null;
+    }>(
+      `select person_key, email, email_sealed from contacts
+        where key_id is distinct from $1 order by person_key limit 500`,
+      [current],
+    );
+    if (rows.length === 0) return total;
+    for (const row of rows) {
+      const plain = row.email_sealed ? open(row.email_sealed, row.person_key) : (row.email ?? '');
+      const { sealed, keyId } = seal(plain, row.person_key);
+      await db.query(
+        `update contacts set email = null, email_sealed = $2, key_id = $3 where person_key = $1`,
+        [row.person_key, sealed, keyId],
+      );
+    }
+    total += rows.length;
+  }
 }

@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { type Pool, type PoolClient, type Queryable, withTransaction } from '../../common/db.js';
 import { appendAuditIn } from '../audit.js';
 import { lockGraph } from '../identity/store.js';
+import { open } from './fields.js';
 import { identifierHash } from './keys.js';
 import type { PersonTable } from './person-tables.js';
 import type { IdentifierInput } from './pii.js';
@@ -176,11 +177,19 @@ export function deleteTableRows(pool: Pool, requestId: string, table: string): P
   );
 }
 
+/** A row as the person should read it: a sealed address opened (under its row's person key). */
+function readable(row: Record<string, unknown>): Record<string, unknown> {
+  const sealed = row['email_sealed'];
+  if (typeof sealed !== 'string') return row;
+  const { email_sealed: _, key_id: __, ...rest } = row;
+  return { ...rest, email: open(sealed, String(row['person_key'])) };
+}
+
 /** Adds one table's rows of the subject to the request's bundle, once. */
 export function exportTableRows(pool: Pool, requestId: string, table: string): Promise<number> {
   return step(pool, requestId, `export:${table}`, async (client) => {
     const t = tableNamed(table);
-    const rows = await subjectRows(client, requestId, t);
+    const rows = (await subjectRows(client, requestId, t)).map(readable);
     await client.query(
       `insert into privacy_exports (request_id, identifier_hashes, bundle)
        select $1, s.identifier_hashes, '{}'::jsonb from privacy_subjects s where s.request_id = $1
