@@ -85,6 +85,9 @@ export function buildApi(deps: ApiDeps) {
   const app = Fastify({
     loggerInstance: deps.log.child({ component: 'api' }),
     bodyLimit: 256 * 1024,
+    // Fastify's request lines carry the URL, whose path and query may hold personal data (an
+    // email in /v1/consent?value=…): requests are logged below by route pattern instead.
+    disableRequestLogging: true,
     // Unsubscribe tokens (signed payloads) are one path segment, longer than the default 100.
     maxParamLength: 1024,
   });
@@ -105,6 +108,18 @@ export function buildApi(deps: ApiDeps) {
     send(reply, 'not_found', `no route ${request.method} ${request.url}`),
   );
   app.addHook('onRequest', authHook(deps.pool));
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? '(no route)',
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+        actor: request.actor,
+      },
+      'request',
+    );
+  });
 
   app.get('/healthz', async (_request, reply) => {
     const database = await deps.pool.query('select 1').then(
