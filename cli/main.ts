@@ -589,6 +589,11 @@ privacyCmd
   .description('make a new field key current for sealing addresses (old keys still open)')
   .option('--json', 'machine-readable output')
   .action(lazy(privacyCli, 'rotateKeyCommand'));
+privacyCmd
+  .command('reseal')
+  .description('seal every stored address with the current field key (after rotate-key)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'resealCommand'));
 
 // With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
 program.hook('preAction', async (_program, action) => {
