@@ -5,6 +5,8 @@
  * exit 2) and ends when another person approves; incident show prints the postmortem draft. The
  * model is copied from one trained on MovieLens (users 1..150).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getAliases } from '../domain/registry.js';
 import { popsRunner } from './cli-support.js';
@@ -88,5 +90,13 @@ describe('pops playbook', () => {
     expect(show.stdout).toContain(`# Incident ${id}: rollback-model`);
     expect(show.stdout).toContain('| Status | resolved |');
     expect(show.stdout).toContain('| Opened by | alice |');
+
+    // POPS_TEST_OUTPUT_DIR=<dir> keeps what the commands printed (the examples of docs/playbooks.md).
+    const out = process.env['POPS_TEST_OUTPUT_DIR'];
+    if (out) {
+      for (const [name, r] of Object.entries({ list, plan, bad, status, own, run: done, show })) {
+        fs.writeFileSync(path.join(out, `${name}.txt`), `${r.stdout}${r.stderr}`);
+      }
+    }
   }, 900_000);
 });
