@@ -637,6 +637,7 @@ describe('rolloutModel', () => {
     expect(() =>
       retrainInputSchema.parse({ model, reason: 'x', promotion: 'canary', requestedBy: 't' }),
     ).toThrow(/canary.*set both, or neither/s);
+    const production = (await getAliases(h.db.pool, model))['production'];
     const run = await retrain('hand the candidate to a canary');
     const result = await waitForRetrain(h.client, run.workflowId, run.runId);
     expect(result.validation.blessed).toBe(true);
@@ -648,7 +649,7 @@ describe('rolloutModel', () => {
     const s = await step(name, 0);
     expect(s).toMatchObject({ model, version: result.version, weightBp: 1000 });
     expect(s.version).toBeGreaterThan(2);
-    expect((await getAliases(h.db.pool, model))['production']).toBe(1);
+    expect((await getAliases(h.db.pool, model))['production']).toBe(production);
     const trail = await auditTrail(h.db.pool, { subject: `model/${model}` });
     expect(trail.map((r) => r.action)).toContain('model.canary-started');
 
