@@ -9,6 +9,8 @@ import {
   startRequest,
   writeTombstones,
 } from '../domain/privacy/requests.js';
+import { enforceTable } from '../domain/privacy/retention.js';
+import { Context } from '@temporalio/activity';
 import { type ActivityDeps, withHeartbeat } from './deps.js';
 
 export interface PrivacyStepInput {
@@ -31,6 +33,16 @@ export function privacyActivities({ pool }: ActivityDeps) {
     /** Adds one table's rows of the subject to the bundle; the count. */
     privacyExportTable: (input: PrivacyStepInput): Promise<number> =>
       withHeartbeat(() => exportTableRows(pool, input.requestId, input.table)),
+    /** Deletes a table's rows older than the cutoff, in batches; the run's total for the table. */
+    enforceRetentionTable: (input: {
+      runKey: string;
+      table: string;
+      keepDays: number;
+      cutoff: string;
+    }): Promise<number> =>
+      enforceTable(pool, { ...input, cutoff: new Date(input.cutoff) }, () =>
+        Context.current().heartbeat(),
+      ),
     /** Audits the counts, forgets the subject, marks the request done. */
     privacyFinish: (input: { requestId: string; counts: Record<string, number> }): Promise<void> =>
       withHeartbeat(() => finishRequest(pool, input.requestId, input.counts)),

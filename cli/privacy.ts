@@ -7,6 +7,9 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import {
   deletePersonData,
+  ensureRetentionSchedule,
+  RETENTION_SCHEDULE_ID,
+  startRetention,
   exportBundle,
   exportPersonData,
   type StartedRequest,
@@ -19,6 +22,8 @@ import { type ConsentTraitMap, consentTraitsFromEnv } from '../domain/privacy/co
 import { CLI_ROLES } from '../api/roles.js';
 import { authenticateToken, type Role } from '../domain/privacy/tokens.js';
 import { resealContacts } from '../domain/privacy/contacts.js';
+import { retentionPolicies } from '../domain/privacy/retention.js';
+import type { RetentionResult } from '../workflows/enforceRetention.js';
 import { rotateFieldKey } from '../domain/privacy/keys.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { plainText } from '../domain/retrain.js';
@@ -54,6 +59,16 @@ export async function preparePrivacy(
       });
       rt.log.info({ purpose, granted }, 'consent default set from the environment');
     });
+  }
+  const policies = retentionPolicies(rt.config.POPS_RETENTION);
+  await ensureRetentionSchedule(
+    rt.client,
+    rt.prefix,
+    { policies, requestedBy: `schedule/${RETENTION_SCHEDULE_ID}` },
+    rt.config.POPS_RETENTION_EVERY,
+  );
+  if (policies.length > 0) {
+    rt.log.info({ policies, every: rt.config.POPS_RETENTION_EVERY }, 'retention is scheduled');
   }
   return { consentTraits, firstToken };
 }
@@ -200,6 +215,40 @@ export async function resealCommand(options: { json?: boolean }) {
       { resealed },
       () => `resealed ${resealed} addresses with the current key`,
     );
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops privacy retention`: enforces POPS_RETENTION now and prints what it deleted. */
+export async function retentionCommand(options: { json?: boolean }) {
+  const rt = await openRuntime();
+  try {
+    const policies = retentionPolicies(rt.config.POPS_RETENTION);
+    if (policies.length === 0) {
+      throw new UsageError('POPS_RETENTION is not set: no table has a retention policy');
+    }
+    const started = await startRetention(rt.client, rt.prefix, {
+      policies,
+      requestedBy: rt.config.POPS_ACTOR,
+    });
+    const local = await runWorkers(rt);
+    try {
+      const handle = rt.client.workflow.getHandle(started.workflowId, started.runId);
+      const result = (await handle.result()) as RetentionResult;
+      print(Boolean(options.json), { ...started, ...result }, () =>
+        [
+          `${started.workflowId} (audited):`,
+          ...policies.map(
+            (p) =>
+              `  ${p.table}: ${result.deleted[p.table] ?? 0} rows older than ${p.keepDays} days` +
+              ` (before ${result.cutoffs[p.table] ?? '?'})`,
+          ),
+        ].join('\n'),
+      );
+    } finally {
+      await local.stop();
+    }
   } finally {
     await rt.close();
   }

@@ -2,9 +2,10 @@
  * Data subject requests from the CLI and the API: `deletePersonData({ identifier, reason })` and
  * `exportPersonData({ identifier })` open the request (its subject captured) and start its
  * workflow as `privacy/<request id>`, or attach to the one running; a deletion asked again after
- * it finished answers the finished request instead of starting anything.
+ * it finished answers the finished request instead of starting anything. Also the start and the
+ * schedule of enforceRetention.
  */
-import type { Client } from '@temporalio/client';
+import { type Client, ScheduleAlreadyRunning, ScheduleOverlapPolicy } from '@temporalio/client';
 import type { Pool } from '../common/db.js';
 import { queueName } from '../common/queues.js';
 import type { IdentifierInput } from '../domain/privacy/pii.js';
@@ -15,6 +16,7 @@ import {
   type PrivacyRequest,
   type RequestKind,
 } from '../domain/privacy/requests.js';
+import type { RetentionInput } from '../workflows/enforceRetention.js';
 import { runningRunId } from './retrain.js';
 
 export interface StartedRequest {
@@ -97,3 +99,53 @@ export async function waitForRequest(
 }
 
 export { exportBundle, getRequest };
+
+/** The id of the Temporal Schedule that runs enforceRetention. */
+export const RETENTION_SCHEDULE_ID = 'retention';
+
+/** Starts enforceRetention now, as `retention/manual/<now>`; returns its handle's ids. */
+export async function startRetention(
+  client: Client,
+  prefix: string,
+  input: RetentionInput,
+): Promise<{ workflowId: string; runId: string }> {
+  const workflowId = `retention/manual/${new Date().toISOString()}`;
+  const handle = await client.workflow.start('enforceRetention', {
+    workflowId,
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [input],
+  });
+  return { workflowId, runId: handle.firstExecutionRunId };
+}
+
+/**
+ * Has the retention schedule run enforceRetention `every` (e.g. 1d) with these policies: created,
+ * or updated to them; with no policy it is deleted.
+ */
+export async function ensureRetentionSchedule(
+  client: Client,
+  prefix: string,
+  input: RetentionInput,
+  every: string,
+): Promise<void> {
+  const handle = client.schedule.getHandle(RETENTION_SCHEDULE_ID);
+  if (input.policies.length === 0) {
+    await handle.delete().catch(() => undefined);
+    return;
+  }
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: 'enforceRetention',
+    workflowId: 'retention/scheduled',
+    taskQueue: queueName(prefix, 'orchestration'),
+    args: [input],
+  };
+  const spec = { intervals: [{ every }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1h' };
+  try {
+    await client.schedule.create({ scheduleId: RETENTION_SCHEDULE_ID, spec, action, policies });
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    await handle.update((previous) => ({ ...previous, spec, action, policies }));
+  }
+}
