@@ -15,3 +15,4 @@ export { sendNotice } from './sendNotice.js';
 export { measureCampaignLift } from './measureCampaignLift.js';
 export { deletePersonData } from './deletePersonData.js';
 export { exportPersonData } from './exportPersonData.js';
+export { enforceRetention } from './enforceRetention.js';
