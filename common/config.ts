@@ -94,6 +94,10 @@ export const envSchema = z.object({
   // The API token commands that call a served API send (pops simulate traffic --api), and that
   // names the caller's role for the CLI's role table (api/roles.ts CLI_ROLES).
   POPS_TOKEN: optionalText,
+  // Retention (docs/privacy.md): `table=<days>d,…`, enforced by a schedule every
+  // POPS_RETENTION_EVERY (1d) that `pops serve` keeps; unset: no retention.
+  POPS_RETENTION: optionalText,
+  POPS_RETENTION_EVERY: intervalSchema.default('1d'),
   POPS_CONSENT_DEFAULT_PERSONALIZATION: z.enum(['granted', 'denied']).optional(),
   POPS_CONSENT_DEFAULT_ANALYTICS: z.enum(['granted', 'denied']).optional(),
   // Campaign mail (issue 8). Unset POPS_SMTP_URL: `pops serve` starts a local capture server that
