@@ -594,6 +594,11 @@ privacyCmd
   .description('seal every stored address with the current field key (after rotate-key)')
   .option('--json', 'machine-readable output')
   .action(lazy(privacyCli, 'resealCommand'));
+privacyCmd
+  .command('retention')
+  .description('delete now the rows older than POPS_RETENTION says, per table (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'retentionCommand'));
 
 // With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
 program.hook('preAction', async (_program, action) => {
