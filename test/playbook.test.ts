@@ -352,8 +352,22 @@ describe('privacy-incident', () => {
     await votePlaybook(h.client, h.db.pool, id, { decision: 'approve', by: 'bob', reason: 'ok' });
     await votePlaybook(h.client, h.db.pool, id, { decision: 'approve', by: 'carol', reason: 'ok' });
     const result = await resultOf(h.client, id);
-    // Without SMTP configured the notice cannot be sent: the step says so (see the docs).
-    expect(result.steps.slice(0, 5).map((s) => s.outcome)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+    expect(result.steps.map((s) => s.outcome)).toEqual(['ok', 'ok', 'ok', 'ok', 'ok', 'ok']);
+    // The four persons have no address: each is accounted for by sendNotice, none sent.
+    const notified = (await incidentTimeline(h.db.pool, id)).find(
+      (e) => e.kind === 'step-ended' && e.stepId === 'notify_persons',
+    );
+    const email = notified?.summary['email'] as {
+      audience: number;
+      sent: number;
+      skipped: Record<string, number>;
+      failed: number;
+      unknown: number;
+    };
+    expect(email.audience).toBe(4);
+    expect(email.sent).toBe(0);
+    const skipped = Object.values(email.skipped).reduce((a, b) => a + b, 0);
+    expect(email.sent + skipped + email.failed + email.unknown).toBe(4);
     const audience = await h.db.pool.query<{ n: number }>(
       `select count(*)::int as n from notice_audiences where notice_id = $1`,
       [`${id}.notify_persons`],

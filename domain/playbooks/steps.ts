@@ -12,7 +12,8 @@ import { durationSchema } from '../rollout/config.js';
 
 const isoInstant = z.iso.datetime({ offset: true });
 const person = plainText(200);
-// A day as text (z.iso.date() parsed as z.date() inside the workflow sandbox, refusing strings).
+// A day as text: z.iso.date() refused valid days inside the workflow sandbox ("expected date,
+// received string"; cause not found), so a pattern checks them.
 const day = z.string().regex(/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/, 'is not a day (YYYY-MM-DD)');
 const url = z.url({ protocol: /^https?$/ }).max(2000);
 
