@@ -2,10 +2,10 @@
  * Campaigns over HTTP (marketer and admin, api/roles.ts): GET /v1/campaigns lists them; PUT
  * /v1/campaigns/:name defines one (the body is a definition, domain/campaigns/definition.ts; 201
  * created, 200 replaced or unchanged) and makes its schedule match; GET /v1/campaigns/:name shows
- * it with its schedule and recent runs; POST …/pause, …/resume, …/trigger, …/backfill act on
- * it; POST …/preview answers what a person would get now or why nothing; POST …/test-send mails
- * the message to an address; GET …/reports answers run and lift reports; POST …/lift measures a
- * run's lift. Registered by api/server.ts as a plugin.
+ * it with its schedule and recent runs; POST …/pause, …/resume, …/trigger, …/backfill act
+ * on it; POST …/preview answers what a person would get now or why nothing; POST …/test-send
+ * mails the message to an address; GET …/reports answers run and lift reports; POST …/lift
+ * measures a run's lift. Registered by api/server.ts as a plugin.
  */
 import type { Client } from '@temporalio/client';
 import type { FastifyPluginAsync } from 'fastify';

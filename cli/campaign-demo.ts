@@ -201,9 +201,12 @@ export async function campaignDemo(args: { json: boolean }): Promise<void> {
       print(opts.json, report, () =>
         [
           `campaign demo on source ${source}, model ${model}`,
-          `  activity: ${shifted} persons' days since last rating, as of the data's end, online as of now`,
-          `  contacts: ${contacts.persons} synthetic addresses; marketing opt-in ${contacts.consented}`,
-          `  campaign ${campaign.name}: ${defined.created ? 'created' : defined.changed ? 'updated' : 'unchanged'}` +
+          `  activity: ${shifted} persons' days since last rating, as of the data's end,` +
+            ' online as of now',
+          `  contacts: ${contacts.persons} synthetic addresses;` +
+            ` marketing opt-in ${contacts.consented}`,
+          `  campaign ${campaign.name}: ` +
+            (defined.created ? 'created' : defined.changed ? 'updated' : 'unchanged') +
             ` (schedule ${defined.scheduleId}); pops campaign show win-back`,
           preview
             ? `  preview of ${preview.personKey}: ${preview.wouldSend ? 'would send' : 'nothing'}` +
@@ -217,7 +220,8 @@ export async function campaignDemo(args: { json: boolean }): Promise<void> {
           catcher ? `  mail: .eml files in ${catcher.dir}` : '  mail: sent to POPS_SMTP_URL',
           `  SIMULATED returns after the fire time (sent 0.30, holdout 0.20, seeded): ${returns}`,
           `  lift over 14 d${lift.complete ? '' : ' (horizon not over)'}:` +
-            ` sent ${lift.sent.returned}/${lift.sent.n}, holdout ${lift.holdout.returned}/${lift.holdout.n},` +
+            ` sent ${lift.sent.returned}/${lift.sent.n},` +
+            ` holdout ${lift.holdout.returned}/${lift.holdout.n},` +
             ` difference ${lift.difference?.toFixed(3) ?? '-'}` +
             (lift.interval
               ? ` [${lift.interval[0].toFixed(3)}, ${lift.interval[1].toFixed(3)}] 95%`

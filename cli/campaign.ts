@@ -80,7 +80,8 @@ export async function listCommand(raw: { json?: boolean }): Promise<void> {
               c.name,
               'timeZone' in c.definition.schedule
                 ? `${c.definition.schedule.cron} ${c.definition.schedule.timeZone}`
-                : `${c.definition.schedule.localTime} local (fires ${c.definition.schedule.cron} UTC)`,
+                : `${c.definition.schedule.localTime} local` +
+                  ` (fires ${c.definition.schedule.cron} UTC)`,
               c.paused ? `yes: ${c.pausedReason ?? ''}` : 'no',
               `${c.definition.holdout.percent}%`,
               c.definition.frequencyCap
@@ -110,7 +111,7 @@ export async function showCommand(name: string, raw: { json?: boolean }): Promis
           (schedule ? `; next ${schedule.nextFireTimes.slice(0, 3).join(', ') || '-'}` : ''),
         `  audience: ${JSON.stringify(found.definition.audience.where)}` +
           ` (consent ${found.definition.audience.purpose})`,
-        `  runs: ${runs.map((r) => `${r.fireTime.toISOString()} ${r.status}`).join('; ') || 'none'}`,
+        `  runs: ${runs.map((r) => `${r.fireTime.toISOString()} ${r.status}`).join('; ') || '-'}`,
       ].join('\n'),
     );
   } finally {
@@ -120,7 +121,8 @@ export async function showCommand(name: string, raw: { json?: boolean }): Promis
 
 function previewText(p: Preview): string {
   const lines = [
-    `${p.personKey} under ${p.campaign} at ${p.at}: ${p.wouldSend ? 'WOULD SEND' : 'would send nothing'}`,
+    `${p.personKey} under ${p.campaign} at ${p.at}: ` +
+      (p.wouldSend ? 'WOULD SEND' : 'would send nothing'),
     `  zone ${p.timeZone} (${p.zoneSource}); holdout draw ${p.holdout.draw.toFixed(4)}` +
       ` (held out below ${(p.holdout.percent / 100).toFixed(4)})`,
     `  features ${JSON.stringify(p.features)}`,
@@ -225,7 +227,8 @@ function reportText(r: RunReport): string {
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
   return (
-    `${r.campaign} @ ${r.fireTime}: ${r.status}${r.status === 'late' ? ` (${Math.round(r.lateByMs / 60000)} min late)` : ''}` +
+    `${r.campaign} @ ${r.fireTime}: ${r.status}` +
+    (r.status === 'late' ? ` (${Math.round(r.lateByMs / 60000)} min late)` : '') +
     `\n  audience ${r.audience}, sent ${r.sent}, held out ${r.heldOut}, failed ${r.failed},` +
     ` unknown ${r.unknown}, held ${r.held}, skipped ${skipped || '0'}`
   );

@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 describe('a worker killed mid-batch', () => {
-  it('leaves every eligible person with at most one message, and no message sent twice', async () => {
+  it('leaves each eligible person at most one message, none sent twice', async () => {
     const doomed = await spawnWorker(db.url, prefix);
     onTestFinished(() => doomed.stop());
     const fireTime = new Date(Math.floor(Date.now() / 1000) * 1000);

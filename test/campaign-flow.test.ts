@@ -182,7 +182,8 @@ describe('a notice', () => {
   it('goes once to each consenting person of its audience', async () => {
     await h.db.pool.query(
       `insert into notice_audiences (notice_id, person_key)
-       values ('inc-1', 'unresolved:ann'), ('inc-1', 'unresolved:bob'), ('inc-1', 'unresolved:zed')`,
+       values ('inc-1', 'unresolved:ann'), ('inc-1', 'unresolved:bob'),
+              ('inc-1', 'unresolved:zed')`,
     );
     const before = smtp.to(addressOf('ann')).length;
     const run = () =>

@@ -40,7 +40,7 @@ afterAll(async () => {
 const second = (t: number) => new Date(Math.floor(t / 1000) * 1000);
 
 describe('consent withdrawn mid-run', () => {
-  it('stops sends to that person, by one-click unsubscribe, consent event or suppression', async () => {
+  it('stops sends by one-click unsubscribe, a consent event or a suppression', async () => {
     const people = ids('m', 24);
     await seedPersons(
       h.db.pool,
@@ -140,7 +140,7 @@ describe('a frequency cap across two campaigns in one week', () => {
 });
 
 describe('a holdout', () => {
-  it('holds the same persons out of every run, logged as would-have-sent, mailing none', async () => {
+  it('holds the same persons out of every run as would-have-sent, mailing none', async () => {
     const people = ids('h', 40);
     await seedPersons(
       h.db.pool,
@@ -179,7 +179,7 @@ describe('a holdout', () => {
 });
 
 describe('quiet hours across time zones', () => {
-  it('holds a person whose zone is quiet until the window ends, sends the others at once', async () => {
+  it('holds a person in a quiet zone until the window ends, sends others at once', async () => {
     // A window in each person's zone that holds now in Tokyo and ends at the next whole minute
     // plus one there; New York is 13-14 hours off, outside it.
     const tokyo = DateTime.now().setZone('Asia/Tokyo');

@@ -35,13 +35,15 @@ export async function resolveConditions(db: Queryable, campaign: Campaign): Prom
     const feature = defs[i] as FeatureDefinition;
     if (feature.entity !== 'person') {
       throw new InputError(
-        `audience.where[${i}].feature: ${feature.name} is a ${feature.entity} feature, not a person one`,
+        `audience.where[${i}].feature: ${feature.name} is a ${feature.entity} feature,` +
+          ' not a person one',
       );
     }
     const window = condition.window ? feature.windows.indexOf(condition.window) : 0;
     if (window < 0) {
       throw new InputError(
-        `audience.where[${i}].window: ${feature.name} has no window ${JSON.stringify(condition.window)}` +
+        `audience.where[${i}].window: ${feature.name} has no window` +
+          ` ${JSON.stringify(condition.window)}` +
           ` (it has ${feature.windows.join(', ')})`,
       );
     }

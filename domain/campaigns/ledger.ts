@@ -64,7 +64,8 @@ export async function recordOutcome(
   },
 ): Promise<void> {
   await db.query(
-    `insert into campaign_sends (campaign, fire_time, person_key, holdout, status, reason, release_at)
+    `insert into campaign_sends
+       (campaign, fire_time, person_key, holdout, status, reason, release_at)
      values ($1, $2, $3, $4, $5, $6, $7)
      on conflict (campaign, fire_time, person_key) do update
         set status = excluded.status, reason = excluded.reason,
@@ -122,7 +123,8 @@ export async function markSends(
     `update campaign_sends s
         set status = o.status, smtp_response = o.response, attempts = o.attempts,
             reason = case when o.status = 'sent' then null else o.response end, updated_at = now()
-       from unnest($3::text[], $4::text[], $5::text[], $6::int[]) as o(key, status, response, attempts)
+       from unnest($3::text[], $4::text[], $5::text[], $6::int[])
+              as o(key, status, response, attempts)
       where s.campaign = $1 and s.fire_time = $2 and s.person_key = o.key and s.status = 'pending'`,
     [
       run.campaign,

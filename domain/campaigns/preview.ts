@@ -3,6 +3,7 @@
  * (audience, consent, suppression, address, holdout, local send time, quiet hours, cap), read
  * without writing anything, then the message rendered as it would be sent.
  */
+import { randomUUID } from 'node:crypto';
 import type { Pool } from '../../common/db.js';
 import { consentedPersons } from '../privacy/consent.js';
 import { emailAddresses } from '../privacy/contacts.js';
@@ -156,7 +157,7 @@ export async function testSend(
     subject,
     html: rendered.html,
     text: rendered.text,
-    messageId: `<test-${Date.now()}-${Math.random().toString(36).slice(2)}@${campaign.sender.split('@')[1]}>`,
+    messageId: `<test-${randomUUID()}@${campaign.sender.split('@')[1] ?? 'pops.local'}>`,
     headers: {
       'List-Unsubscribe': `<${link}>`,
       'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
