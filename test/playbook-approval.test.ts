@@ -3,7 +3,8 @@
  * is kept and counted when it does; a timeout approves, rejects or escalates as the step says (an
  * escalation posts to its webhook once and lets the escalation approvers decide); a quorum of two
  * needs two distinct approvers; the initiator and non-approvers are refused, recorded, and the
- * step keeps waiting; an abort while waiting ends the run aborted.
+ * step keeps waiting; an abort while waiting ends the run aborted. Also: registering through the
+ * API (a bad definition is a 400 naming its place, a version is never rewritten).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveState, votePlaybook, abortPlaybook } from '../client/playbooks.js';
@@ -50,7 +51,7 @@ const vote = (id: string, by: string, decision: 'approve' | 'reject' = 'approve'
   });
 
 beforeAll(async () => {
-  h = await startHarness('playbook-approval');
+  h = await startHarness('playbook-approval', { api: true });
   hook = await startWebhook();
 });
 
@@ -225,5 +226,30 @@ describe('approval steps', () => {
     expect((await getIncident(h.db.pool, id))?.status).toBe('aborted');
     const last = (await incidentTimeline(h.db.pool, id)).slice(-2).map((e) => e.kind);
     expect(last).toEqual(['abort-requested', 'run-ended']);
+  });
+
+  it('registers playbooks through the API: 201, 200 for the same text, 409, 400 naming the place', async () => {
+    const post = (yaml: string) =>
+      h.fetch(`${h.base}/v1/playbooks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ yaml }),
+      });
+    const yaml = approvalPlaybook('via-api', '      approvers: [bob]');
+    expect((await post(yaml)).status).toBe(201);
+    expect((await post(yaml)).status).toBe(200);
+    const changed = await post(yaml.replace('approval test', 'approval test, changed'));
+    expect(changed.status).toBe(409);
+    expect(await changed.json()).toMatchObject({
+      error: {
+        message: expect.stringContaining('version 1 is already registered with other text'),
+      },
+    });
+    const bad = await post(yaml.replace('type: approval', 'type: aproval'));
+    expect(bad.status).toBe(400);
+    const { error } = (await bad.json()) as { error: { message: string } };
+    expect(error.message).toContain('request body: 1 problem(s)');
+    expect(error.message).toContain('step "ok" (steps[0]) type: Invalid option');
+    expect(error.message).toContain('(got "aproval")');
   });
 });

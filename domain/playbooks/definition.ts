@@ -185,10 +185,11 @@ export function validatePlaybook(doc: unknown, source: string): Playbook {
   const seen = new Set<string>();
   top.data.steps.forEach((raw, index) => {
     const step = checkStep(raw, index, params, seen, problems);
-    if (step) {
-      steps.push(step);
-      seen.add(step.id);
-    }
+    if (step) steps.push(step);
+    // A step that did not load still names its id, so later references to it are not reported
+    // as a second problem.
+    const id = step?.id ?? (raw as { id?: unknown } | null)?.id;
+    if (typeof id === 'string') seen.add(id);
   });
   if (problems.length > 0) throw new PlaybookError(source, problems);
   return { ...top.data, steps };
