@@ -210,7 +210,8 @@ export async function campaignDemo(args: { json: boolean }): Promise<void> {
             ` (schedule ${defined.scheduleId}); pops campaign show win-back`,
           preview
             ? `  preview of ${preview.personKey}: ${preview.wouldSend ? 'would send' : 'nothing'}` +
-              ` ${preview.reasons.join('; ')}\n    Subject: ${preview.message?.subject ?? '-'}`
+              (preview.reasons.length ? ` (${preview.reasons.join('; ')})` : '') +
+              `\n    Subject: ${preview.message?.subject ?? '-'}`
             : '  preview: nobody has 14-60 days since a rating',
           run.status === 'late'
             ? `  run ${started.fireTime}: late`

@@ -95,6 +95,8 @@ export async function runCampaign(raw: RunCampaignInput): Promise<RunCampaignRes
     const held = await io.sendHeldBatch({ ...ref, limit: input.batchSize });
     add(carry.counts, held.counts);
     if (held.paused) await sleep(PAUSE_CHECK_MS);
+    // None due yet by the worker's clock (a little behind this one): wait, do not spin.
+    else if (held.due === 0) await sleep(1000);
     if (++batches >= input.batchesPerRun || workflowInfo().continueAsNewSuggested) {
       return continueAsNew<typeof runCampaign>({ ...input, fireTime: ref.fireTime, carry });
     }
