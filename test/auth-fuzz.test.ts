@@ -107,14 +107,16 @@ function value(depth: number): unknown {
 /** A body as sent: JSON of a random value, or text that is not JSON. */
 function body(): { payload: string; type: string } {
   const r = random();
-  if (r < 0.15)
+  if (r < 0.15) {
     return {
       payload: pick(['{', '{"a":', '[1,2', 'not json', '\u0000', '']),
       type: 'application/json',
     };
+  }
   if (r < 0.2) return { payload: 'a=1&b=2', type: 'application/x-www-form-urlencoded' };
-  if (r < 0.22)
+  if (r < 0.22) {
     return { payload: JSON.stringify({ big: 'x'.repeat(300 * 1024) }), type: 'application/json' };
+  }
   return { payload: JSON.stringify(value(3)) ?? 'null', type: 'application/json' };
 }
 

@@ -245,7 +245,7 @@ describe('contacts', () => {
     process.env['POPS_FIELD_KEYS'] = `t1:${k1}`;
     forgetKeys();
     await setEmailAddress(db.pool, 'unresolved:sealed-1', 'Sealed.One@Example.com', 'test');
-    const raw = await db.pool.query(
+    const raw = await db.pool.query<{ email: null; key_id: string; email_sealed: string }>(
       `select email, key_id, email_sealed from contacts where person_key = 'unresolved:sealed-1'`,
     );
     expect(raw.rows[0]).toMatchObject({ email: null, key_id: 't1' });
