@@ -170,4 +170,3 @@ export async function showModelCommand(
     await rt.close();
   }
 }
-
