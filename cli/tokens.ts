@@ -42,14 +42,18 @@ export async function createAuditedToken(
 }
 
 /**
- * On the first start (no token was ever made) creates an admin token and returns the lines that
- * show it once; null when tokens exist. The token goes to the terminal, never to the log.
+ * On the first start (no admin token was ever made) creates one and returns the lines that show
+ * it once; null when one exists or existed. The token goes to the terminal, never to the log.
  */
 export async function bootstrapAdminToken(pool: Pool, apiUrl: string): Promise<string | null> {
   return withTransaction(pool, async (client) => {
     // Two first starts at once make one token: the second waits here, then finds it.
     await client.query('lock table api_tokens in share row exclusive mode');
-    const { rows } = await client.query<{ n: number }>('select count(*)::int as n from api_tokens');
+    // Tokens that commands make for themselves (the demos' ephemeral ones) do not count: only an
+    // admin token ever made does.
+    const { rows } = await client.query<{ n: number }>(
+      `select count(*)::int as n from api_tokens where role = 'admin'`,
+    );
     if ((rows[0]?.n ?? 0) > 0) return null;
     const created = await createToken(client, {
       role: 'admin',

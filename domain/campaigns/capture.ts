@@ -5,6 +5,7 @@
  * leaves the machine.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import type { Logger } from '../../common/logger.js';
@@ -37,10 +38,25 @@ export async function startMailCatcher(
       void session;
     },
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
+    // Another pops (`npm start`) already catches mail there: send through it, as the other
+    // embedded services are reused. Anything else on the port is refused, naming the variable.
+    if (await answersSmtp(port)) {
+      log.info({ port }, 'a mail catcher already listens on the port; reusing it');
+      return { dir, port, close: async () => undefined };
+    }
+    throw new Error(
+      `POPS_SMTP_CAPTURE_PORT=${port}: the port is taken by something that is not an SMTP` +
+        ' server; set POPS_SMTP_CAPTURE_PORT to a free port, or POPS_SMTP_URL',
+      { cause: err },
+    );
+  }
   // After the start, an error is a client's (a worker killed mid-session resets its connection).
   server.removeAllListeners('error');
   server.on('error', (err) => log.debug({ err }, 'mail catcher: a client connection failed'));
@@ -49,6 +65,20 @@ export async function startMailCatcher(
     'mail catcher listening (POPS_SMTP_URL unset): messages become .eml files',
   );
   return { dir, port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** Whether an SMTP server greets (220) on 127.0.0.1:`port` within a second. */
+function answersSmtp(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('data', (chunk: Buffer) => done(chunk.toString().startsWith('220')));
+    socket.once('error', () => done(false));
+  });
 }
 
 /**

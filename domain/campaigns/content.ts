@@ -87,9 +87,12 @@ export async function recommend(
   const ids = await decisionIdOf(db, input.personKey);
   const decision = await decider.decide({ surface: input.surface, k: input.k, ...ids });
   const { rows } = await db.query<{ item_id: string; title: string | null }>(
-    `select distinct on (item_id) item_id, title from items where item_id = any($1::text[])
-      order by item_id, title nulls last`,
-    [decision.items.map((i) => i.itemId)],
+    // Titles of the surface's model's source: an item id means another film in another source.
+    `select i.item_id, i.title from items i
+       join surfaces s on s.name = $2
+       join models m on m.name = s.model
+      where i.source = m.source and i.item_id = any($1::text[])`,
+    [decision.items.map((i) => i.itemId), input.surface],
   );
   const titles = new Map(rows.map((r) => [r.item_id, r.title]));
   return {

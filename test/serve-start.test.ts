@@ -1,0 +1,78 @@
+/**
+ * What `pops serve` does on start that a new user meets: the admin token printed once on a
+ * database where no admin token was ever made (tokens other commands made for themselves do not
+ * count), and the local mail catcher, which reuses one already listening (another pops) and names
+ * its variable when something else holds the port.
+ */
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { bootstrapAdminToken } from '../cli/tokens.js';
+import { logger } from '../common/logger.js';
+import { startMailCatcher } from '../domain/campaigns/capture.js';
+import { createToken, revokeToken } from '../domain/privacy/tokens.js';
+import { createTestDatabase, type TestDatabase } from './support.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase('serve-start');
+});
+afterAll(async () => {
+  await db?.close();
+});
+
+it('prints an admin token once, also after a demo made a token of its own', async () => {
+  const demo = await createToken(db.pool, { role: 'ingest', name: 'canary-demo', createdBy: 't' });
+  await revokeToken(db.pool, demo.id, 't');
+  const first = await bootstrapAdminToken(db.pool, 'http://127.0.0.1:8080');
+  const token = /^ {2}(pt_\S+)$/m.exec(first ?? '')?.[1];
+  expect(token).toMatch(/^pt_[A-Za-z0-9_-]{8}_[A-Za-z0-9_-]{43}$/);
+  const { rows } = await db.pool.query<{ role: string; name: string }>(
+    `select role, name from api_tokens where revoked_at is null`,
+  );
+  expect(rows).toEqual([{ role: 'admin', name: 'first-admin' }]);
+  expect(await bootstrapAdminToken(db.pool, 'http://127.0.0.1:8080')).toBeNull();
+});
+
+it('reuses a mail catcher already on the port, and names the variable for anything else', async () => {
+  const log = logger('silent');
+  const dir = path.join(os.tmpdir(), `pops-catcher-${process.pid}`);
+  const first = await startMailCatcher(dir, await freePort(), log);
+  const again = await startMailCatcher(dir, first.port, log);
+  expect(again.port).toBe(first.port);
+  await again.close();
+  // The first still listens: closing the reused one closed nothing.
+  expect(await greeting(first.port)).toMatch(/^220 /);
+  await first.close();
+
+  const squatter = net.createServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+  const port = await new Promise<number>((resolve) =>
+    squatter.listen(0, '127.0.0.1', () => resolve((squatter.address() as net.AddressInfo).port)),
+  );
+  await expect(startMailCatcher(dir, port, log)).rejects.toThrow(
+    `POPS_SMTP_CAPTURE_PORT=${port}: the port is taken by something that is not an SMTP server`,
+  );
+  await new Promise<void>((resolve) => squatter.close(() => resolve()));
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function greeting(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('data', (chunk: Buffer) => {
+      socket.destroy();
+      resolve(chunk.toString());
+    });
+    socket.once('error', reject);
+  });
+}
