@@ -83,13 +83,17 @@ export const campaignRoutes: FastifyPluginAsync<CampaignRoutesOptions> = async (
         `invalid body: name: must be "${name}" (got "${campaign.name}")`,
       );
     }
-    const result = await options.withDeadline(() =>
-      defineCampaign(pool, options.temporal, options.queuePrefix, {
-        campaign,
-        origin: 'api',
-        actor: actorOf(request, options.actor),
-      }),
-    );
+    const result = await options
+      .withDeadline(() =>
+        defineCampaign(pool, options.temporal, options.queuePrefix, {
+          campaign,
+          origin: 'api',
+          actor: actorOf(request, options.actor),
+        }),
+      )
+      .catch((err: unknown) => {
+        throw refused(err);
+      });
     return reply.status(result.created ? 201 : 200).send(result);
   });
 

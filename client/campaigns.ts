@@ -15,6 +15,7 @@ import type { Pool, Queryable } from '../common/db.js';
 import { InputError } from '../common/failures.js';
 import { queueName } from '../common/queues.js';
 import { pauseCampaigns, resumeCampaigns } from '../domain/campaigns/control.js';
+import { templateProblems } from '../domain/campaigns/content.js';
 import type { Campaign } from '../domain/campaigns/definition.js';
 import { campaignScheduleId, campaignWorkflowId, fireTimeText } from '../domain/campaigns/names.js';
 import {
@@ -31,7 +32,7 @@ import type { RunCampaignResult } from '../workflows/runCampaign.js';
 /** Thrown for a campaign that is not defined (`kind` picks the API answer). */
 export class CampaignRefusal extends InputError {
   constructor(
-    readonly kind: 'not_found' | 'conflict',
+    readonly kind: 'not_found' | 'conflict' | 'validation',
     message: string,
   ) {
     super(message);
@@ -97,6 +98,11 @@ export async function defineCampaign(
   prefix: string,
   input: { campaign: Campaign; origin: string; actor: string },
 ): Promise<{ created: boolean; changed: boolean; scheduleId: string }> {
+  // Checked before anything is stored: a template that would fail every render is refused here.
+  const problems = templateProblems(input.campaign);
+  if (problems.length > 0) {
+    throw new CampaignRefusal('validation', `invalid campaign: ${problems.join('; ')}`);
+  }
   const stored = await putCampaign(pool, input);
   const current = await getCampaign(pool, input.campaign.name);
   const scheduleId = await ensureCampaignSchedule(client, prefix, input.campaign, {

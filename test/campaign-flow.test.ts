@@ -68,6 +68,35 @@ describe('campaigns over the API', () => {
     expect(((await bad.json()) as { error: { message: string } }).error.message).toContain(
       'holdout.percent',
     );
+    // A cron Temporal would refuse, and templates that fail only when they render, are refused
+    // before anything is stored.
+    const refusals: Array<[Record<string, unknown>, string]> = [
+      [
+        { schedule: { cron: '61 * * * *', timeZone: 'Europe/Berlin' } },
+        'schedule.cron: is not a valid cron',
+      ],
+      [
+        { template: { ...definition.template, html: '{{nosuchhelper person.key}}' } },
+        'template.html: Missing helper: "nosuchhelper"',
+      ],
+      [
+        { template: { ...definition.template, text: '{{#each recommendations}}oops' } },
+        'template.text',
+      ],
+      [{ template: { ...definition.template, text: '{{> secret}}' } }, 'template.text'],
+    ];
+    for (const [over, message] of refusals) {
+      const refused = await h.fetch(`${h.base}/v1/campaigns/flow-bad`, {
+        ...json({ ...definition, name: 'flow-bad', ...over }),
+        method: 'PUT',
+      });
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toContain(
+        message,
+      );
+    }
+    expect((await h.fetch(`${h.base}/v1/campaigns/flow-bad`)).status).toBe(404);
+    expect(await describeCampaignSchedule(h.client, 'flow-bad')).toBeNull();
   });
 
   it('previews what a person would get, or why nothing', async () => {

@@ -105,6 +105,36 @@ export async function recommend(
   };
 }
 
+/**
+ * Checks a definition's templates before it is stored: each part compiles, and renders once on a
+ * sample context (handlebars finds a missing helper or partial only when it renders). Returns the
+ * problems, naming the part; empty when none.
+ */
+export function templateProblems(campaign: Campaign): string[] {
+  let templates: CompiledAll;
+  try {
+    templates = compileTemplates(campaign);
+  } catch (err) {
+    return [(err as Error).message];
+  }
+  const sample: TemplateContext = {
+    campaign: { name: campaign.name, fireTime: new Date(0).toISOString() },
+    person: { key: 'sample', timeZone: 'UTC', features: {} },
+    recommendations: [{ itemId: 'sample', title: 'A sample item', score: 1 }],
+    recommendationFallback: null,
+    unsubscribeUrl: 'http://127.0.0.1/v1/unsubscribe/sample',
+  };
+  const problems: string[] = [];
+  for (const part of ['subject', 'html', 'text'] as const) {
+    try {
+      templates[part](sample);
+    } catch (err) {
+      problems.push(`template.${part}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  return problems;
+}
+
 /** Renders a campaign for a recipient. */
 export async function renderCampaign(
   db: Queryable,

@@ -5,6 +5,7 @@
  * (sender, subject, handlebars html and text, recommendations from a decision surface). Pure zod
  * and data, so workflow code may import it. Validated wherever it enters (YAML, API, workflow).
  */
+import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { CONSENT_PURPOSES } from '../privacy/consent.js';
 
@@ -49,7 +50,15 @@ export const clockSchema = z
 const cronSchema = z
   .string()
   .trim()
-  .regex(/^(\S+\s+){4}\S+$/, 'is not a cron of five fields (minute hour day month weekday)');
+  .regex(/^(\S+\s+){4}\S+$/, 'is not a cron of five fields (minute hour day month weekday)')
+  .superRefine((cron, ctx) => {
+    if (!/^(\S+\s+){4}\S+$/.test(cron)) return;
+    try {
+      CronExpressionParser.parse(cron);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `is not a valid cron (${(err as Error).message})` });
+    }
+  });
 
 const number = z.number().finite();
 
