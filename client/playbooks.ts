@@ -46,6 +46,9 @@ export async function registerShipped(db: Queryable, actor: string): Promise<Sto
   return out;
 }
 
+/** A definition's largest text: its step outputs and timeline must fit Temporal's payloads. */
+const MAX_DEFINITION_CHARS = 200_000;
+
 /** Registers a playbook from YAML text; `source` names it in errors. */
 export async function registerPlaybookText(
   db: Queryable,
@@ -53,6 +56,12 @@ export async function registerPlaybookText(
   source: string,
   actor: string,
 ): Promise<{ registered: boolean; playbook: StoredPlaybook }> {
+  if (text.length > MAX_DEFINITION_CHARS) {
+    throw new PlaybookRefusal(
+      'validation',
+      `${source}: a playbook is at most ${MAX_DEFINITION_CHARS} characters (got ${text.length})`,
+    );
+  }
   return registerPlaybook(db, parsePlaybookText(text, source), actor);
 }
 
@@ -78,6 +87,24 @@ export function newIncidentId(now = new Date()): string {
   return `inc-${day}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * Refuses, before any run, arguments that parameters resolved to a value their step cannot take
+ * (a `number` parameter of 1.5 as a version), naming the step, the argument and the value.
+ */
+function checkResolvedArgs(plan: Plan): void {
+  for (const step of plan.steps) {
+    const v = (step.args as Record<string, unknown>)['to_version'];
+    if (step.type === 'rollback_model' && typeof v === 'number' && v !== 0) {
+      if (!Number.isSafeInteger(v) || v < 1 || v > 2_147_483_647) {
+        throw new PlaybookRefusal(
+          'validation',
+          `step ${step.id}: with.to_version: must be a whole version number (got ${v})`,
+        );
+      }
+    }
+  }
+}
+
 /** The dry run: resolved parameters, steps, branches, and what the first effects would touch. */
 export async function planPlaybook(
   db: Queryable,
@@ -85,6 +112,7 @@ export async function planPlaybook(
 ): Promise<Plan & { preview: string[] }> {
   const p = await stored(db, ask.playbook, ask.version);
   const plan = planRun(p.definition, ask.params, { ...ask.incident, initiator: ask.initiator });
+  checkResolvedArgs(plan);
   const preview: string[] = [];
   for (const step of plan.steps) {
     if (step.branch === 'skipped') continue;
@@ -136,7 +164,9 @@ export async function startPlaybookRun(
 ): Promise<StartedRun> {
   const p = await stored(db, ask.playbook, ask.version);
   const id = ask.incident.id ?? newIncidentId();
-  const params = planRun(p.definition, ask.params, {}).params;
+  const planned = planRun(p.definition, ask.params, {});
+  checkResolvedArgs(planned);
+  const params = planned.params;
   const input: RunRequest = runInputSchema.parse({
     playbook: p.name,
     version: p.version,
@@ -172,19 +202,27 @@ export async function startPlaybookRun(
     workflowId,
     openedBy: ask.initiator,
   });
+  const running = await client.workflow
+    .getHandle(workflowId)
+    .describe()
+    .then(
+      (d) => (d.status.name === 'RUNNING' ? d.runId : undefined),
+      () => undefined,
+    );
   const handle = await client.workflow.start('runPlaybook', {
     workflowId,
     taskQueue: queueName(prefix, 'orchestration'),
     args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'REJECT_DUPLICATE',
+    // A run that failed (its incident still open) may be run again; a finished one may not.
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
   });
   const described = await handle.describe();
   return {
     incident: id,
     workflowId,
     runId: described.runId,
-    attached: described.runId !== handle.firstExecutionRunId,
+    attached: running !== undefined && described.runId === running,
     params,
     version: p.version,
   };

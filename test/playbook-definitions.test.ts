@@ -55,6 +55,23 @@ describe('playbook definitions', () => {
     expect(m).toContain('(got "turbo")');
   });
 
+  it("sends only POPS_PLAYBOOK_ variables as a bearer token, never the worker's other secrets", () => {
+    const m = problems(
+      `${HEAD}  - id: call\n    type: http\n    with: { url: 'http://127.0.0.1:1/x', auth_env: HOME }\n`,
+    );
+    expect(m).toContain(
+      'step "call" (steps[0]) with.auth_env: must name a variable POPS_PLAYBOOK_',
+    );
+    expect(m).toContain('(got "HOME")');
+    expect(() =>
+      parsePlaybookText(
+        `${HEAD}  - id: call\n    type: http\n` +
+          `    with: { url: 'http://127.0.0.1:1/x', auth_env: POPS_PLAYBOOK_TOKEN }\n`,
+        'ok.yaml',
+      ),
+    ).not.toThrow();
+  });
+
   it('refuses an argument a step type does not take, and a missing one', () => {
     const m = problems(
       `${HEAD}  - id: w\n    type: wait\n    with: { duration: 5s, jitter: 1s }\n` +

@@ -136,6 +136,7 @@ function shapeOf(schema: z.ZodType | undefined): Record<string, z.ZodType> | und
 const CANDIDATES: unknown[] = [
   'placeholder',
   'PLACEHOLDER',
+  'POPS_PLAYBOOK_PLACEHOLDER',
   'https://placeholder.invalid/',
   1,
   true,

@@ -89,7 +89,11 @@ export const STEP_ARGS = {
      */
     auth_env: z
       .string()
-      .regex(/^[A-Z][A-Z0-9_]{0,63}$/, 'is not an environment variable name')
+      .regex(
+        /^POPS_PLAYBOOK_[A-Z0-9_]{1,50}$/,
+        'must name a variable POPS_PLAYBOOK_… (only those are sent: a playbook never reads' +
+          " the worker's other secrets)",
+      )
       .optional(),
     /** Statuses that count as success. */
     ok_status: z.array(z.number().int().min(100).max(599)).default([200, 201, 202, 204]),
