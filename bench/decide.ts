@@ -23,6 +23,7 @@ import { openRuntime, type Runtime, runWorkers } from '../cli/runtime.js';
 import { createPool, ensureDatabase, withDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { createSurface, setRoutes } from '../domain/decide/surfaces.js';
+import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
 import { registerFeatures } from '../domain/features/registry.js';
 import { declareModel, promoteVersion } from '../domain/registry.js';
@@ -219,7 +220,7 @@ function random(seed: number): () => number {
  * One request whose body moves on through a shared list at every send: autocannon replays a
  * `requests` list from its start on each connection, which would repeat a few persons only.
  */
-function requestsOf(users: string[], items: string[], n: number) {
+function requestsOf(users: string[], items: string[], n: number, token: string) {
   const next = random(6);
   const bodies = Array.from({ length: 5000 }, () => {
     const candidates = new Set<string>();
@@ -238,7 +239,7 @@ function requestsOf(users: string[], items: string[], n: number) {
     {
       method: 'POST' as const,
       path: '/v1/decide',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       setupRequest: (request: autocannon.Request) => {
         sent += 1;
         return { ...request, body: bodies[sent % bodies.length] ?? '' };
@@ -259,8 +260,14 @@ export async function benchDecide(options: DecideBenchOptions, row: Row): Promis
       : await prepare(rt, db.url, options.data, row);
     const server = await startServer(db.url, rt.services.temporalAddress);
     const pool = createPool(db.url, 2);
+    // The application's own service token, as a real caller of /v1/decide would hold.
+    const caller = await createToken(pool, {
+      role: 'ingest',
+      name: `bench-decide-${process.pid}-${Date.now()}`,
+      createdBy: 'bench',
+    });
     try {
-      const requests = requestsOf(users, items, options.candidates);
+      const requests = requestsOf(users, items, options.candidates, caller.token);
       const fire = (seconds: number, latencies: number[]) =>
         new Promise<autocannon.Result>((resolve, reject) => {
           const instance = autocannon(
@@ -333,6 +340,7 @@ export async function benchDecide(options: DecideBenchOptions, row: Row): Promis
         'PostgreSQL, the API process and autocannon share these cores',
       );
     } finally {
+      await revokeToken(pool, caller.id, 'bench').catch(() => undefined);
       await pool.end();
       await server.stop();
     }
