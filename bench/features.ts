@@ -47,6 +47,7 @@ import {
 import { lookupEntity, publishOnline } from '../domain/features/online.js';
 import { buildPointInTimeSet, type PointInTimeFeature } from '../domain/features/point-in-time.js';
 import { registerFeatures } from '../domain/features/registry.js';
+import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { startEmbeddedPostgres } from '../runtime/postgres.js';
 import { startEmbeddedTemporal } from '../runtime/temporal-server.js';
 import { createWorkers, runWorkers } from '../workers/create.js';
@@ -526,8 +527,16 @@ async function runLookups(
   row: Row,
 ): Promise<LookupFigures> {
   const server = await startLookupServer(url, temporalAddress);
+  // An mlops token for the lookups, revoked at the end (the API answers 401 without one).
+  const pool = createPool(url, 1);
+  const caller = await createToken(pool, {
+    role: 'mlops',
+    name: `bench-features-${process.pid}-${Date.now()}`,
+    createdBy: 'bench',
+  });
+  const headers = { authorization: `Bearer ${caller.token}` };
   try {
-    const sample = await fetch(`${server.base}/v1/features/person/1`);
+    const sample = await fetch(`${server.base}/v1/features/person/1`, { headers });
     const body = (await sample.json()) as { features?: unknown[] };
     if (sample.status !== 200 || body.features?.length !== BENCH_FEATURES.length) {
       throw new Error(`lookup of person 1 answered ${sample.status}: ${JSON.stringify(body)}`);
@@ -535,6 +544,7 @@ async function runLookups(
     const requests = Array.from({ length: 2000 }, (_, i) => ({
       method: 'GET' as const,
       path: `/v1/features/person/${1 + ((i * 7919) % persons)}`,
+      headers,
     }));
     const fire = (seconds: number, latencies: number[]) =>
       new Promise<autocannon.Result>((resolve, reject) => {
@@ -579,6 +589,8 @@ async function runLookups(
     );
     return figures;
   } finally {
+    await revokeToken(pool, caller.id, 'bench').catch(() => undefined);
+    await pool.end();
     await server.stop();
   }
 }
