@@ -1,5 +1,6 @@
 /**
- * Who is calling. Every route records the caller through `actorOf(request, fallback)`, never a field
+ * Who is calling. Every route records the caller through `actorOf(request, fallback)`, never a
+ * field
  * of the body. The authentication hook (privacy and security issue) sets `request.actor` from the
  * caller's token; until it has, the route's configured fallback names the caller.
  */

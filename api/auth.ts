@@ -4,7 +4,8 @@
  * table of api/roles.ts; a public route (health, Segment's write key, unsubscribe's signed token)
  * passes to its own check; any other needs `Authorization: Bearer <token>` of a live token (401
  * without), whose role the table allows (403 otherwise). A route the table does not name is refused
- * to every token (deny by default). The caller is set as `request.actor`: the token's name (unique among live tokens).
+ * to every token (deny by default). The caller is set as `request.actor`: the token's name (unique
+ * among live tokens).
  *
  * Token lookups are cached for a second: a revoked token stops working within that second.
  */

@@ -20,7 +20,9 @@ import { ROLES, type Role } from '../domain/privacy/tokens.js';
 
 export { ROLES, type Role };
 
-/** A route no token guards: `healthz`, or authenticated by its own `write-key` or `signed-token`. */
+/**
+ * A route no token guards: `healthz`, or authenticated by its own `write-key` or `signed-token`.
+ */
 export interface PublicRoute {
   public: 'healthz' | 'write-key' | 'signed-token';
 }

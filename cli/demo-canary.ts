@@ -6,7 +6,8 @@
  * the ones after it are the replayed traffic (domain/decide/replay.ts). It trains and promotes a
  * stable version (or reuses the production version of an earlier run), registers a good candidate
  * (a new retraining of the stable's recipe, not promoted: on the small simulated data another seed
- * can give a much worse model, which the canary then rightly rolls back) and a broken one (production's artifact with its
+ * can give a much worse model, which the canary then rightly rolls back) and a broken one
+ * (production's artifact with its
  * weights shuffled, domain/rollout/canary.ts), creates the surface `canary-demo`, then runs
  * rolloutModel twice with short bakes while the held-out persons ask for 10 items at 40 req/s and
  * click what they rated >= 4: the broken candidate must be rolled back by a guardrail, the good
@@ -257,7 +258,8 @@ export async function canaryDemo(args: { data?: string | undefined; json: boolea
       };
       const human = [
         `model ${model} on surface ${SURFACE}: stable v${stable}, good candidate v${good.version}` +
-          ` (a new retraining, same recipe), broken candidate v${broken.version} (v${stable} with shuffled weights)`,
+          ` (a new retraining, same recipe), broken candidate v${broken.version}` +
+          ` (v${stable} with shuffled weights)`,
         `traffic: ${persons.length} held-out persons (ratings from ${data.holdout.toISOString()}),` +
           ` k=10 at ${RATE} req/s; a person clicks what they rated >= 4`,
         await describeRollout(rt, 'broken candidate', brokenRun),

@@ -306,7 +306,8 @@ export async function statusCommand(incident: string, options: Record<string, un
         timelineText(report.timeline),
       ].join('\n'),
     );
-    // Like `pops status` of a failed workflow, and `pops playbook run` of a run that did not resolve.
+    // Like `pops status` of a failed workflow, and `pops playbook run` of a run that did not
+    // resolve.
     if (report.incident.status === 'failed') process.exitCode = 1;
   } finally {
     await rt.close();

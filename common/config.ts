@@ -88,8 +88,10 @@ export const envSchema = z.object({
       )
       .optional(),
   ),
-  // Consent (docs/privacy.md): where Segment identify messages carry it (JSON: purpose → paths), and
-  // the defaults `pops serve` applies at start where a person has none (marketing is always opt-in).
+  // Consent (docs/privacy.md): where Segment identify messages carry it (JSON: purpose → paths),
+  // and
+  // the defaults `pops serve` applies at start where a person has none (marketing is always
+  // opt-in).
   POPS_CONSENT_TRAITS: optionalText,
   // The API token commands that call a served API send (pops simulate traffic --api), and that
   // names the caller's role for the CLI's role table (api/roles.ts CLI_ROLES).

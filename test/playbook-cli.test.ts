@@ -91,7 +91,8 @@ describe('pops playbook', () => {
     expect(show.stdout).toContain('| Status | resolved |');
     expect(show.stdout).toContain('| Opened by | alice |');
 
-    // POPS_TEST_OUTPUT_DIR=<dir> keeps what the commands printed (the examples of docs/playbooks.md).
+    // POPS_TEST_OUTPUT_DIR=<dir> keeps what the commands printed (the examples of
+    // docs/playbooks.md).
     const out = process.env['POPS_TEST_OUTPUT_DIR'];
     if (out) {
       for (const [name, r] of Object.entries({ list, plan, bad, status, own, run: done, show })) {

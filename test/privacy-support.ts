@@ -19,7 +19,10 @@ export async function postBatch(base: string, writeKey: string, batch: unknown[]
   }
 }
 
-/** The messages of one person: identify, two ratings, an alias joining a second anonymous id, a page. */
+/**
+ * The messages of one person: identify, two ratings, an alias joining a second anonymous id, a
+ * page.
+ */
 export function personMessages(p: {
   tag: string;
   user: string;

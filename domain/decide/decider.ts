@@ -12,8 +12,10 @@
  * Rules: the popular unconsumed candidates answer, with the cause recorded in the exposure's
  * fallback, when the surface is not in normal mode, when this server's routing table is too old to
  * trust, when the routed version cannot be loaded (model-unavailable) or its features cannot be
- * read (features-unavailable), or when scoring fails (scoring-error, error = true). A person without
- * `personalization` consent (their latest consent event, read in the same statement, or the default,
+ * read (features-unavailable), or when scoring fails (scoring-error, error = true). A person
+ * without
+ * `personalization` consent (their latest consent event, read in the same statement, or the
+ * default,
  * cached for CONSENT_DEFAULT_MS) gets the rules' answer on no arm, with their history left out too
  * (no-consent): the same answer as anyone's.
  *

@@ -36,7 +36,9 @@ export const routeSchema = z.object({
   weightBp: z.number().int().min(0).max(FULL_WEIGHT_BP),
 });
 
-/** A surface's routes: one stable, at most one canary, distinct versions, weights summing to 10000. */
+/**
+ * A surface's routes: one stable, at most one canary, distinct versions, weights summing to 10000.
+ */
 export const routesSchema = z
   .array(routeSchema)
   .min(1)
