@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { Queryable } from '../common/db.js';
 import { queueName } from '../common/queues.js';
-import { playbookWorkflowId } from '../domain/playbooks/definition.js';
+import { argsProblems, playbookWorkflowId } from '../domain/playbooks/definition.js';
 import { loadPlaybookDir, parsePlaybookText } from '../domain/playbooks/file.js';
 import { type IncidentReport } from '../domain/playbooks/markdown.js';
 import { type Plan, planRun } from '../domain/playbooks/plan.js';
@@ -89,20 +89,14 @@ export function newIncidentId(now = new Date()): string {
 
 /**
  * Refuses, before any run, arguments that parameters resolved to a value their step cannot take
- * (a `number` parameter of 1.5 as a version), naming the step, the argument and the value.
+ * (a `number` parameter of 1.5 as a version), naming the step, the argument and the value: the
+ * load-time check of every step's arguments, run again on the resolved values.
  */
 function checkResolvedArgs(plan: Plan): void {
-  for (const step of plan.steps) {
-    const v = (step.args as Record<string, unknown>)['to_version'];
-    if (step.type === 'rollback_model' && typeof v === 'number' && v !== 0) {
-      if (!Number.isSafeInteger(v) || v < 1 || v > 2_147_483_647) {
-        throw new PlaybookRefusal(
-          'validation',
-          `step ${step.id}: with.to_version: must be a whole version number (got ${v})`,
-        );
-      }
-    }
-  }
+  const problems = plan.steps
+    .filter((step) => step.branch === 'runs')
+    .flatMap((step) => argsProblems(step.type, step.args).map((p) => `step ${step.id}: ${p}`));
+  if (problems.length > 0) throw new PlaybookRefusal('validation', problems.join('; '));
 }
 
 /** The dry run: resolved parameters, steps, branches, and what the first effects would touch. */

@@ -4,7 +4,7 @@
  * that do not fit a run are refused naming each.
  */
 import { describe, expect, it } from 'vitest';
-import { resolveParams } from '../domain/playbooks/definition.js';
+import { argsProblems, resolveParams } from '../domain/playbooks/definition.js';
 import { loadPlaybookDir, parsePlaybookText } from '../domain/playbooks/file.js';
 import { planRun } from '../domain/playbooks/plan.js';
 
@@ -70,6 +70,16 @@ describe('playbook definitions', () => {
         'ok.yaml',
       ),
     ).not.toThrow();
+  });
+
+  it('checks resolved arguments again, with pending templates standing for any value', () => {
+    expect(argsProblems('rollback_model', { model: 'm', to_version: 1.5 })).toEqual([
+      expect.stringMatching(/^with\.to_version: .*\(got 1\.5\)$/),
+    ]);
+    expect(argsProblems('rollback_model', { model: 'm', to_version: 2 })).toEqual([]);
+    expect(argsProblems('set_mode', { surface: '${steps.a.surface}', mode: 'rules-only' })).toEqual(
+      [],
+    );
   });
 
   it('refuses an argument a step type does not take, and a missing one', () => {

@@ -103,6 +103,18 @@ function argsSchemaAtLoad(type: StepType): z.ZodType {
 }
 
 /**
+ * What is wrong with a step's arguments once the parameters are resolved, as `with.<field>: … (got
+ * …)`; templates still pending (on step outputs) stand for any value their field accepts.
+ */
+export function argsProblems(type: string, args: unknown): string[] {
+  if (!(STEP_TYPES as readonly string[]).includes(type)) {
+    return [`type: is not a step type (got "${type}")`];
+  }
+  const parsed = argsSchemaAtLoad(type as StepType).safeParse(args);
+  return parsed.success ? [] : issues(parsed.error, args, ['with']);
+}
+
+/**
  * Replaces each template (at any depth) by a value its field accepts, found by trying a few
  * candidates against the field's own schema; what is not a template is left for zod to judge.
  */
