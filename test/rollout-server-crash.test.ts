@@ -5,7 +5,6 @@
  * rollout routes, waits and judges exposure rows, and never loads a model.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,7 +26,13 @@ import { listDecisions, listRollouts } from '../domain/rollout/store.js';
 import type { RolloutResult } from '../workflows/rolloutModel.js';
 import { type RunningTemporal, startEmbeddedTemporal } from '../runtime/temporal-server.js';
 import { spawnWorker, type WorkerChild } from './fixtures/spawn-worker.js';
-import { createTestDatabase, type TestDatabase, testQueuePrefix } from './support.js';
+import {
+  createTestDatabase,
+  freePort,
+  type TestDatabase,
+  testQueuePrefix,
+  until,
+} from './support.js';
 
 const MODEL = 'server-crash-model';
 const SURFACE = 'server-crash';
@@ -36,17 +41,6 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-server-crash-'));
 let db: TestDatabase;
 let server: RunningTemporal;
 let ports: { port: number; uiPort: number };
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      s.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 function startServer(): Promise<RunningTemporal> {
   const config = loadConfig({ ...process.env, DATABASE_URL: '', TEMPORAL_ADDRESS: '' });
@@ -81,24 +75,6 @@ async function killServer(): Promise<void> {
 
 async function connect(): Promise<Client> {
   return new Client({ connection: await Connection.connect({ address: server.address }) });
-}
-
-/** Polls `probe` until it answers something truthy; fails naming `what` after the timeout. */
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(200);
-  }
-  throw new Error(
-    `timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`,
-  );
 }
 
 /** Registers a version with a placeholder artifact and training set (never loaded here). */

@@ -30,7 +30,7 @@ import { popsRunner } from './cli-support.js';
 import { spawnWorker } from './fixtures/spawn-worker.js';
 import { type Harness, startHarness } from './harness.js';
 import { movieLensSlice, prepareModel } from './retrain-support.js';
-import { testQueuePrefix } from './support.js';
+import { testQueuePrefix, until } from './support.js';
 
 let h: Harness;
 const slice = movieLensSlice(150);
@@ -77,24 +77,6 @@ async function begin(name: string, over: Partial<RolloutInput> = {}, prefix = h.
 
 async function state(name: string): Promise<RolloutState> {
   return h.client.workflow.getHandle(rolloutWorkflowId(name)).query<RolloutState>(STATE_QUERY);
-}
-
-/** Polls `probe` until it answers something truthy; fails naming `what` after the timeout. */
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(100);
-  }
-  throw new Error(
-    `timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`,
-  );
 }
 
 /** Waits until step `index` is routed and baking (or paused); answers the state. */

@@ -12,7 +12,7 @@ import { bootstrapAdminToken } from '../cli/tokens.js';
 import { logger } from '../common/logger.js';
 import { startMailCatcher } from '../domain/campaigns/capture.js';
 import { createToken, revokeToken } from '../domain/privacy/tokens.js';
-import { createTestDatabase, type TestDatabase } from './support.js';
+import { createTestDatabase, freePort, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -55,16 +55,6 @@ it('reuses a mail catcher already on the port, and names the variable for anythi
   );
   await new Promise<void>((resolve) => squatter.close(() => resolve()));
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function greeting(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
