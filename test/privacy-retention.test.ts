@@ -96,6 +96,129 @@ describe('enforceRetention', () => {
     expect(await count('events')).toBe(5);
   });
 
+  it('prunes old training and drift set rows, keeps young ones, marks the sets', async () => {
+    // Rows by [set, row id, split, age in days]; a split of null is a drift set's row.
+    const rows: Array<[string, number, 'train' | 'validate' | null, number]> = [
+      ['set-a', 1001, 'train', 500],
+      ['set-a', 1002, 'train', 500],
+      ['set-a', 1003, 'train', 500],
+      ['set-a', 1004, 'train', 10],
+      ['set-a', 1005, 'validate', 500],
+      ['set-a', 1006, 'validate', 10],
+      ['set-b', 2001, 'train', 30],
+      ['set-b', 2002, 'train', 20],
+      ['set-b', 2003, 'validate', 5],
+      ['set-c', 3001, 'train', 600],
+      ['set-c', 3002, 'train', 600],
+      ['drift-d', 4001, null, 700],
+      ['drift-d', 4002, null, 700],
+      ['drift-d', 4003, null, 20],
+    ];
+    await h.db.pool.query(`insert into models (name, source, created_by)
+                           values ('m', 'web', 't')`);
+    for (const [set, train, validate] of [
+      ['set-a', 4, 2],
+      ['set-b', 2, 1],
+      ['set-c', 2, 0],
+    ] as const) {
+      await h.db.pool.query(
+        `insert into training_sets (set_key, model, source, train_from, train_until,
+           validate_until, features, train_rows, validate_rows)
+         values ($1, 'm', 'web', $2, $3, now(), '{f@1:lifetime}', $4, $5)`,
+        [set, ago(800), ago(8), train, validate],
+      );
+    }
+    await h.db.pool.query(
+      `insert into drift_sets (set_key, range_from, range_to, row_count)
+       values ('drift-d', $1, now(), 3)`,
+      [ago(800)],
+    );
+    for (const [set, id, split, days] of rows) {
+      await h.db.pool.query(
+        `insert into pit_set_rows (set_key, row_id, ts, person_key, item_key, label, vals)
+         values ($1, $2, $3, 'p', 'i', 1, '{0.5}')`,
+        [set, id, ago(days)],
+      );
+      if (split === null) continue;
+      await h.db.pool.query(
+        `insert into training_examples
+           (set_key, event_id, split, person_id, item_id, ts, rating, label, features)
+         values ($1, $2, $3, 'p', 'i', $4, 5, 1, '{0.5}')`,
+        [set, id, split, ago(days)],
+      );
+    }
+    // pit_set_rows first, older than 550 days: set-c's 2 rows (their examples with them) and
+    // drift-d's 2. Then training_examples older than 400 days: set-a's 1001-1003 and 1005 (with
+    // their point-in-time rows); set-c's are gone already, set-b's and the rest are younger.
+    const policies = retentionPolicies('pit_set_rows=550d,training_examples=400d');
+    const started = await startRetention(h.client, h.prefix, { policies, requestedBy: 'dpo' });
+    const result = (await h.client.workflow
+      .getHandle(started.workflowId, started.runId)
+      .result()) as RetentionResult;
+    expect(result.deleted).toEqual({ pit_set_rows: 4, training_examples: 4 });
+    const ids = async (table: string, column: string) =>
+      (
+        await h.db.pool.query<{ id: string }>(
+          `select ${column}::text as id from ${table} order by ${column}`,
+        )
+      ).rows.map((r) => Number(r.id));
+    // 11 examples - 2 (set-c) - 4 (set-a) = 5; 14 point-in-time rows - 4 - 4 = 6.
+    expect(await ids('training_examples', 'event_id')).toEqual([1004, 1006, 2001, 2002, 2003]);
+    expect(await ids('pit_set_rows', 'row_id')).toEqual([1004, 1006, 2001, 2002, 2003, 4003]);
+    // The sets keep the counts they were built with and say what retention took.
+    const sets = await h.db.pool.query(
+      `select set_key, train_rows, validate_rows, pruned_train_rows, pruned_validate_rows,
+              pruned_at is not null as pruned
+         from training_sets order by set_key`,
+    );
+    expect(sets.rows).toEqual([
+      {
+        set_key: 'set-a',
+        train_rows: 4,
+        validate_rows: 2,
+        pruned_train_rows: 3,
+        pruned_validate_rows: 1,
+        pruned: true,
+      },
+      {
+        set_key: 'set-b',
+        train_rows: 2,
+        validate_rows: 1,
+        pruned_train_rows: 0,
+        pruned_validate_rows: 0,
+        pruned: false,
+      },
+      {
+        set_key: 'set-c',
+        train_rows: 2,
+        validate_rows: 0,
+        pruned_train_rows: 2,
+        pruned_validate_rows: 0,
+        pruned: true,
+      },
+    ]);
+    const drift = await h.db.pool.query(
+      'select row_count, pruned_rows, pruned_at is not null as pruned from drift_sets',
+    );
+    expect(drift.rows).toEqual([{ row_count: 3, pruned_rows: 2, pruned: true }]);
+    const audit = await auditTrail(h.db.pool, { workflowId: started.workflowId });
+    expect(audit).toHaveLength(1);
+    expect(audit[0]).toMatchObject({
+      action: 'privacy.retention-enforced',
+      outputs: { deleted: { pit_set_rows: 4, training_examples: 4 } },
+    });
+
+    // In batches of 1, set-b's two train rows older than 15 days go, and its counts add up.
+    const input = { runKey: 'test/sets', table: 'training_examples', keepDays: 15 };
+    expect(await enforceTable(h.db.pool, { ...input, cutoff: ago(15), batch: 1 })).toBe(2);
+    expect(await ids('training_examples', 'event_id')).toEqual([1004, 1006, 2003]);
+    expect(await ids('pit_set_rows', 'row_id')).toEqual([1004, 1006, 2003, 4003]);
+    const b = await h.db.pool.query(
+      `select pruned_train_rows, pruned_validate_rows from training_sets where set_key = 'set-b'`,
+    );
+    expect(b.rows).toEqual([{ pruned_train_rows: 2, pruned_validate_rows: 0 }]);
+  }, 120_000);
+
   it('refuses a policy of a table without retention, or a malformed one, naming it', () => {
     expect(() => retentionPolicies('audit_log=10d')).toThrow(/POPS_RETENTION: "audit_log=10d"/);
     expect(() => retentionPolicies('events=10')).toThrow(/table=<days>d/);
