@@ -37,13 +37,9 @@ import {
   storableMessage,
 } from '../ingest/segment.js';
 import { authenticateWriteKey, type WriteKeyIdentity } from '../ingest/write-keys.js';
-import { recordConsent } from '../domain/privacy/consent.js';
+import { captureFromMessages } from '../domain/privacy/capture.js';
 import { droppedByTombstones } from '../domain/privacy/tombstones.js';
-import {
-  consentChoices,
-  type ConsentTraitMap,
-  DEFAULT_CONSENT_TRAITS,
-} from '../domain/privacy/consent-traits.js';
+import { type ConsentTraitMap, DEFAULT_CONSENT_TRAITS } from '../domain/privacy/consent-traits.js';
 
 /** What the routes need: the pool they write events to. */
 export interface SegmentRoutesOptions {
@@ -347,7 +343,9 @@ async function storeBatch(
       else kept.push({ messageId: row.message_id, event: row.event ?? '', breach, message });
     }
     const stored = await storeEvents(client, source, receivedAt, rows);
-    await captureConsent(client, traits, source, receivedAt, messages, stored);
+    // Consent from identify traits, and the addresses to send to, sealed.
+    const ingested = messages.map(({ row, fields }) => ({ row, fields, at: receivedAt }));
+    await captureFromMessages(client, traits, source, ingested, stored);
     const duplicates = await storeQuarantined(client, source, receivedAt, kept);
     const quarantine = new QuarantineTally();
     for (const q of kept) {
@@ -355,36 +353,6 @@ async function storeBatch(
     }
     return { stored: stored.size, quarantine };
   });
-}
-
-/**
- * Records the consent that the newly stored identify messages state, for their user id and their
- * anonymous id, effective when received (a resent message, already stored, changes nothing: an
- * older resend would otherwise undo a later choice).
- */
-async function captureConsent(
-  client: PoolClient,
-  traits: ConsentTraitMap,
-  source: string,
-  receivedAt: Date,
-  messages: readonly Received[],
-  stored: ReadonlySet<string>,
-): Promise<void> {
-  for (const { row, fields } of messages) {
-    if (row.type !== 'identify' || !stored.has(row.message_id)) continue;
-    const choices = consentChoices(fields as unknown as Record<string, unknown>, traits);
-    const ids = [
-      row.user_id === null ? null : { type: 'user_id', value: row.user_id },
-      row.anonymous_id === null ? null : { type: 'anonymous_id', value: row.anonymous_id },
-    ];
-    for (const identifier of ids) {
-      if (identifier === null || identifier.value.trim() === '') continue;
-      for (const { purpose, granted } of choices) {
-        const input = { identifier, purpose, granted, actor: `segment:${source}` };
-        await recordConsent(client, { ...input, source: `segment:${source}`, at: receivedAt });
-      }
-    }
-  }
 }
 
 /**

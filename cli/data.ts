@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import { z } from 'zod';
 import type { ReasonCount } from '../domain/contracts/quarantine.js';
+import { consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
 import { modelNameSchema } from '../domain/retrain.js';
 import { declareModel, listModels, showModel } from '../domain/registry.js';
 import { importEvents } from '../ingest/events.js';
@@ -61,6 +62,7 @@ export async function importEventsCommand(
   try {
     const result = await importEvents(rt.pool, file, {
       ...(source ? { source } : {}),
+      consentTraits: consentTraitsFromEnv(rt.config.POPS_CONSENT_TRAITS),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();

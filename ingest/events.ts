@@ -4,13 +4,19 @@
  * into a staging table and moved into `events` by one statement, all in one transaction. Messages
  * are deduplicated on `messageId`, so importing a file again adds nothing. A track message that
  * breaks its event's contract (domain/contracts; the source's contracts are read once) goes into
- * the quarantine with its reasons instead, in the same transaction.
+ * the quarantine with its reasons instead, in the same transaction. Emails and phones are stored
+ * minimized (domain/privacy/minimize.ts); the consent identify messages state and the addresses
+ * to send to are captured as the HTTP API captures them (domain/privacy/capture.ts), with the
+ * message's own timestamp as when its consent took effect (a file is history).
  */
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
 import type { Reason } from '../domain/contracts/check.js';
 import { judge, QuarantineTally, type ReasonCount } from '../domain/contracts/quarantine.js';
+import { captureFromMessages, type IngestedMessage } from '../domain/privacy/capture.js';
+import { type ConsentTraitMap, DEFAULT_CONSENT_TRAITS } from '../domain/privacy/consent-traits.js';
+import { sendableEmail } from '../domain/privacy/minimize.js';
 import { dropTombstonedStaged } from '../domain/privacy/tombstones.js';
 import { activeContracts, type ActiveContract } from '../domain/contracts/registry.js';
 import {
@@ -38,6 +44,8 @@ export interface EventsImportOptions {
   /** Written to events.source; defaults to `segment`. */
   source?: string;
   onProgress?: ProgressListener;
+  /** Where identify messages carry consent (POPS_CONSENT_TRAITS); default DEFAULT_CONSENT_TRAITS. */
+  consentTraits?: ConsentTraitMap;
 }
 
 /**
@@ -86,8 +94,9 @@ export async function importEvents(
   if (size === null) throw new Error(`events import: ${file} does not exist`);
   const meter = new ProgressMeter(options.onProgress, size);
 
+  const traits = options.consentTraits ?? DEFAULT_CONSENT_TRAITS;
   const counts = await withTransaction(pool, (client) => {
-    return copyAndInsert(client, file, source, meter);
+    return copyAndInsert(client, file, source, traits, meter);
   });
   meter.finish();
   return { source, ...counts, seconds: (performance.now() - started) / 1000 };
@@ -97,6 +106,7 @@ async function copyAndInsert(
   client: PoolClient,
   file: string,
   source: string,
+  traits: ConsentTraitMap,
   meter: ProgressMeter,
 ): Promise<Omit<EventsImportResult, 'source' | 'seconds'>> {
   await client.query(
@@ -111,11 +121,14 @@ async function copyAndInsert(
   const contracts = await activeContracts(client, source);
   const tally = new QuarantineTally();
   const counter = { rows: 0 };
-  const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally);
+  // Identify messages and messages with an address: what capture reads after the insert.
+  const toCapture: IngestedMessage[] = [];
+  const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally, toCapture);
   const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS];
   await copyInto(client, 'import_events', columns, messageChunks(file, meter, counter, stage));
   // Messages of deleted persons are not imported (domain/privacy/tombstones.ts).
   await dropTombstonedStaged(client, source);
+  const capture = await stillStaged(client, toCapture);
   const inserted = await client.query(
     // A file is history, not a live send: its timestamps are stored as they are, uncorrected.
     `insert into events (message_id, source, type, event, person_id, user_id, anonymous_id,
@@ -130,12 +143,35 @@ async function copyAndInsert(
     [source],
   );
   if (tally.messages > 0) await quarantineStaged(client, source, tally);
+  await captureFromMessages(client, traits, source, capture.messages, capture.fresh);
   return {
     read: counter.rows,
     inserted: inserted.rowCount ?? 0,
     quarantined: tally.messages,
     quarantineReasons: tally.reasons(),
   };
+}
+
+/**
+ * The messages to capture that are still staged (not dropped by a tombstone), and which of them
+ * are new to `events` (keep their contract, not stored before): only those record consent.
+ */
+async function stillStaged(
+  client: PoolClient,
+  messages: readonly IngestedMessage[],
+): Promise<{ messages: IngestedMessage[]; fresh: Set<string> }> {
+  if (messages.length === 0) return { messages: [], fresh: new Set() };
+  const { rows } = await client.query<{ message_id: string; fresh: boolean }>(
+    `select i.message_id,
+            bool_or(i.reasons is null
+                    and not exists (select from events e where e.message_id = i.message_id)) as fresh
+       from import_events i where i.message_id = any($1::text[])
+      group by i.message_id`,
+    [[...new Set(messages.map((m) => m.row.message_id))]],
+  );
+  const staged = new Set(rows.map((r) => r.message_id));
+  const fresh = new Set(rows.filter((r) => r.fresh).map((r) => r.message_id));
+  return { messages: messages.filter((m) => staged.has(m.row.message_id)), fresh };
 }
 
 /**
@@ -232,8 +268,13 @@ function copyRow(
   { message, input, mayHaveEscapes }: ParsedLine,
   contracts: ReadonlyMap<string, ActiveContract>,
   tally: QuarantineTally,
+  toCapture: IngestedMessage[],
 ): string {
   const row = eventRow(message);
+  if (row.type === 'identify' || sendableEmail(message) !== null) {
+    const at = row.original_timestamp === null ? new Date() : new Date(row.original_timestamp);
+    toCapture.push({ row, fields: message, at });
+  }
   const values: Array<string | null> = STAGING_COLUMNS.map((column) => row[column]);
   const breach = judge(contracts, message);
   if (breach === null) {

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { UNSTORABLE_PROBLEM, UNSTORABLE_TEXT } from '../common/text.js';
+import { minimizedContext, minimizedMessage, minimizedTraits } from '../domain/privacy/minimize.js';
 
 /** The message types the events table stores (its `type` check); screen and group are refused. */
 export const MESSAGE_TYPES = ['track', 'identify', 'alias', 'page'] as const;
@@ -224,14 +225,15 @@ export function unstorablePath(value: unknown, at = ''): string | null {
 /**
  * What to keep of a message as received (the quarantine keeps it whole): the received JSON, unless
  * it holds text PostgreSQL cannot store, which can only sit in a field the check dropped; then the
- * message as checked. `mayHaveEscapes` as for checkMessage.
+ * message as checked. Either way minimized. `mayHaveEscapes` as for checkMessage.
  */
 export function storableMessage(
   received: unknown,
   checked: SegmentMessage,
   mayHaveEscapes = true,
 ): unknown {
-  return mayHaveEscapes && unstorablePath(received) !== null ? checked : received;
+  // Emails and phones are kept hashed here too (domain/privacy/minimize.ts).
+  return minimizedMessage(mayHaveEscapes && unstorablePath(received) !== null ? checked : received);
 }
 
 /** `field "f": value problem`, or `field "f" problem` without a value; long values are cut. */
@@ -283,8 +285,9 @@ export function eventRow(message: SegmentMessage & { messageId: string }): Event
     original_timestamp: message.timestamp ?? null,
     sent_at: message.sentAt ?? null,
     properties: JSON.stringify(propertiesOf(message)),
-    traits: jsonText(message.traits),
-    context: jsonText(message.context),
+    // Emails and phones are stored as their keyed hash (domain/privacy/minimize.ts).
+    traits: jsonText(minimizedTraits(message.traits)),
+    context: jsonText(minimizedContext(message.context)),
   };
 }
 

@@ -28,7 +28,7 @@ import {
 import { registerFeatures } from '../domain/features/registry.js';
 import { popsRunner } from './cli-support.js';
 import { type Harness, startHarness } from './harness.js';
-import { testQueuePrefix } from './support.js';
+import { hashedValueOf, testQueuePrefix } from './support.js';
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
@@ -135,7 +135,8 @@ beforeAll(async () => {
   );
   await pool.query(
     `insert into identifiers (type, value, person_id, first_seen_at, first_event_id)
-     values ('user_id', '42', 1, now(), 1), ('email', 'ann@example.com', 2, now(), 2)`,
+     values ('user_id', '42', 1, now(), 1), ('email', $1, 2, now(), 2)`,
+    [hashedValueOf('email', 'ann@example.com')],
   );
   await pool.query(`insert into items (source, item_id) values ('t', 'i1'), ('t', 'i-empty')`);
   await pool.query(

@@ -3,7 +3,7 @@ import type { Client } from '@temporalio/client';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { importMessages, message, resolveAll, storedPartition } from './identity-support.js';
 import { type Harness, startHarness } from './harness.js';
-import { testQueuePrefix, type TestDatabase } from './support.js';
+import { hashedValueOf, testQueuePrefix, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
 let client: Client;
@@ -51,7 +51,7 @@ describe('identity over HTTP and Temporal', () => {
     const identifiers = byEmail.body['identifiers'] as Array<Record<string, unknown>>;
     expect(identifiers.map((i) => `${String(i['type'])}:${String(i['value'])}`)).toEqual([
       'anonymous_id:anon-1',
-      'email:ann@example.com',
+      `email:${hashedValueOf('email', 'ann@example.com')}`,
       'user_id:ann',
     ]);
     const merges = byEmail.body['merges'] as Array<Record<string, unknown>>;
@@ -144,10 +144,10 @@ describe('identity over HTTP and Temporal', () => {
         },
       },
     });
-    const phone = await call('GET', '/v1/identity/identifiers/phone/123');
-    expect(phone.status).toBe(400);
-    expect(JSON.stringify(phone.body)).toContain(
-      'type: is not an identifier type (user_id, email, anonymous_id, device_id)',
+    const fax = await call('GET', '/v1/identity/identifiers/fax/123');
+    expect(fax.status).toBe(400);
+    expect(JSON.stringify(fax.body)).toContain(
+      'type: is not an identifier type (user_id, email, phone, anonymous_id, device_id)',
     );
     const unknownMerge = await call('POST', '/v1/identity/unmerges', { mergeId: 999, reason: 'r' });
     expect(unknownMerge).toEqual({

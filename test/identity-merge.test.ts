@@ -90,7 +90,7 @@ describe('resolving identities', () => {
           survivorRule: 'earliest first_seen_at, then lowest id',
           kept: ['email', 'anonymous_id', 'device_id'],
           dropped: [],
-          counts: { user_id: 1, email: 1, anonymous_id: 2, device_id: 1 },
+          counts: { user_id: 1, email: 1, phone: 0, anonymous_id: 2, device_id: 1 },
         }),
       },
     ]);

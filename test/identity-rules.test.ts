@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { parseOrFail } from '../common/failures.js';
 import {
@@ -5,8 +6,11 @@ import {
   type IdentityEventRow,
   junkFilter,
   normalizeEmail,
+  normalizePhone,
+  storedValue,
 } from '../domain/identity/identifiers.js';
 import { identityRulesSchema, withoutLimits } from '../domain/identity/rules.js';
+import { hashedValueOf } from './support.js';
 
 const rules = identityRulesSchema.parse({});
 const extract = identifierExtractor(rules);
@@ -40,7 +44,7 @@ describe('identifier extraction', () => {
     expect(found).toEqual({
       identifiers: [
         { type: 'user_id', value: 'user-1' },
-        { type: 'email', value: 'ann@example.org' },
+        { type: 'email', value: hashedValueOf('email', 'ann@example.org') },
         { type: 'anonymous_id', value: 'anon-1' },
         { type: 'device_id', value: 'dev-1' },
       ],
@@ -54,8 +58,50 @@ describe('identifier extraction', () => {
     );
     const contextOnly = extract(row({ context: { traits: { email: 'c@d.co' } } }));
 
-    expect(both.identifiers).toEqual([{ type: 'email', value: 'a@b.co' }]);
-    expect(contextOnly.identifiers).toEqual([{ type: 'email', value: 'c@d.co' }]);
+    expect(both.identifiers).toEqual([{ type: 'email', value: hashedValueOf('email', 'a@b.co') }]);
+    expect(contextOnly.identifiers).toEqual([
+      { type: 'email', value: hashedValueOf('email', 'c@d.co') },
+    ]);
+  });
+
+  it('reads phones from traits and context.traits, hashed, below emails', () => {
+    const found = extract(
+      row({
+        anonymousId: 'a',
+        traits: { phone: '+44 (20) 7946-0958', email: 'p@q.io' },
+        context: { traits: { phone: 442079460958 } },
+      }),
+    );
+
+    expect(found).toEqual({
+      identifiers: [
+        { type: 'email', value: hashedValueOf('email', 'p@q.io') },
+        { type: 'phone', value: hashedValueOf('phone', '+442079460958') },
+        { type: 'phone', value: hashedValueOf('phone', '442079460958') },
+        { type: 'anonymous_id', value: 'a' },
+      ],
+      rejected: 0,
+    });
+  });
+
+  it('takes values hashed at ingestion as they are, and blocks them by their hash', () => {
+    const hashed = hashedValueOf('email', 'shared@example.com');
+    const blocking = identifierExtractor(
+      identityRulesSchema.parse({ blockList: ['Shared@Example.com'] }),
+    );
+
+    expect(extract(row({ traits: { email: hashed } })).identifiers).toEqual([
+      { type: 'email', value: hashed },
+    ]);
+    expect(blocking(row({ traits: { email: hashed } }))).toEqual({ identifiers: [], rejected: 1 });
+    expect(blocking(row({ traits: { email: 'shared@example.com' } }))).toEqual({
+      identifiers: [],
+      rejected: 1,
+    });
+    expect(extract(row({ traits: { email: '[invalid]' } }))).toEqual({
+      identifiers: [],
+      rejected: 1,
+    });
   });
 
   it('types an alias previousId as anonymous_id, or as user_id when configured', () => {
@@ -143,6 +189,43 @@ describe('junk values', () => {
       expect(isJunk(value)).toBe(false);
     },
   );
+});
+
+describe('phone normalization', () => {
+  it.each([
+    ['+1 (415) 555-0100', '+14155550100'],
+    ['0044 20 7946 0958', '+442079460958'],
+    [' 415.555.0100 ', '4155550100'],
+    ['5550100', '5550100'],
+  ])('%j becomes %j', (raw, normalized) => {
+    expect(normalizePhone(raw)).toBe(normalized);
+  });
+
+  it.each(['555-010', '+1234567890123456', '0000000000', 'call 4155550100', '415-555-0100 x2', ''])(
+    '%j is not a phone number',
+    (raw) => {
+      expect(normalizePhone(raw)).toBeNull();
+    },
+  );
+});
+
+describe('stored values', () => {
+  it('hashes emails and phones with HMAC-SHA256 as python computes it, other types in clear', () => {
+    const key = process.env['POPS_PII_HMAC_KEY'] ?? '';
+    const oracle = execFileSync('python3', [
+      '-c',
+      'import hmac,hashlib,sys; k=bytes.fromhex(sys.argv[1]);' +
+        ' print(hmac.new(k, b"email\\x00ann@example.org", hashlib.sha256).hexdigest())',
+      key,
+    ])
+      .toString()
+      .trim();
+
+    expect(storedValue('email', ' Ann@Example.ORG ')).toBe(`h1:${oracle}`);
+    expect(storedValue('email', `h1:${oracle}`)).toBe(`h1:${oracle}`);
+    expect(storedValue('email', 'nope')).toBeNull();
+    expect(storedValue('user_id', ' u1 ')).toBe('u1');
+  });
 });
 
 describe('email normalization', () => {

@@ -13,6 +13,7 @@ import { type ChunkSummary, resolveNextChunk } from '../domain/identity/chunk.js
 import { readWatermark } from '../domain/identity/store.js';
 import { type IdentityRules, identityRulesSchema } from '../domain/identity/rules.js';
 import { importEvents } from '../ingest/events.js';
+import { hashedValueOf } from './support.js';
 
 export const DEFAULT_RULES: IdentityRules = identityRulesSchema.parse({});
 
@@ -33,8 +34,27 @@ export interface MessageFields {
 
 const EPOCH = Date.parse('2024-01-01T00:00:00Z');
 
+/**
+ * The emails the tests' messages carried, by their stored (hashed) form: the graph holds only the
+ * hash, and the partitions below spell each as the address it was, so expectations stay readable.
+ */
+const emailsByHash = new Map<string, string>();
+
+function remember(email: unknown): void {
+  if (typeof email !== 'string') return;
+  const normalized = email.trim().toLowerCase();
+  emailsByHash.set(hashedValueOf('email', normalized), normalized);
+}
+
+/** `type:value`, with a hashed email spelled as the address the tests sent. */
+export function readable(type: string, value: string): string {
+  return `${type}:${type === 'email' ? (emailsByHash.get(value) ?? value) : value}`;
+}
+
 /** A Segment message; `at` is an ISO instant or minutes after 2024-01-01. */
 export function message(fields: MessageFields): Message {
+  remember(fields.email);
+  remember(fields.contextEmail);
   const type = fields.type ?? 'track';
   const timestamp =
     typeof fields.at === 'number' ? new Date(EPOCH + fields.at * 60_000).toISOString() : fields.at;
@@ -129,16 +149,18 @@ export function normalizePartition(groups: Iterable<Iterable<string>>): Partitio
 
 /** The stored graph as a partition of its identifiers by canonical person. */
 export async function storedPartition(pool: Pool): Promise<Partition> {
-  const { rows } = await pool.query<{ person: number; id: string }>(
-    `select p.canonical_id as person, i.type || ':' || i.value as id
+  const { rows } = await pool.query<{ person: number; type: string; value: string }>(
+    `select p.canonical_id as person, i.type, i.value
        from identifiers i join persons p on p.id = i.person_id`,
   );
   const groups = new Map<number, string[]>();
-  for (const row of rows) groups.set(row.person, [...(groups.get(row.person) ?? []), row.id]);
+  for (const row of rows) {
+    groups.set(row.person, [...(groups.get(row.person) ?? []), readable(row.type, row.value)]);
+  }
   return normalizePartition(groups.values());
 }
 
-/** The canonical person of one identifier, or undefined. */
+/** The canonical person of one identifier (an email in clear), or undefined. */
 export async function personOf(
   pool: Pool,
   type: string,
@@ -147,7 +169,7 @@ export async function personOf(
   const { rows } = await pool.query<{ person: number }>(
     `select p.canonical_id as person from identifiers i join persons p on p.id = i.person_id
       where i.type = $1 and i.value = $2`,
-    [type, value],
+    [type, type === 'email' ? hashedValueOf('email', value.trim().toLowerCase()) : value],
   );
   return rows[0]?.person;
 }
@@ -284,9 +306,8 @@ export function peopleStream(seed: number, people = 40, sharedDevices = 8): Peop
 
 /** The stored conflicts as `messageId|type:value`, sorted. */
 export async function storedConflicts(pool: Pool): Promise<string[]> {
-  const { rows } = await pool.query<{ key: string }>(
-    `select message_id || '|' || identifier_type || ':' || identifier_value as key
-       from identity_conflicts`,
+  const { rows } = await pool.query<{ message_id: string; type: string; value: string }>(
+    `select message_id, identifier_type as type, identifier_value as value from identity_conflicts`,
   );
-  return rows.map((r) => r.key).sort();
+  return rows.map((r) => `${r.message_id}|${readable(r.type, r.value)}`).sort();
 }

@@ -16,6 +16,7 @@ import { createWriteKey } from '../ingest/write-keys.js';
 import { apiToken } from './auth-support.js';
 import {
   createTestDatabase,
+  hashedValueOf,
   testQueuePrefix,
   testTemporalClient,
   type TestDatabase,
@@ -47,8 +48,8 @@ async function seedGraph() {
   await db.pool.query(
     `insert into identifiers (type, value, person_id, first_seen_at, first_event_id) values
        ('user_id', 'u1', 1, $1, 1), ('anonymous_id', 'a2', 2, $1, 2),
-       ('email', 'p3@example.com', 3, $1, 3)`,
-    [T1],
+       ('email', $2, 3, $1, 3)`,
+    [T1, hashedValueOf('email', 'p3@example.com')],
   );
 }
 

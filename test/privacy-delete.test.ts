@@ -16,7 +16,7 @@ import { type Harness, startHarness } from './harness.js';
 import { resolveAll } from './identity-support.js';
 import { personMessages, postBatch, scanEveryTable } from './privacy-support.js';
 import { startWorkers } from './retrain-support.js';
-import { testQueuePrefix } from './support.js';
+import { hashedValueOf, testQueuePrefix } from './support.js';
 
 let h: Harness;
 let writeKey: string;
@@ -38,7 +38,18 @@ const who = (tag: string): Who => ({
   anon2: `${tag}-anon-z9p`,
   email: `${tag}.Person.Q7K@Example.org`,
 });
-const needles = (w: Who) => [w.user, w.anon, w.anon2, w.email, `Name ${w.tag}`];
+/**
+ * What must not be left: the raw ids, the address in clear and in its stored form, the name (the
+ * tombstone keeps the bare hash, without the `h1:` of a stored value, by design).
+ */
+const needles = (w: Who) => [
+  w.user,
+  w.anon,
+  w.anon2,
+  w.email,
+  hashedValueOf('email', w.email.toLowerCase()),
+  `Name ${w.tag}`,
+];
 
 async function personOf(userId: string): Promise<number[]> {
   const { rows } = await h.db.pool.query<{ id: number }>(
@@ -137,13 +148,14 @@ describe('exportPersonData and deletePersonData', () => {
       [
         `anonymous_id:${doomed.anon}`,
         `anonymous_id:${doomed.anon2}`,
-        `email:${doomed.email.toLowerCase()}`,
+        `email:${hashedValueOf('email', doomed.email.toLowerCase())}`,
         `user_id:${doomed.user}`,
       ].sort(),
     );
     // Marketing from the identify traits (user and anonymous id), analytics over the API (email).
     expect(bundle['consents']?.['consent_events']).toHaveLength(3);
-    expect(bundle['contacts']?.['contacts']).toHaveLength(1);
+    // Two addresses: sealed at ingestion under `unresolved:<user>`, and set here under the person.
+    expect(bundle['contacts']?.['contacts']).toHaveLength(2);
     expect(bundle['profile']?.['persons']).toHaveLength(2);
     expect(bundle['features']?.['feature_online']).toHaveLength(3);
     expect(bundle['training']?.['pit_set_rows']).toHaveLength(1);
@@ -167,13 +179,14 @@ describe('exportPersonData and deletePersonData', () => {
     expect(started.workflowId).toBe(privacyWorkflowId(started.requestId));
     const request = await waitForRequest(h.client, h.db.pool, { ...started, state: 'created' });
     expect(request).toMatchObject({ status: 'done', requestedBy: 'api-test' });
-    // Hand-counted: 5 events, 4 identifiers, 2 persons, 3 consents, the earlier export bundle.
+    // Hand-counted: 5 events, 4 identifiers, 2 persons, 3 consents, 2 addresses, the earlier
+    // export bundle.
     expect(request?.counts).toMatchObject({
       events: 5,
       identifiers: 4,
       persons: 2,
       consent_events: 3,
-      contacts: 1,
+      contacts: 2,
       feature_online: 3,
       feature_values: 3,
       pit_set_rows: 1,

@@ -2,7 +2,7 @@
  * Per-file isolation on the shared servers: a database of its own (migrated) and task queues of
  * its own, so test files run side by side without seeing each other's rows or tasks.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { inject } from 'vitest';
@@ -70,4 +70,13 @@ export async function until<T>(
   throw new Error(
     `timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`,
   );
+}
+
+/**
+ * The stored form of a normalized email or phone (`h1:` and HMAC-SHA256 of type, NUL, value, hex),
+ * computed here from that definition with the tests' key (vitest.config.ts).
+ */
+export function hashedValueOf(type: string, normalized: string): string {
+  const key = Buffer.from(process.env['POPS_PII_HMAC_KEY'] ?? '', 'hex');
+  return `h1:${createHmac('sha256', key).update(`${type}\u0000${normalized}`).digest('hex')}`;
 }

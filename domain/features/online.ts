@@ -13,7 +13,7 @@
  */
 import type { PoolClient, Queryable } from '../../common/db.js';
 import { InputError } from '../../common/failures.js';
-import { normalizeEmail } from '../identity/identifiers.js';
+import { storedValue } from '../identity/identifiers.js';
 import type { FeatureDefinition } from './definition.js';
 import type { Entity } from './source.js';
 
@@ -300,7 +300,7 @@ function keySql(selector: EntitySelector): { variant: string; sql: string; param
     };
   }
   const { type, value } = selector.identifier;
-  const normalized = type === 'email' ? (normalizeEmail(value) ?? value) : value.trim();
+  const normalized = storedValue(type, value) ?? value.trim();
   const suffix = item.length > 0 ? ` || '|' || $3::text` : '';
   return {
     variant: `identifier${withItem}`,

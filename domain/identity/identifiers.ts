@@ -4,11 +4,19 @@
  *
  * Sources: `user_id`; `anonymous_id`; the alias `previous_id` (typed by `aliasPreviousIdAs`);
  * `context.device.id` as `device_id`; `traits.email` and `context.traits.email` (where Segment
- * puts traits on track and page calls) as `email`; and custom types from their configured path.
+ * puts traits on track and page calls) as `email`; `traits.phone` and `context.traits.phone` as
+ * `phone`; and custom types from their configured path.
  *
  * Normalization: every value is trimmed; emails are also lower-cased and must look like an address
- * (no plus-tag or dot stripping: those would merge mailboxes that may belong to different people).
+ * (no plus-tag or dot stripping: those would merge mailboxes that may belong to different people);
+ * phone numbers keep their digits and a leading + (00 is read as +) and must have 7 to 15 digits.
+ *
+ * Minimization: emails and phone numbers are personal data, so the identity tables hold their
+ * keyed hash (`h1:<hex>`, domain/privacy/keys.ts hashedValue), never the clear value. Ingestion
+ * already replaces them in the stored message (domain/privacy/minimize.ts); a value that arrives
+ * hashed is taken as it is, one in clear (stored before minimization) is normalized and hashed.
  */
+import { HASHED_VALUE, hashedValue } from '../privacy/keys.js';
 import { type IdentityRules, ruleOf, typesOf } from './rules.js';
 
 export interface Identifier {
@@ -72,6 +80,44 @@ export function normalizeEmail(raw: string): string | null {
   return email.length <= 254 && EMAIL.test(email) ? email : null;
 }
 
+const PHONE = /^(\+|00)?[0-9][0-9 ().-]*$/;
+
+/**
+ * The normalized form of a phone number (its digits, `+` first when it had `+` or `00`), or null
+ * when it is not one: other characters, fewer than 7 or more than 15 digits, one digit repeated.
+ */
+export function normalizePhone(raw: string): string | null {
+  const text = raw.trim();
+  if (text.length > 40 || !PHONE.test(text)) return null;
+  const international = text.startsWith('+') || text.startsWith('00');
+  const digits = text.replace(/[^0-9]/g, '').slice(text.startsWith('00') ? 2 : 0);
+  if (digits.length < 7 || digits.length > 15 || /^(.)\1*$/.test(digits)) return null;
+  return international ? `+${digits}` : digits;
+}
+
+/** Identifier types whose values are personal data: stored as their keyed hash. */
+export const HASHED_TYPES: readonly string[] = ['email', 'phone'];
+
+/** A value normalized for its type (not hashed), or null when it cannot be one. */
+function clearValue(type: string, text: string): string | null {
+  if (type === 'email') return normalizeEmail(text);
+  if (type === 'phone') return normalizePhone(text);
+  const value = text.trim();
+  return value === '' || value.length > MAX_VALUE_LENGTH ? null : value;
+}
+
+/**
+ * A value as the identity tables store it: normalized, and hashed for emails and phones (a value
+ * already hashed is kept). Null when it cannot be a value of its type. For lookups by identifier.
+ */
+export function storedValue(type: string, raw: string): string | null {
+  if (!HASHED_TYPES.includes(type)) return clearValue(type, raw);
+  const text = raw.trim();
+  if (HASHED_VALUE.test(text)) return text;
+  const clear = clearValue(type, text);
+  return clear === null ? null : hashedValue(type, clear);
+}
+
 /** A JSON value as an identifier string: strings and finite numbers only. */
 function asText(value: unknown): string | null | undefined {
   if (value === null || value === undefined) return undefined;
@@ -94,6 +140,12 @@ export function identifierExtractor(
   rules: IdentityRules,
 ): (row: IdentityEventRow) => ExtractedIdentifiers {
   const isJunk = junkFilter(rules.blockList);
+  // Blocked emails and phones as they arrive from ingestion: hashed.
+  const blockedHashes = new Set(
+    HASHED_TYPES.flatMap((type) =>
+      rules.blockList.map((v) => storedValue(type, v)).filter((v) => v !== null),
+    ),
+  );
   const priorities = new Map(typesOf(rules).map((t) => [t, ruleOf(rules, t)?.priority ?? 0]));
   const priority = (type: string) => priorities.get(type) ?? 0;
   const custom = Object.entries(rules.custom).map(([type, rule]) => ({
@@ -107,6 +159,8 @@ export function identifierExtractor(
       ['user_id', row.userId],
       ['email', at(row.traits, ['email'])],
       ['email', at(row.context, ['traits', 'email'])],
+      ['phone', at(row.traits, ['phone'])],
+      ['phone', at(row.context, ['traits', 'phone'])],
       ['anonymous_id', row.anonymousId],
       [rules.aliasPreviousIdAs, row.previousId],
       ['device_id', at(row.context, ['device', 'id'])],
@@ -117,7 +171,7 @@ export function identifierExtractor(
     for (const [type, value] of raw) {
       const text = asText(value);
       if (text === undefined) continue;
-      const normalized = text === null ? null : normalize(type, text, isJunk);
+      const normalized = text === null ? null : normalize(type, text, isJunk, blockedHashes);
       if (normalized === null) {
         rejected += 1;
         continue;
@@ -131,10 +185,17 @@ export function identifierExtractor(
   };
 }
 
-function normalize(type: string, text: string, isJunk: (value: string) => boolean): string | null {
-  const value = type === 'email' ? normalizeEmail(text) : text.trim();
-  if (value === null || value.length > MAX_VALUE_LENGTH || isJunk(value)) return null;
-  return value;
+function normalize(
+  type: string,
+  text: string,
+  isJunk: (value: string) => boolean,
+  blockedHashes: ReadonlySet<string>,
+): string | null {
+  const hashed = HASHED_TYPES.includes(type);
+  if (hashed && HASHED_VALUE.test(text)) return blockedHashes.has(text) ? null : text;
+  const value = clearValue(type, text);
+  if (value === null || isJunk(value)) return null;
+  return hashed ? hashedValue(type, value) : value;
 }
 
 /** One string per identifier, for maps and sets: type and value cannot collide across the NUL. */

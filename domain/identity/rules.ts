@@ -8,6 +8,8 @@
  *   are two people until someone says otherwise.
  * - `email`: priority 80, at most 5 first seen within 365 days. People change and add
  *   addresses, slowly.
+ * - `phone`: priority 60, at most 3 first seen within 365 days. A number is personal, but a
+ *   household's landline is shared and numbers are recycled, so it ranks below an email.
  * - `anonymous_id`: priority 40, at most 5 first seen within 7 days. A cookie per browser and
  *   device; a burst beyond that in a week is a shared machine or a bot.
  * - `device_id`: priority 20, at most 10 first seen within 30 days. Lowest priority: a device is
@@ -16,7 +18,7 @@
  */
 import { z } from 'zod';
 
-export const BUILTIN_TYPES = ['user_id', 'email', 'anonymous_id', 'device_id'] as const;
+export const BUILTIN_TYPES = ['user_id', 'email', 'phone', 'anonymous_id', 'device_id'] as const;
 export type BuiltinType = (typeof BUILTIN_TYPES)[number];
 
 // Strict: a misspelled key (`priorty`) is an error, not a silently kept default.
@@ -36,6 +38,7 @@ export type LimitRule = z.output<typeof limitRuleSchema>;
 export const DEFAULT_LIMITS: Readonly<Record<BuiltinType, LimitRule>> = {
   user_id: { priority: 100, maxValues: 1, windowDays: null },
   email: { priority: 80, maxValues: 5, windowDays: 365 },
+  phone: { priority: 60, maxValues: 3, windowDays: 365 },
   anonymous_id: { priority: 40, maxValues: 5, windowDays: 7 },
   device_id: { priority: 20, maxValues: 10, windowDays: 30 },
 };
@@ -66,6 +69,7 @@ export type CustomType = z.output<typeof customTypeSchema>;
 export const identityRulesSchema = z.strictObject({
   user_id: builtinRule('user_id'),
   email: builtinRule('email'),
+  phone: builtinRule('phone'),
   anonymous_id: builtinRule('anonymous_id'),
   device_id: builtinRule('device_id'),
   custom: z
@@ -115,6 +119,7 @@ export function withoutLimits(rules: IdentityRules): IdentityRules {
     ...rules,
     user_id: lift(rules.user_id),
     email: lift(rules.email),
+    phone: lift(rules.phone),
     anonymous_id: lift(rules.anonymous_id),
     device_id: lift(rules.device_id),
     custom: Object.fromEntries(Object.entries(rules.custom).map(([k, v]) => [k, lift(v)])),

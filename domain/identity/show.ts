@@ -5,7 +5,7 @@
  * merged (a merged id leads to the person it is part of now).
  */
 import type { Queryable } from '../../common/db.js';
-import { normalizeEmail } from './identifiers.js';
+import { storedValue } from './identifiers.js';
 
 export type PersonLookup = { type: string; value: string } | { personId: number };
 
@@ -102,8 +102,7 @@ async function findNode(db: Queryable, lookup: PersonLookup): Promise<number | u
     ]);
     return rows[0]?.id;
   }
-  const value =
-    lookup.type === 'email' ? (normalizeEmail(lookup.value) ?? lookup.value) : lookup.value.trim();
+  const value = storedValue(lookup.type, lookup.value) ?? lookup.value.trim();
   const { rows } = await db.query<{ person_id: number }>(
     'select person_id from identifiers where type = $1 and value = $2',
     [lookup.type, value],

@@ -39,6 +39,32 @@ export async function setEmailAddress(
   );
 }
 
+/**
+ * Sets the addresses of many person keys in one statement (the last entry of a key wins); each
+ * address must be normalized already (domain/privacy/minimize.ts sendableEmail). For ingestion.
+ */
+export async function setEmailAddresses(
+  db: Queryable,
+  entries: ReadonlyArray<{ personKey: string; email: string }>,
+  source: string,
+): Promise<void> {
+  const byKey = new Map<string, string>();
+  for (const { personKey, email } of entries) {
+    if (personKey.length > 0 && personKey.length <= 600) byKey.set(personKey, email);
+  }
+  if (byKey.size === 0) return;
+  const keys = [...byKey.keys()];
+  const sealed = keys.map((key) => seal(byKey.get(key) ?? '', key));
+  await db.query(
+    `insert into contacts (person_key, email, email_sealed, key_id, source)
+     select k, null, s, i, $4 from unnest($1::text[], $2::text[], $3::text[]) as t(k, s, i)
+     on conflict (person_key) do update
+       set email = null, email_sealed = excluded.email_sealed, key_id = excluded.key_id,
+           source = excluded.source, updated_at = now()`,
+    [keys, sealed.map((s) => s.sealed), sealed.map((s) => s.keyId), source],
+  );
+}
+
 /** The address to send to, per person key that has one (the most recently set wins). */
 export async function emailAddresses(
   db: Queryable,

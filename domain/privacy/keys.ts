@@ -70,9 +70,25 @@ export function keyedHash(text: string): string {
   return createHmac('sha256', piiHmacKey()).update(text).digest('hex');
 }
 
-/** The keyed hash of an identifier as stored (type and value, NUL-separated). */
+/** How a hashed identifier value is stored: `h1:` and 64 hex characters. */
+export const HASHED_VALUE = /^h1:[0-9a-f]{64}$/;
+
+/**
+ * The keyed hash of an identifier (type and value, NUL-separated). A value already stored in its
+ * hashed form (`h1:<hash>`, emails and phones) is that hash: the hash of its clear value.
+ */
 export function identifierHash(identifier: { type: string; value: string }): string {
+  if (HASHED_VALUE.test(identifier.value)) return identifier.value.slice(3);
   return keyedHash(`${identifier.type}\u0000${identifier.value}`);
+}
+
+/**
+ * The stored form of a personal identifier value (an email or a phone number, normalized): `h1:`
+ * and the keyed hash of its type and value. Matching compares these; the clear value is kept
+ * nowhere (an address campaigns send to is sealed in `contacts` instead).
+ */
+export function hashedValue(type: string, normalized: string): string {
+  return `h1:${keyedHash(`${type}\u0000${normalized}`)}`;
 }
 
 function parseFieldKeys(entries: Array<[string, string]>, where: string): FieldKeys {

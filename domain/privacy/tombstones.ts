@@ -35,11 +35,13 @@ export function messageHashes(message: TombstoneFields): string[] {
     ['anonymous_id', row.previous_id],
     ['email', at(fields, 'traits', 'email')],
     ['email', at(fields, 'context', 'traits', 'email')],
+    ['phone', at(fields, 'traits', 'phone')],
+    ['phone', at(fields, 'context', 'traits', 'phone')],
   ];
   const hashes: string[] = [];
   for (const [type, value] of raw) {
-    if (typeof value !== 'string') continue;
-    const stored = storedIdentifier({ type, value });
+    if (typeof value !== 'string' && typeof value !== 'number') continue;
+    const stored = storedIdentifier({ type, value: String(value) });
     if (stored) hashes.push(identifierHash(stored));
   }
   return hashes;
@@ -87,7 +89,9 @@ export async function dropTombstonedStaged(db: Queryable, source: string): Promi
        cross join lateral (values ('user_id', i.user_id), ('anonymous_id', i.anonymous_id),
                                   ('user_id', i.previous_id), ('anonymous_id', i.previous_id),
                                   ('email', i.traits ->> 'email'),
-                                  ('email', i.context -> 'traits' ->> 'email')) as t(type, value)
+                                  ('email', i.context -> 'traits' ->> 'email'),
+                                  ('phone', i.traits ->> 'phone'),
+                                  ('phone', i.context -> 'traits' ->> 'phone')) as t(type, value)
       where t.value is not null`,
   );
   const byHash = new Map<string, { type: string; value: string }>();
@@ -101,14 +105,16 @@ export async function dropTombstonedStaged(db: Queryable, source: string): Promi
   );
   const raw = dead.rows.map((r) => byHash.get(r.identifier_hash)).filter((r) => r !== undefined);
   if (raw.length === 0) return 0;
-  const ids = raw.filter((r) => r.type !== 'email').map((r) => r.value);
+  const ids = raw.filter((r) => r.type !== 'email' && r.type !== 'phone').map((r) => r.value);
   const emails = raw.filter((r) => r.type === 'email').map((r) => r.value);
+  const phones = raw.filter((r) => r.type === 'phone').map((r) => r.value);
   const deleted = await db.query(
     `delete from import_events
       where user_id = any($1::text[]) or anonymous_id = any($1::text[])
          or previous_id = any($1::text[])
-         or traits ->> 'email' = any($2::text[]) or context -> 'traits' ->> 'email' = any($2::text[])`,
-    [ids, emails],
+         or traits ->> 'email' = any($2::text[]) or context -> 'traits' ->> 'email' = any($2::text[])
+         or traits ->> 'phone' = any($3::text[]) or context -> 'traits' ->> 'phone' = any($3::text[])`,
+    [ids, emails, phones],
   );
   const n = deleted.rowCount ?? 0;
   if (n > 0) {

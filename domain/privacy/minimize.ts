@@ -1,0 +1,66 @@
+/**
+ * PII minimization at ingestion. A message's emails and phone numbers (`traits.email`,
+ * `traits.phone`, and the same under `context.traits`) are replaced, before anything is stored, by
+ * their keyed hash (`h1:<hex>`, what identity resolution matches on); a value that is no email or
+ * phone becomes `[invalid]` (identity resolution counts it rejected, as it would the value). The
+ * address campaigns need is taken from the message as received and sealed in `contacts`
+ * (domain/privacy/capture.ts). Other traits (names, addresses) are stored as sent.
+ */
+import { HASHED_TYPES, normalizeEmail, storedValue } from '../identity/identifiers.js';
+
+/** What a value that cannot be an email or phone number is stored as. */
+export const INVALID_VALUE = '[invalid]';
+
+type JsonObject = Record<string, unknown>;
+
+function isObject(value: unknown): value is JsonObject {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function scalarText(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return null;
+}
+
+/** The traits with their email and phone in stored form (the same object when they hold none). */
+export function minimizedTraits<T extends JsonObject | null | undefined>(traits: T): T {
+  if (!isObject(traits)) return traits;
+  let out: JsonObject = traits;
+  for (const type of HASHED_TYPES) {
+    const value = traits[type];
+    if (value === undefined || value === null) continue;
+    const text = scalarText(value);
+    const stored = text === null ? null : storedValue(type, text);
+    out = { ...out, [type]: stored ?? INVALID_VALUE };
+  }
+  return out as T;
+}
+
+/** The context with its traits minimized. */
+export function minimizedContext<T extends JsonObject | null | undefined>(context: T): T {
+  if (!isObject(context) || !isObject(context['traits'])) return context;
+  const traits = minimizedTraits(context['traits']);
+  return (traits === context['traits'] ? context : { ...context, traits }) as T;
+}
+
+/** A whole message (as received or as checked) with its traits and context minimized. */
+export function minimizedMessage<T>(message: T): T {
+  if (!isObject(message)) return message;
+  const traits = minimizedTraits(message['traits'] as JsonObject | undefined);
+  const context = minimizedContext(message['context'] as JsonObject | undefined);
+  if (traits === message['traits'] && context === message['context']) return message;
+  return { ...message, traits, context } as T;
+}
+
+/** The address a message gives to send to (traits.email, else context.traits.email), normalized. */
+export function sendableEmail(message: object): string | null {
+  const fields = message as JsonObject;
+  const context = isObject(fields['context']) ? fields['context'] : {};
+  for (const traits of [fields['traits'], context['traits']]) {
+    const text = isObject(traits) ? scalarText(traits['email']) : null;
+    const email = text === null ? null : normalizeEmail(text);
+    if (email !== null) return email;
+  }
+  return null;
+}
