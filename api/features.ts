@@ -40,7 +40,7 @@ const params = z.object({
     .refine((v) => !UNSTORABLE_TEXT.test(v), UNSTORABLE_PROBLEM),
 });
 const query = z.strictObject({
-  features: z.union([z.string(), z.array(z.string())]).optional(),
+  features: z.union([z.string().max(10_000), z.array(z.string().max(200)).max(1000)]).optional(),
 });
 
 const MAX_FEATURES = 100;

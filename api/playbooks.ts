@@ -51,7 +51,10 @@ const nameParams = z.strictObject({ name: playbookNameSchema });
 const idParams = z.strictObject({ id: incidentIdSchema });
 const runBody = z.strictObject({
   version: z.number().int().min(1).optional(),
-  params: z.record(z.string(), z.unknown()).default({}),
+  params: z
+    .record(z.string().max(63), z.unknown())
+    .refine((p) => Object.keys(p).length <= 100, 'at most 100 parameters')
+    .default({}),
   incident: z
     .strictObject({
       id: incidentIdSchema.optional(),
