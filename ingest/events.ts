@@ -44,7 +44,7 @@ export interface EventsImportOptions {
   /** Written to events.source; defaults to `segment`. */
   source?: string;
   onProgress?: ProgressListener;
-  /** Where identify messages carry consent (POPS_CONSENT_TRAITS); default DEFAULT_CONSENT_TRAITS. */
+  /** Where identify messages carry consent (POPS_CONSENT_TRAITS); unset: the default. */
   consentTraits?: ConsentTraitMap;
 }
 
@@ -163,8 +163,8 @@ async function stillStaged(
   if (messages.length === 0) return { messages: [], fresh: new Set() };
   const { rows } = await client.query<{ message_id: string; fresh: boolean }>(
     `select i.message_id,
-            bool_or(i.reasons is null
-                    and not exists (select from events e where e.message_id = i.message_id)) as fresh
+            bool_or(i.reasons is null and not exists (
+                      select from events e where e.message_id = i.message_id)) as fresh
        from import_events i where i.message_id = any($1::text[])
       group by i.message_id`,
     [[...new Set(messages.map((m) => m.row.message_id))]],

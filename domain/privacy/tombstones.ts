@@ -112,8 +112,10 @@ export async function dropTombstonedStaged(db: Queryable, source: string): Promi
     `delete from import_events
       where user_id = any($1::text[]) or anonymous_id = any($1::text[])
          or previous_id = any($1::text[])
-         or traits ->> 'email' = any($2::text[]) or context -> 'traits' ->> 'email' = any($2::text[])
-         or traits ->> 'phone' = any($3::text[]) or context -> 'traits' ->> 'phone' = any($3::text[])`,
+         or traits ->> 'email' = any($2::text[])
+         or context -> 'traits' ->> 'email' = any($2::text[])
+         or traits ->> 'phone' = any($3::text[])
+         or context -> 'traits' ->> 'phone' = any($3::text[])`,
     [ids, emails, phones],
   );
   const n = deleted.rowCount ?? 0;
