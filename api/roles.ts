@@ -150,6 +150,7 @@ export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
   'tokens revoke': ['admin'],
   'privacy export': ['admin'],
   'privacy delete': ['admin'],
+  'privacy minimize': ['admin'],
   'audit verify': ['admin', 'auditor'],
   retrain: ['admin', 'mlops'],
   models: ['admin', 'mlops', 'responder', 'auditor'],

@@ -595,6 +595,11 @@ privacyCmd
   .option('--json', 'machine-readable output')
   .action(lazy(privacyCli, 'resealCommand'));
 privacyCmd
+  .command('minimize')
+  .description('hash the emails and phones earlier versions stored in clear (runs at start too)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(privacyCli, 'minimizeCommand'));
+privacyCmd
   .command('retention')
   .description('delete now the rows older than POPS_RETENTION says, per table (audited)')
   .option('--json', 'machine-readable output')

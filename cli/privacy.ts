@@ -1,7 +1,7 @@
 /**
  * The privacy side of `pops serve` at start (consent defaults from the environment, the consent
  * mapping of Segment messages, the first admin token), the CLI's role check, and the
- * `pops privacy delete|export|rotate-key` commands.
+ * `pops privacy delete|export|rotate-key|reseal|minimize|retention` commands.
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -22,6 +22,12 @@ import { type ConsentTraitMap, consentTraitsFromEnv } from '../domain/privacy/co
 import { CLI_ROLES } from '../api/roles.js';
 import { authenticateToken, type Role } from '../domain/privacy/tokens.js';
 import { resealContacts } from '../domain/privacy/contacts.js';
+import {
+  addResults,
+  auditMinimized,
+  MINIMIZED_TABLES,
+  minimizeStoredPii,
+} from '../domain/privacy/minimize-stored.js';
 import { retentionPolicies } from '../domain/privacy/retention.js';
 import type { RetentionResult } from '../workflows/enforceRetention.js';
 import { rotateFieldKey } from '../domain/privacy/keys.js';
@@ -214,6 +220,30 @@ export async function resealCommand(options: { json?: boolean }) {
       Boolean(options.json),
       { resealed },
       () => `resealed ${resealed} addresses with the current key`,
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+/**
+ * `pops privacy minimize`: rewrites the emails and phones that earlier versions stored in clear
+ * (audited). The start-up of this very command already does it; what that did is counted too.
+ */
+export async function minimizeCommand(options: { json?: boolean }) {
+  const rt = await openDatabase();
+  try {
+    const now = await minimizeStoredPii(rt.pool, { log: rt.log });
+    await auditMinimized(rt.pool, rt.config.POPS_ACTOR, now);
+    const result = addResults(rt.services.minimized, now);
+    print(Boolean(options.json), result, () =>
+      [
+        'rewritten to the stored form (hashed, or sealed for contacts; audited):',
+        ...MINIMIZED_TABLES.map((table) => `  ${table}: ${result.rewritten[table]}`),
+        `addresses of events sealed into contacts: ${result.sealed}`,
+        `conflicts (clear rows left: their hashed form exists; see the log): ${result.conflicts}`,
+        `values that are no email or phone, left as they are: ${result.skipped}`,
+      ].join('\n'),
     );
   } finally {
     await rt.close();

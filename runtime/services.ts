@@ -1,13 +1,18 @@
 /**
  * Brings up what pops needs and hands back where it is: the configured PostgreSQL and Temporal when
  * DATABASE_URL / TEMPORAL_ADDRESS are set, the embedded ones otherwise. Migrations run here, at
- * start-up.
+ * start-up, followed by the rewrite of emails and phones that earlier versions stored in clear
+ * (domain/privacy/minimize-stored.ts; a probe per table when there is none).
  */
 import path from 'node:path';
 import { type Config, stateDir } from '../common/config.js';
-import { ensureDatabase, withDatabase } from '../common/db.js';
+import { createPool, ensureDatabase, withDatabase } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { migrate } from '../common/migrate.js';
+import {
+  type MinimizeStoredResult,
+  minimizeStoredPiiAtStart,
+} from '../domain/privacy/minimize-stored.js';
 import { startEmbeddedPostgres } from './postgres.js';
 import { startEmbeddedTemporal } from './temporal-server.js';
 
@@ -19,6 +24,8 @@ export interface Services {
   temporalUiUrl?: string;
   /** How the Temporal server was reached: configured, reused, or the CLI route that started it. */
   temporalRoute: string;
+  /** What the start-up rewrite of clear emails and phones did (usually nothing). */
+  minimized: MinimizeStoredResult;
   stop(): Promise<void>;
 }
 
@@ -46,15 +53,19 @@ export async function startServices(
     }
     await ensureDatabase(databaseUrl);
     await migrate(databaseUrl, log);
+    const pool = createPool(databaseUrl, 2);
+    const minimized = await minimizeStoredPiiAtStart(pool, log).finally(() => pool.end());
 
     if (options.temporal === false) {
-      return { databaseUrl, temporalAddress: '', temporalRoute: 'not-started', stop: stopAll };
+      const temporalRoute = 'not-started';
+      return { databaseUrl, temporalAddress: '', temporalRoute, minimized, stop: stopAll };
     }
     if (config.TEMPORAL_ADDRESS) {
       return {
         databaseUrl,
         temporalAddress: config.TEMPORAL_ADDRESS,
         temporalRoute: 'configured',
+        minimized,
         stop: stopAll,
       };
     }
@@ -74,6 +85,7 @@ export async function startServices(
       temporalAddress: temporal.address,
       temporalUiUrl: temporal.uiUrl,
       temporalRoute: temporal.route,
+      minimized,
       stop: stopAll,
     };
   } catch (err) {
