@@ -333,5 +333,22 @@ describe('minimizing what earlier versions stored in clear', () => {
       ['pops', 2],
       ['cli-tester', 0],
     ]);
+
+    // Later starts skip the pass (it ran to its end once); the command still runs all of it.
+    const marker = await target.pool.query('select 1 from stored_pii_minimized');
+    expect(marker.rows).toHaveLength(1);
+    await target.pool.query(
+      `insert into consent_events (identifier_type, identifier_value, purpose, granted, source,
+                                   actor, effective_at)
+       values ('email', 'late.clear@example.org', 'analytics', true, 'api', 'tester', now())`,
+    );
+    const again = await pops(['privacy', 'minimize', '--json']);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ rewritten: { consent_events: 1 } });
+    const actors = await target.pool.query<{ actor: string }>(
+      `select actor from audit_log where action = 'privacy.stored-pii-minimized' order by seq`,
+    );
+    expect(actors.rows.map((r) => r.actor)).toEqual(['pops', 'cli-tester', 'cli-tester']);
+    expect(await scanEveryTable(target.pool, ['late.clear@example.org'], [])).toEqual([]);
   }, 120_000);
 });

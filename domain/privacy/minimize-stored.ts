@@ -477,16 +477,20 @@ export async function auditMinimized(
 
 /**
  * At start-up, after the migrations: the rewrite, logged and audited (actor `pops`) when it
- * changed anything. Costs a probe per table when there is nothing to do.
+ * changed anything, until one pass has run to its end (`stored_pii_minimized`); then nothing.
  */
 export async function minimizeStoredPiiAtStart(
   pool: Pool,
   log: Logger,
 ): Promise<MinimizeStoredResult> {
+  // Once a pass has run to its end, nothing new is stored in clear: later starts skip it.
+  const done = await pool.query('select 1 from stored_pii_minimized');
+  if (done.rows.length > 0) return emptyResult();
   const result = await minimizeStoredPii(pool, { log });
   if (changedAnything(result)) {
     log.info({ ...result }, 'personal data stored in clear by an earlier version minimized');
     await auditMinimized(pool, 'pops', result);
   }
+  await pool.query('insert into stored_pii_minimized default values on conflict do nothing');
   return result;
 }
