@@ -197,6 +197,7 @@ describe('phone normalization', () => {
     ['0044 20 7946 0958', '+442079460958'],
     [' 415.555.0100 ', '4155550100'],
     ['5550100', '5550100'],
+    ['(415) 555-0109', '4155550109'],
   ])('%j becomes %j', (raw, normalized) => {
     expect(normalizePhone(raw)).toBe(normalized);
   });
@@ -232,16 +233,23 @@ describe('email normalization', () => {
   it.each([
     ['  Alice@Example.COM ', 'alice@example.com'],
     ['first.last+tag@sub.example.co.uk', 'first.last+tag@sub.example.co.uk'],
+    // NFD (U followed by a combining diaeresis) is stored as NFC.
+    ['J\u0055\u0308rgen@Example.de', 'j\u00fcrgen@example.de'],
   ])('%j becomes %j', (raw, normalized) => {
     expect(normalizeEmail(raw)).toBe(normalized);
   });
 
-  it.each(['alice', 'alice@', '@example.com', 'alice@example', 'a b@example.com', 'a@@b.com'])(
-    '%j is not an email',
-    (raw) => {
-      expect(normalizeEmail(raw)).toBeNull();
-    },
-  );
+  it.each([
+    'alice',
+    'alice@',
+    '@example.com',
+    'alice@example',
+    'a b@example.com',
+    'a@@b.com',
+    'a\u0000b@x.io',
+  ])('%j is not an email', (raw) => {
+    expect(normalizeEmail(raw)).toBeNull();
+  });
 });
 
 describe('identity rules', () => {

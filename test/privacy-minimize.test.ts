@@ -8,6 +8,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  deletePersonData,
+  exportBundle,
+  exportPersonData,
+  waitForRequest,
+} from '../client/privacy.js';
 import { emailAddresses } from '../domain/privacy/contacts.js';
 import { importEvents } from '../ingest/events.js';
 import { createWriteKey } from '../ingest/write-keys.js';
@@ -177,5 +183,97 @@ describe('PII minimization', () => {
         effective_at: new Date(at(3)),
       },
     ]);
+  });
+});
+
+describe('what breakers found', () => {
+  it('deletes by email the events no merge has resolved yet, with their senders', async () => {
+    const email = 'Unmerged.Person@Example.io';
+    await postBatch(h.base, writeKey, [
+      { type: 'identify', messageId: 'unm-1', userId: 'unm-user', traits: { email } },
+      {
+        type: 'track',
+        messageId: 'unm-2',
+        anonymousId: 'unm-anon',
+        event: 'Viewed',
+        context: { traits: { email: email.toLowerCase() } },
+      },
+      // The same sender later, without the address: theirs too.
+      { type: 'track', messageId: 'unm-3', anonymousId: 'unm-anon', event: 'Viewed' },
+    ]);
+    const started = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'email', value: email },
+      reason: 'ticket 9-1',
+      requestedBy: 'dpo',
+    });
+    const request = await waitForRequest(h.client, h.db.pool, started);
+    // Hand-counted: three events, two sealed addresses (unresolved:unm-user, unresolved:unm-anon).
+    expect(request?.counts).toMatchObject({ events: 3, contacts: 2, tombstones: 1 });
+    const needles = ['unm-user', 'unm-anon', hashedValueOf('email', email.toLowerCase())];
+    expect(await scanEveryTable(h.db.pool, needles, [])).toEqual([]);
+  });
+
+  it('keeps export bundles sealed at rest, and a deletion leaves other bundles alone', async () => {
+    const exported = await exportPersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'user_id', value: WEB.user },
+      requestedBy: 'dpo',
+    });
+    await waitForRequest(h.client, h.db.pool, exported);
+    const address = WEB.email.toLowerCase();
+    expect(await scanEveryTable(h.db.pool, [address], [])).toEqual([]);
+    const bundle = (await exportBundle(h.db.pool, exported.requestId)) as Record<
+      string,
+      Record<string, Array<Record<string, unknown>>>
+    >;
+    expect(bundle['contacts']?.['contacts']?.map((c) => c['email'])).toEqual([address, address]);
+
+    const other = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'email', value: 'nobody.here@example.io' },
+      reason: 'ticket 9-2',
+      requestedBy: 'dpo',
+    });
+    const done = await waitForRequest(h.client, h.db.pool, other);
+    expect(done?.counts).toMatchObject({ privacy_exports: 0, events: 0 });
+    expect(await exportBundle(h.db.pool, exported.requestId)).toEqual(bundle);
+  });
+
+  it('does not let a resent older message replace the address to send to', async () => {
+    const identify = (id: string, email: string, timestamp: string) => ({
+      type: 'identify',
+      messageId: id,
+      userId: 'resend-user',
+      timestamp,
+      traits: { email },
+    });
+    const old = identify('rs-1', 'old.addr@example.io', '2025-01-01T00:00:00Z');
+    await postBatch(h.base, writeKey, [old]);
+    await postBatch(h.base, writeKey, [
+      identify('rs-2', 'new.addr@example.io', '2026-01-01T00:00:00Z'),
+    ]);
+    await postBatch(h.base, writeKey, [old]);
+    const key = 'unresolved:resend-user';
+    expect(await emailAddresses(h.db.pool, [key])).toEqual(new Map([[key, 'new.addr@example.io']]));
+  });
+
+  it('refuses identifiers PostgreSQL cannot store with 400, naming the field', async () => {
+    const bad = { type: 'user_id', value: 'nul\u0000x' };
+    for (const [method, route, body] of [
+      ['PUT', '/v1/consent', { identifier: bad, purposes: { marketing: true } }],
+      ['POST', '/v1/privacy/exports', { identifier: bad }],
+      ['POST', '/v1/privacy/deletions', { identifier: bad, reason: 'r' }],
+      [
+        'PUT',
+        '/v1/consent',
+        { identifier: { type: 'email', value: 'a\u0000b@x.io' }, purposes: { analytics: true } },
+      ],
+    ] as const) {
+      const answer = await h.fetch(`${h.base}${route}`, {
+        method,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(answer.status, `${method} ${route}`).toBe(400);
+      expect(await answer.text()).toContain('identifier');
+    }
   });
 });

@@ -16,6 +16,7 @@
  * already replaces them in the stored message (domain/privacy/minimize.ts); a value that arrives
  * hashed is taken as it is, one in clear (stored before minimization) is normalized and hashed.
  */
+import { UNSTORABLE_TEXT } from '../../common/text.js';
 import { HASHED_VALUE, hashedValue } from '../privacy/keys.js';
 import { type IdentityRules, ruleOf, typesOf } from './rules.js';
 
@@ -74,13 +75,17 @@ export function junkFilter(blockList: readonly string[]): (value: string) => boo
   };
 }
 
-/** The normalized form of an email address, or null when it does not look like one. */
+/**
+ * The normalized form of an email address (Unicode NFC, trimmed, lower-cased), or null when it does
+ * not look like one.
+ */
 export function normalizeEmail(raw: string): string | null {
-  const email = raw.trim().toLowerCase();
+  if (UNSTORABLE_TEXT.test(raw)) return null;
+  const email = raw.normalize('NFC').trim().toLowerCase();
   return email.length <= 254 && EMAIL.test(email) ? email : null;
 }
 
-const PHONE = /^(\+|00)?[0-9][0-9 ().-]*$/;
+const PHONE = /^(\+|00)?[0-9(][0-9 ().-]*$/;
 
 /**
  * The normalized form of a phone number (its digits, `+` first when it had `+` or `00`), or null
@@ -98,8 +103,12 @@ export function normalizePhone(raw: string): string | null {
 /** Identifier types whose values are personal data: stored as their keyed hash. */
 export const HASHED_TYPES: readonly string[] = ['email', 'phone'];
 
-/** A value normalized for its type (not hashed), or null when it cannot be one. */
+/**
+ * A value normalized for its type (not hashed), or null when it cannot be one (also when it holds
+ * text PostgreSQL cannot store).
+ */
 function clearValue(type: string, text: string): string | null {
+  if (UNSTORABLE_TEXT.test(text)) return null;
   if (type === 'email') return normalizeEmail(text);
   if (type === 'phone') return normalizePhone(text);
   const value = text.trim();

@@ -1,12 +1,12 @@
 /**
- * What ingestion keeps of a message beyond its (minimized) event row, for the HTTP API and NDJSON
- * imports alike:
+ * What ingestion keeps of a newly stored message beyond its (minimized) event row, for the HTTP
+ * API and NDJSON imports alike. Only newly stored ones: a resent message, already stored, changes
+ * nothing (an older resend would otherwise undo a later choice), nor does a quarantined one.
  * - the consent an identify message states in its traits (POPS_CONSENT_TRAITS), recorded for its
- *   user id and its anonymous id, for newly stored messages only (a resent message, already
- *   stored, changes nothing: an older resend would otherwise undo a later choice);
+ *   user id and its anonymous id;
  * - the address a message gives (traits.email, else context.traits.email), sealed in `contacts`
  *   under `unresolved:<user id, else anonymous id>`, which campaigns find through the identity
- *   graph. The clear address is kept nowhere else.
+ *   graph (the later message of a batch or file wins). The clear address is kept nowhere else.
  * The callers drop messages of deleted persons (tombstones) before this.
  */
 import type { Queryable } from '../../common/db.js';
@@ -40,11 +40,12 @@ export async function captureFromMessages(
 ): Promise<void> {
   const contacts: Array<{ personKey: string; email: string }> = [];
   for (const { row, fields, at } of messages) {
+    if (!stored.has(row.message_id)) continue;
     const email = sendableEmail(fields);
     if (email !== null && row.person_id !== '') {
       contacts.push({ personKey: `unresolved:${row.person_id}`, email });
     }
-    if (row.type !== 'identify' || !stored.has(row.message_id)) continue;
+    if (row.type !== 'identify') continue;
     const choices = consentChoices(fields as Record<string, unknown>, traits);
     const ids = [
       row.user_id === null ? null : { type: 'user_id', value: row.user_id },

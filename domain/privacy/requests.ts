@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { type Pool, type PoolClient, type Queryable, withTransaction } from '../../common/db.js';
 import { appendAuditIn } from '../audit.js';
 import { lockGraph } from '../identity/store.js';
-import { open } from './fields.js';
+import { open, SealError } from './fields.js';
 import { identifierHash } from './keys.js';
 import type { PersonTable } from './person-tables.js';
 import type { IdentifierInput } from './pii.js';
@@ -177,19 +177,27 @@ export function deleteTableRows(pool: Pool, requestId: string, table: string): P
   );
 }
 
-/** A row as the person should read it: a sealed address opened (under its row's person key). */
+/**
+ * A row as the person should read it: a sealed address opened (under its row's person key). The
+ * stored bundle keeps it sealed; it is opened only when the bundle is read.
+ */
 function readable(row: Record<string, unknown>): Record<string, unknown> {
   const sealed = row['email_sealed'];
   if (typeof sealed !== 'string') return row;
   const { email_sealed: _, key_id: __, ...rest } = row;
-  return { ...rest, email: open(sealed, String(row['person_key'])) };
+  try {
+    return { ...rest, email: open(sealed, String(row['person_key'])) };
+  } catch (err) {
+    if (!(err instanceof SealError)) throw err;
+    return { ...rest, email: null, unreadable: err.message };
+  }
 }
 
 /** Adds one table's rows of the subject to the request's bundle, once. */
 export function exportTableRows(pool: Pool, requestId: string, table: string): Promise<number> {
   return step(pool, requestId, `export:${table}`, async (client) => {
     const t = tableNamed(table);
-    const rows = (await subjectRows(client, requestId, t)).map(readable);
+    const rows = await subjectRows(client, requestId, t);
     await client.query(
       `insert into privacy_exports (request_id, identifier_hashes, bundle)
        select $1, s.identifier_hashes, '{}'::jsonb from privacy_subjects s where s.request_id = $1
@@ -237,16 +245,28 @@ export async function finishRequest(
   });
 }
 
-/** The bundle of a finished export (undefined when there is none). */
+/** The bundle of a finished export, its sealed addresses opened (undefined when there is none). */
 export async function exportBundle(
   db: Queryable,
   requestId: string,
 ): Promise<Record<string, unknown> | undefined> {
-  const { rows } = await db.query<{ bundle: Record<string, unknown> }>(
+  const { rows } = await db.query<{ bundle: Record<string, Record<string, unknown[]>> }>(
     'select bundle from privacy_exports where request_id = $1',
     [requestId],
   );
-  return rows[0]?.bundle;
+  const bundle = rows[0]?.bundle;
+  if (!bundle) return undefined;
+  return Object.fromEntries(
+    Object.entries(bundle).map(([section, tables]) => [
+      section,
+      Object.fromEntries(
+        Object.entries(tables).map(([table, list]) => [
+          table,
+          Array.isArray(list) ? list.map((r) => readable(r as Record<string, unknown>)) : list,
+        ]),
+      ),
+    ]),
+  );
 }
 
 /** Whether any of these identifiers was deleted (its keyed hash is a tombstone). */

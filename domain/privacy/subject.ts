@@ -53,7 +53,15 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
   if (!identifiers.some((i) => i.type === asked.type && i.value === asked.value)) {
     identifiers.push(asked);
   }
-  const rawIds = [...new Set(identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value))];
+  // Events not resolved yet (or whose address a limit kept out of the graph) that carry one of the
+  // emails or phones: their senders' raw ids are the subject's too.
+  const carrying = await eventsCarrying(db, identifiers);
+  const rawIds = [
+    ...new Set([
+      ...identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value),
+      ...carrying.rawIds,
+    ]),
+  ];
   const canonical = personIds.length > 0 ? await canonicalOf(db, personIds[0] ?? 0) : null;
   const personKeys = [
     ...(canonical === null ? [] : [String(canonical)]),
@@ -65,8 +73,9 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
       where e.id in (select ep.event_id from event_persons ep where ep.person_id = any($1::bigint[]))
          or e.person_id = any($2::text[]) or e.user_id = any($2::text[])
          or e.anonymous_id = any($2::text[]) or e.previous_id = any($2::text[])
+         or e.id = any($3::bigint[])
       order by e.id`,
-    [personIds, rawIds],
+    [personIds, rawIds, carrying.eventIds],
   );
   const decisions = await db.query<{ decision_id: string }>(
     'select decision_id from exposures where person_id = any($1::text[])',
@@ -82,6 +91,31 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
     decisionIds: decisions.rows.map((r) => r.decision_id),
     identifierHashes: identifiers.map(identifierHash),
   };
+}
+
+/**
+ * The events whose traits (or context.traits) carry one of the identifiers' emails or phones, in
+ * their stored form, and the user and anonymous ids that sent them. Reads all of `events` (no index
+ * covers the traits): a request is rare.
+ */
+async function eventsCarrying(
+  db: Queryable,
+  identifiers: readonly IdentifierInput[],
+): Promise<{ eventIds: number[]; rawIds: string[] }> {
+  const of = (type: string) => identifiers.filter((i) => i.type === type).map((i) => i.value);
+  const emails = of('email');
+  const phones = of('phone');
+  if (emails.length === 0 && phones.length === 0) return { eventIds: [], rawIds: [] };
+  const { rows } = await db.query<{ id: number; user_id: string | null; anon: string | null }>(
+    `select id, user_id, anonymous_id as anon from events
+      where traits ->> 'email' = any($1::text[])
+         or context -> 'traits' ->> 'email' = any($1::text[])
+         or traits ->> 'phone' = any($2::text[])
+         or context -> 'traits' ->> 'phone' = any($2::text[])`,
+    [emails, phones],
+  );
+  const rawIds = rows.flatMap((r) => [r.user_id, r.anon]).filter((v) => v !== null && v !== '');
+  return { eventIds: rows.map((r) => r.id), rawIds: rawIds as string[] };
 }
 
 async function canonicalOf(db: Queryable, personId: number): Promise<number> {
@@ -149,9 +183,12 @@ export async function storedSubject(
   };
 }
 
-/** The subject row's columns, by what a person-table column holds (`s` is privacy_subjects). */
+/**
+ * The subject row's columns, by what a person-table column holds (`s` is privacy_subjects, `t` the
+ * person table: its columns are qualified, since privacy_exports shares a column name with `s`).
+ */
 function matchSql(c: PersonColumn): string {
-  const col = c.column;
+  const col = `t.${c.column}`;
   switch (c.by) {
     case 'person_id':
       return `${col} = any(s.person_ids)`;
@@ -163,7 +200,7 @@ function matchSql(c: PersonColumn): string {
     case 'raw_id':
       return `${col} = any(s.raw_ids)`;
     case 'identifier':
-      return `(${col}, ${c.valueColumn ?? 'value'}) in
+      return `(${col}, t.${c.valueColumn ?? 'value'}) in
                 (select x ->> 'type', x ->> 'value' from jsonb_array_elements(s.identifiers) x)`;
     case 'event_id':
       return `${col} = any(s.event_ids)`;
@@ -176,7 +213,10 @@ function matchSql(c: PersonColumn): string {
   }
 }
 
-/** The condition that selects a table's rows of the request's subject (`$1` is the request id). */
+/**
+ * The condition that selects a table's rows of the request's subject (`$1` is the request id), with
+ * the table named `t`.
+ */
 export function rowsOfSubjectSql(table: PersonTable): string {
   const any = table.columns.map(matchSql).join('\n or ');
   return `exists (select 1 from privacy_subjects s where s.request_id = $1 and (${any}))`;
@@ -192,13 +232,14 @@ export async function deleteSubjectRows(
     // identity_merges.undone_by points at unmerges that are about to go.
     await client.query(
       `update identity_merges set undone_by = null
-        where undone_by in (select id from identity_unmerges where ${rowsOfSubjectSql(table)})`,
+        where undone_by in (select t.id from identity_unmerges t where ${rowsOfSubjectSql(table)})`,
       [requestId],
     );
   }
-  const result = await client.query(`delete from ${table.table} where ${rowsOfSubjectSql(table)}`, [
-    requestId,
-  ]);
+  const result = await client.query(
+    `delete from ${table.table} t where ${rowsOfSubjectSql(table)}`,
+    [requestId],
+  );
   return result.rowCount ?? 0;
 }
 
