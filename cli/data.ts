@@ -66,11 +66,12 @@ export async function importEventsCommand(
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();
-    const stored = result.read - result.inserted - result.quarantined;
+    const stored = result.read - result.inserted - result.quarantined - result.dropped;
     print(Boolean(options.json), result, () =>
       [
         `read ${result.read} events, ${result.inserted} new (into source "${result.source}"), ` +
           `${stored} already stored (deduplicated on messageId),` +
+          (result.dropped > 0 ? ` ${result.dropped} of deleted persons dropped,` : '') +
           ` in ${result.seconds.toFixed(2)} s`,
         ...quarantineLines(result.quarantined, result.quarantineReasons),
       ].join('\n'),

@@ -57,6 +57,8 @@ export interface EventsImportResult {
   source: string;
   read: number;
   inserted: number;
+  /** Messages of deleted persons (a tombstoned identifier): not stored, counted per day. */
+  dropped: number;
   quarantined: number;
   quarantineReasons: ReasonCount[];
   seconds: number;
@@ -127,7 +129,8 @@ async function copyAndInsert(
   const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS];
   await copyInto(client, 'import_events', columns, messageChunks(file, meter, counter, stage));
   // Messages of deleted persons are not imported (domain/privacy/tombstones.ts).
-  await dropTombstonedStaged(client, source);
+  const tombstoned = await dropTombstonedStaged(client, source);
+  for (const b of tombstoned.breaches) tally.remove(b.event, b.reasons);
   const capture = await stillStaged(client, toCapture);
   const inserted = await client.query(
     // A file is history, not a live send: its timestamps are stored as they are, uncorrected.
@@ -147,6 +150,7 @@ async function copyAndInsert(
   return {
     read: counter.rows,
     inserted: inserted.rowCount ?? 0,
+    dropped: tombstoned.dropped,
     quarantined: tally.messages,
     quarantineReasons: tally.reasons(),
   };

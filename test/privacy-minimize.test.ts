@@ -207,10 +207,53 @@ describe('what breakers found', () => {
       requestedBy: 'dpo',
     });
     const request = await waitForRequest(h.client, h.db.pool, started);
-    // Hand-counted: three events, two sealed addresses (unresolved:unm-user, unresolved:unm-anon).
-    expect(request?.counts).toMatchObject({ events: 3, contacts: 2, tombstones: 1 });
+    // Hand-counted: three events, two sealed addresses (unresolved:unm-user, unresolved:unm-anon),
+    // tombstones for the email and both senders.
+    expect(request?.counts).toMatchObject({ events: 3, contacts: 2, tombstones: 3 });
     const needles = ['unm-user', 'unm-anon', hashedValueOf('email', email.toLowerCase())];
     expect(await scanEveryTable(h.db.pool, needles, [])).toEqual([]);
+  });
+
+  it('reports an import of a deleted person as dropped, neither stored nor quarantined', async () => {
+    const file = path.join(os.tmpdir(), `pops-minimize-dropped-${process.pid}.ndjson`);
+    const again = [
+      { type: 'identify', messageId: 'unm-9', userId: 'unm-user', timestamp: at(9) },
+      {
+        type: 'track',
+        messageId: 'unm-10',
+        anonymousId: 'x-other',
+        event: 'Viewed',
+        timestamp: at(10),
+        traits: { email: 'UNMERGED.person@example.io' },
+      },
+    ];
+    fs.writeFileSync(file, again.map((l) => `${JSON.stringify(l)}\n`).join(''));
+    try {
+      const result = await importEvents(h.db.pool, file, { source: 'crm-file' });
+      expect(result).toMatchObject({ read: 2, inserted: 0, dropped: 2, quarantined: 0 });
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('minimizes emails in context.traits sent as an array', async () => {
+    await postBatch(h.base, writeKey, [
+      {
+        type: 'track',
+        messageId: 'arr-1',
+        anonymousId: 'arr-anon',
+        event: 'Viewed',
+        context: { traits: [{ email: 'Ctx.Array@Example.io' }, 'loose'] },
+      },
+    ]);
+    expect(await scanEveryTable(h.db.pool, ['ctx.array@example.io'], [])).toEqual([]);
+    const { rows } = await h.db.pool.query<{ t: unknown }>(
+      `select context -> 'traits' as t from events where message_id = 'arr-1'`,
+    );
+    expect(rows[0]?.t).toEqual([
+      { email: hashedValueOf('email', 'ctx.array@example.io') },
+      'loose',
+    ]);
   });
 
   it('keeps export bundles sealed at rest, and a deletion leaves other bundles alone', async () => {

@@ -37,11 +37,22 @@ export function minimizedTraits<T extends JsonObject | null | undefined>(traits:
   return out as T;
 }
 
-/** The context with its traits minimized. */
+/**
+ * The context with its traits minimized (traits sent as an array, which Segment does not define
+ * but a sender may do, have each object in it minimized).
+ */
 export function minimizedContext<T extends JsonObject | null | undefined>(context: T): T {
-  if (!isObject(context) || !isObject(context['traits'])) return context;
-  const traits = minimizedTraits(context['traits']);
-  return (traits === context['traits'] ? context : { ...context, traits }) as T;
+  if (!isObject(context)) return context;
+  const given = context['traits'];
+  const traits = Array.isArray(given)
+    ? given.map((t: unknown) => (isObject(t) ? minimizedTraits(t) : t))
+    : isObject(given)
+      ? minimizedTraits(given)
+      : given;
+  const same = Array.isArray(given)
+    ? given.every((t: unknown, i) => t === (traits as unknown[])[i])
+    : traits === given;
+  return (same ? context : { ...context, traits }) as T;
 }
 
 /** A whole message (as received or as checked) with its traits and context minimized. */

@@ -56,10 +56,13 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
   // Events not resolved yet (or whose address a limit kept out of the graph) that carry one of the
   // emails or phones: their senders' raw ids are the subject's too.
   const carrying = await eventsCarrying(db, identifiers);
+  for (const id of carrying.senders) {
+    if (!identifiers.some((i) => i.type === id.type && i.value === id.value)) identifiers.push(id);
+  }
   const rawIds = [
     ...new Set([
       ...identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value),
-      ...carrying.rawIds,
+      ...carrying.senders.map((i) => i.value),
     ]),
   ];
   const canonical = personIds.length > 0 ? await canonicalOf(db, personIds[0] ?? 0) : null;
@@ -95,17 +98,18 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
 
 /**
  * The events whose traits (or context.traits) carry one of the identifiers' emails or phones, in
- * their stored form, and the user and anonymous ids that sent them. Reads all of `events` (no index
+ * their stored form, and the user and anonymous ids that sent them (identifiers of the subject:
+ * tombstoned with the others). Reads all of `events` (no index
  * covers the traits): a request is rare.
  */
 async function eventsCarrying(
   db: Queryable,
   identifiers: readonly IdentifierInput[],
-): Promise<{ eventIds: number[]; rawIds: string[] }> {
+): Promise<{ eventIds: number[]; senders: IdentifierInput[] }> {
   const of = (type: string) => identifiers.filter((i) => i.type === type).map((i) => i.value);
   const emails = of('email');
   const phones = of('phone');
-  if (emails.length === 0 && phones.length === 0) return { eventIds: [], rawIds: [] };
+  if (emails.length === 0 && phones.length === 0) return { eventIds: [], senders: [] };
   const { rows } = await db.query<{ id: number; user_id: string | null; anon: string | null }>(
     `select id, user_id, anonymous_id as anon from events
       where traits ->> 'email' = any($1::text[])
@@ -114,8 +118,11 @@ async function eventsCarrying(
          or context -> 'traits' ->> 'phone' = any($2::text[])`,
     [emails, phones],
   );
-  const rawIds = rows.flatMap((r) => [r.user_id, r.anon]).filter((v) => v !== null && v !== '');
-  return { eventIds: rows.map((r) => r.id), rawIds: rawIds as string[] };
+  const senders = rows.flatMap((r) => [
+    ...(r.user_id ? [{ type: 'user_id', value: r.user_id }] : []),
+    ...(r.anon ? [{ type: 'anonymous_id', value: r.anon }] : []),
+  ]);
+  return { eventIds: rows.map((r) => r.id), senders };
 }
 
 async function canonicalOf(db: Queryable, personId: number): Promise<number> {

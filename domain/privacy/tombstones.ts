@@ -5,6 +5,7 @@
  * number dropped per day and source is kept.
  */
 import type { Queryable } from '../../common/db.js';
+import type { Reason } from '../contracts/check.js';
 import { identifierHash } from './keys.js';
 import { storedIdentifier } from './pii.js';
 
@@ -77,13 +78,24 @@ export async function droppedByTombstones<M extends TombstoneFields>(
   return kept;
 }
 
+/** A staged row dropped by a tombstone that its contract would have quarantined. */
+export interface DroppedBreach {
+  event: string;
+  reasons: Reason[];
+}
+
 /**
  * Deletes the staged rows of an NDJSON import (the temp table `import_events`) that carry a
- * tombstoned identifier; returns how many. One query when there is no tombstone.
+ * tombstoned identifier; returns how many, and those of them bound for the quarantine. One query
+ * when there is no tombstone.
  */
-export async function dropTombstonedStaged(db: Queryable, source: string): Promise<number> {
+export async function dropTombstonedStaged(
+  db: Queryable,
+  source: string,
+): Promise<{ dropped: number; breaches: DroppedBreach[] }> {
+  const none = { dropped: 0, breaches: [] };
   const any = await db.query('select 1 from privacy_tombstones limit 1');
-  if (any.rowCount === 0) return 0;
+  if (any.rowCount === 0) return none;
   const { rows } = await db.query<{ type: string; value: string }>(
     `select distinct t.type, t.value from import_events i
        cross join lateral (values ('user_id', i.user_id), ('anonymous_id', i.anonymous_id),
@@ -104,18 +116,19 @@ export async function dropTombstonedStaged(db: Queryable, source: string): Promi
     [[...byHash.keys()]],
   );
   const raw = dead.rows.map((r) => byHash.get(r.identifier_hash)).filter((r) => r !== undefined);
-  if (raw.length === 0) return 0;
+  if (raw.length === 0) return none;
   const ids = raw.filter((r) => r.type !== 'email' && r.type !== 'phone').map((r) => r.value);
   const emails = raw.filter((r) => r.type === 'email').map((r) => r.value);
   const phones = raw.filter((r) => r.type === 'phone').map((r) => r.value);
-  const deleted = await db.query(
+  const deleted = await db.query<{ event: string | null; reasons: Reason[] | null }>(
     `delete from import_events
       where user_id = any($1::text[]) or anonymous_id = any($1::text[])
          or previous_id = any($1::text[])
          or traits ->> 'email' = any($2::text[])
          or context -> 'traits' ->> 'email' = any($2::text[])
          or traits ->> 'phone' = any($3::text[])
-         or context -> 'traits' ->> 'phone' = any($3::text[])`,
+         or context -> 'traits' ->> 'phone' = any($3::text[])
+     returning event, reasons`,
     [ids, emails, phones],
   );
   const n = deleted.rowCount ?? 0;
@@ -128,5 +141,8 @@ export async function dropTombstonedStaged(db: Queryable, source: string): Promi
       [source, n],
     );
   }
-  return n;
+  const breaches = deleted.rows.flatMap((r) =>
+    r.reasons === null ? [] : [{ event: r.event ?? '', reasons: r.reasons }],
+  );
+  return { dropped: n, breaches };
 }
