@@ -141,33 +141,61 @@ export function allows(access: RouteAccess, role: Role): boolean {
  * CLI command (its words, as `pops <words>`) → the roles it needs. The CLI talks to PostgreSQL and
  * Temporal directly, so whoever holds their credentials can do everything: this table is checked
  * only when `POPS_TOKEN` names a token (a guard rail for shared operator machines), see
- * docs/privacy.md. Commands not listed need admin.
+ * docs/privacy.md. A command is decided by its longest listed prefix (test/cli-roles.test.ts checks
+ * that every command has one); admin may run everything.
  */
 export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
+  // Running pops itself: the server, the workers, the demo on the embedded defaults.
   serve: ['admin'],
-  'tokens create': ['admin'],
+  worker: ['admin'],
+  demo: ['admin'],
+  status: READERS,
+  tokens: ['admin'],
   'tokens list': ['admin', 'auditor'],
-  'tokens revoke': ['admin'],
-  'privacy export': ['admin'],
-  'privacy delete': ['admin'],
-  'privacy minimize': ['admin'],
-  'audit verify': ['admin', 'auditor'],
-  retrain: ['admin', 'mlops'],
-  models: ['admin', 'mlops', 'responder', 'auditor'],
-  rollout: ['admin', 'mlops', 'responder'],
-  surfaces: ['admin', 'mlops', 'responder'],
-  drift: ['admin', 'mlops'],
-  features: ['admin', 'mlops'],
-  backfill: ['admin', 'mlops'],
-  identity: ['admin', 'mlops'],
-  import: ['admin', 'mlops', 'ingest'],
   'write-keys': ['admin'],
-  contracts: ['admin', 'mlops'],
-  playbook: ['admin', 'responder'],
-  'playbook list': ['admin', 'responder', 'auditor'],
-  'playbook plan': ['admin', 'responder', 'auditor'],
-  'playbook status': ['admin', 'responder', 'auditor'],
-  incident: ['admin', 'responder', 'auditor'],
+  // Data, features, identity (personal data: not the auditor's).
+  import: ['admin', 'mlops', 'ingest'],
+  features: ['admin', ...MLOPS],
+  backfill: ['admin', ...MLOPS],
+  contracts: ['admin', ...MLOPS],
+  quarantine: ['admin', ...MLOPS],
+  identity: ['admin', ...MLOPS],
+  simulate: ['admin', ...MLOPS],
+  // Models, drift, rollouts, surfaces: as their routes.
+  retrain: ['admin', ...MLOPS],
+  models: ['admin', ...MLOPS],
+  'models list': ['admin', ...READERS],
+  'models show': ['admin', ...READERS],
+  'models rollback': ['admin', ...RESPOND],
+  drift: ['admin', ...MLOPS],
+  'drift show': ['admin', ...READERS],
+  'drift list': ['admin', ...READERS],
+  rollout: ['admin', ...MLOPS],
+  'rollout status': ['admin', ...READERS],
+  'rollout pause': ['admin', ...RESPOND],
+  'rollout resume': ['admin', ...RESPOND],
+  'rollout abort': ['admin', ...RESPOND],
+  surfaces: ['admin', ...MLOPS],
+  'surfaces show': ['admin', ...READERS, 'marketer'],
+  'surfaces mode': ['admin', ...RESPOND],
+  'surfaces filters': ['admin', ...RESPOND],
+  // Campaigns (marketer's; a responder may stop one).
+  campaign: ['admin', 'marketer'],
+  'campaign list': ['admin', 'marketer', 'responder', 'auditor'],
+  'campaign show': ['admin', 'marketer', 'responder', 'auditor'],
+  'campaign report': ['admin', 'marketer', 'auditor'],
+  'campaign pause': ['admin', 'marketer', 'responder'],
+  'campaign resume': ['admin', 'marketer', 'responder'],
+  // Playbooks and incidents (responder's).
+  playbook: ['admin', ...RESPOND],
+  'playbook register': ['admin', 'responder'],
+  'playbook list': ['admin', ...READERS],
+  'playbook plan': ['admin', ...RESPOND],
+  'playbook status': ['admin', ...READERS],
+  incident: ['admin', ...READERS],
   // The affected list holds person keys: not the auditor's.
   'incident export': ['admin', 'responder'],
+  // Privacy and the audit trail.
+  privacy: ['admin'],
+  audit: ['admin', 'auditor'],
 };
