@@ -103,6 +103,8 @@ export async function checkCliRole(words: string): Promise<void> {
         `role ${who.role} may not run pops ${words} (needs ${roles.join(', ')})`,
       );
     }
+    // The token's name is the actor the command's audit rows record, as for API requests.
+    process.env['POPS_ACTOR'] = who.name;
   } finally {
     await rt.close();
   }
@@ -242,7 +244,8 @@ export async function minimizeCommand(options: { json?: boolean }) {
         ...MINIMIZED_TABLES.map((table) => `  ${table}: ${result.rewritten[table]}`),
         `addresses of events sealed into contacts: ${result.sealed}`,
         `conflicts (clear rows left: their hashed form exists; see the log): ${result.conflicts}`,
-        `values that are no email or phone, left as they are: ${result.skipped}`,
+        'identifier rows whose value is no email or phone, left as they are (in events such' +
+          ` values become [invalid]): ${result.skipped}`,
       ].join('\n'),
     );
   } finally {

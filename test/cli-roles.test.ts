@@ -74,5 +74,15 @@ describe('POPS_TOKEN', () => {
     // A marketer's own commands: campaigns.
     const campaigns = await pops(['campaign', 'list', '--json'], { POPS_TOKEN: marketer });
     expect(campaigns.code).toBe(0);
+    // The token's name is the actor of what the command audits.
+    const admin = await apiToken(db.pool, 'admin', 'ops-ann');
+    const created = await pops(['tokens', 'create', '--role', 'auditor', '--name', 'by-ann'], {
+      POPS_TOKEN: admin,
+    });
+    expect(created.code).toBe(0);
+    const { rows } = await db.pool.query<{ actor: string }>(
+      `select actor from audit_log where action like 'token%' order by seq desc limit 1`,
+    );
+    expect(rows).toEqual([{ actor: 'ops-ann' }]);
   }, 120_000);
 });
