@@ -3,7 +3,8 @@
  * /v1/privacy/exports `{ identifier }` open the request and start its workflow (202; 200 when it
  * attached to a running one or the deletion was done before), GET /v1/privacy/requests/:id
  * answers its state and counts, GET /v1/privacy/exports/:id the bundle of a finished export; GET
- * /v1/audit/checkpoint the audit chain's head, for an auditor to keep outside the database.
+ * /v1/audit/checkpoint the audit chain's head, for an auditor to keep outside the database; GET
+ * /v1/audit the log's rows by action, actor, subject, workflow and time, newest first.
  * Registered by api/server.ts as a plugin; every route is admin's (api/roles.ts).
  */
 import type { Client } from '@temporalio/client';
@@ -11,7 +12,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { deletePersonData, exportBundle, exportPersonData, getRequest } from '../client/privacy.js';
 import type { Pool } from '../common/db.js';
-import { auditCheckpoint } from '../domain/audit.js';
+import { auditCheckpoint, auditSearchSchema, searchAudit } from '../domain/audit.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { plainText } from '../domain/retrain.js';
 import { actorOf } from './actor.js';
@@ -69,6 +70,12 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
 
   // The chain's head for an auditor to keep outside the database (pops audit verify --checkpoint).
   app.get('/v1/audit/checkpoint', async () => ({ checkpoint: await auditCheckpoint(pool) }));
+  app.get('/v1/audit', async (request) => {
+    const search = parse(auditSearchSchema, request.query, 'query');
+    const rows = await searchAudit(pool, search);
+    const last = rows[rows.length - 1];
+    return { rows, next: rows.length === search.limit && last ? last.seq : null };
+  });
 
   app.get('/v1/privacy/exports/:id', async (request) => {
     const { id } = parse(idParams, request.params, 'path');

@@ -118,6 +118,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /v1/privacy/requests/:id': ['auditor'],
   'GET /v1/privacy/exports/:id': [],
   'GET /v1/audit/checkpoint': ['auditor'],
+  'GET /v1/audit': ['auditor'],
 };
 
 /** The access of a route, or undefined when the table does not name it (then: refused). */

@@ -1,5 +1,7 @@
 /**
- * `pops audit verify [--checkpoint <file|url>]` and `pops audit checkpoint [--out <file>]`. The
+ * `pops audit list|show`, `pops audit verify [--checkpoint <file|url>]` and
+ * `pops audit checkpoint [--out <file>]`. `list` reads the log by action, actor, subject, workflow
+ * and time, newest first; `show` prints one row whole (inputs, outputs, hashes). The
  * chain's hashes show an edited or reordered row, but not rows cut from its end: a checkpoint (the
  * latest row's seq and hash) kept outside the database, by an auditor, anchors it. `checkpoint`
  * prints one, or appends it as a JSON line to a file; `verify --checkpoint` checks every
@@ -11,10 +13,12 @@ import { z } from 'zod';
 import {
   auditCheckpoint,
   type AuditCheckpoint,
+  auditSearchSchema,
+  searchAudit,
   verifyAudit,
   verifyCheckpoints,
 } from '../domain/audit.js';
-import { parseArgs, print, UsageError } from './output.js';
+import { parseArgs, print, table, UsageError } from './output.js';
 import { openDatabase } from './runtime.js';
 
 const checkpointSchema = z.object({
@@ -119,6 +123,57 @@ export async function checkpointCommand(options: Record<string, unknown>) {
           ' admins cannot write'
         : JSON.stringify(checkpoint),
     );
+  } finally {
+    await rt.close();
+  }
+}
+
+const listArgs = auditSearchSchema.extend({ json: z.boolean().default(false) });
+const showArgs = z.object({
+  seq: z.coerce.number().int().positive(),
+  json: z.boolean().default(false),
+});
+
+/** `pops audit list [--action A] [--actor X] [--subject S] [--workflow W] [--since T] …`. */
+export async function listCommand(options: Record<string, unknown>) {
+  const { workflow, ...rest } = options;
+  const { json, ...search } = parseArgs(listArgs, {
+    ...rest,
+    ...(workflow === undefined ? {} : { workflowId: workflow }),
+  });
+  const rt = await openDatabase();
+  try {
+    const rows = await searchAudit(rt.pool, search);
+    print(json, rows, () => {
+      if (rows.length === 0) return 'no audit row matches';
+      const lines = table(
+        ['seq', 'at', 'actor', 'action', 'subject', 'workflow'],
+        rows.map((r) => [
+          String(r.seq),
+          r.at.toISOString().slice(0, 19),
+          r.actor,
+          r.action,
+          r.subject,
+          r.workflowId ?? '',
+        ]),
+      );
+      const last = rows[rows.length - 1];
+      const more = rows.length === search.limit && last ? `\n(more: --before ${last.seq})` : '';
+      return `${lines}${more}\npops audit show <seq> prints a row with its inputs and outputs`;
+    });
+  } finally {
+    await rt.close();
+  }
+}
+
+/** `pops audit show <seq>`: one row whole. */
+export async function showCommand(seq: string, options: Record<string, unknown>) {
+  const args = parseArgs(showArgs, { ...options, seq });
+  const rt = await openDatabase();
+  try {
+    const [row] = await searchAudit(rt.pool, { before: args.seq + 1, limit: 1 });
+    if (!row || row.seq !== args.seq) throw new UsageError(`<seq> ${args.seq}: no such audit row`);
+    print(args.json, row, () => JSON.stringify(row, null, 2));
   } finally {
     await rt.close();
   }

@@ -262,6 +262,24 @@ rolloutCmd
 
 const auditCmd = program.command('audit').description('the audit log');
 auditCmd
+  .command('list')
+  .description('audit rows, newest first: who did what, to what, when (filters combine)')
+  .option('--action <action>', 'an action, or a prefix ending in * (privacy.*)')
+  .option('--actor <actor>', 'who: a token name, a user, pops')
+  .option('--subject <subject>', 'what it was about, e.g. model/pops-sim-ranker')
+  .option('--workflow <id>', 'the workflow id that wrote it')
+  .option('--since <instant>', 'at or after (ISO-8601)')
+  .option('--until <instant>', 'before (ISO-8601)')
+  .option('--before <seq>', 'only rows before this seq (the next page)')
+  .option('--limit <n>', 'at most this many rows (1-1000, default 100)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(audit, 'listCommand'));
+auditCmd
+  .command('show <seq>')
+  .description('one audit row whole: inputs, outputs, workflow, idempotency key, hashes')
+  .option('--json', 'machine-readable output')
+  .action(lazy(audit, 'showCommand'));
+auditCmd
   .command('verify')
   .description('walk the hash chain; report the first row that does not match (exit 1)')
   .option('--checkpoint <file|url>', 'also check checkpoints kept elsewhere (detects a cut end)')

@@ -5,6 +5,7 @@
  * append return the row it already wrote.
  */
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { canonicalJson } from '../common/canonical-json.js';
 import type { Pool, PoolClient, Queryable } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
@@ -203,6 +204,66 @@ export async function auditTrail(
       where ($1::text is null or subject = $1) and ($2::text is null or workflow_id = $2)
       order by seq`,
     [filter.subject ?? null, filter.workflowId ?? null],
+  );
+  return result.rows.map(fromDb);
+}
+
+const filterText = (max: number) => z.string().trim().min(1).max(max).optional();
+const instant = z
+  .string()
+  .refine((t) => !Number.isNaN(Date.parse(t)), 'is not an ISO-8601 instant')
+  .transform((t) => new Date(t))
+  .optional();
+
+/**
+ * What the audit log is searched by (the CLI's options and the API's query alike): exact actor,
+ * subject and workflow id; an action exact or by prefix (`privacy.*`); a time range; and a page of
+ * at most 1,000 rows, newest first, before a seq (for the next page).
+ */
+export const auditSearchSchema = z.strictObject({
+  action: z
+    .string()
+    .trim()
+    .regex(/^[a-z0-9_.-]{1,100}\*?$/, 'an action (privacy.person-deleted) or a prefix (privacy.*)')
+    .optional(),
+  actor: filterText(200),
+  subject: filterText(500),
+  workflowId: filterText(500),
+  since: instant,
+  until: instant,
+  before: z.coerce.number().int().positive().optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+export type AuditSearch = z.output<typeof auditSearchSchema>;
+
+/** The rows that match, newest first (at most `limit`). */
+export async function searchAudit(db: Queryable, search: AuditSearch): Promise<AuditRow[]> {
+  const action = search.action ?? null;
+  const prefix = action?.endsWith('*') ? action.slice(0, -1) : null;
+  const result = await db.query<DbRow>(
+    `select * from audit_log
+      where ($1::text is null or action = $1)
+        and ($2::text is null or starts_with(action, $2))
+        and ($3::text is null or actor = $3)
+        and ($4::text is null or subject = $4)
+        and ($5::text is null or workflow_id = $5)
+        and ($6::timestamptz is null or at >= $6)
+        and ($7::timestamptz is null or at < $7)
+        and ($8::bigint is null or seq < $8)
+      order by seq desc
+      limit $9`,
+    [
+      prefix === null ? action : null,
+      prefix,
+      search.actor ?? null,
+      search.subject ?? null,
+      search.workflowId ?? null,
+      search.since ?? null,
+      search.until ?? null,
+      search.before ?? null,
+      search.limit,
+    ],
   );
   return result.rows.map(fromDb);
 }
