@@ -21,8 +21,17 @@ import { createMailer } from '../domain/campaigns/mailer.js';
 import { previewPerson, type Preview, testSend } from '../domain/campaigns/preview.js';
 import { getCampaign, listCampaigns, listRuns, type RunReport } from '../domain/campaigns/store.js';
 import { Decider } from '../domain/decide/decider.js';
+import { typesOf } from '../domain/identity/rules.js';
+import { personKeyOf } from '../domain/privacy/consent.js';
+import type { Queryable } from '../common/db.js';
 import { parseArgs, print, table, UsageError } from './output.js';
-import { hasPollers, openDatabase, openRuntime, runWorkers } from './runtime.js';
+import {
+  configuredIdentityRules,
+  hasPollers,
+  openDatabase,
+  openRuntime,
+  runWorkers,
+} from './runtime.js';
 
 const json = z.boolean().default(false);
 const instant = z.iso.datetime({ offset: true, error: 'is not an ISO 8601 instant' });
@@ -142,6 +151,32 @@ function previewText(p: Preview): string {
   return lines.join('\n');
 }
 
+/**
+ * The person key `<person>` names: an identifier (`email:ann@example.com`, `user_id:u1`) resolved
+ * through the identity graph, a person id (its canonical person's key), or `unresolved:<raw id>`.
+ * Anything else, or a person id that does not exist, is refused.
+ */
+async function personKeyArg(db: Queryable, person: string): Promise<string> {
+  const at = person.indexOf(':');
+  const type = at > 0 ? person.slice(0, at) : '';
+  if (type === 'unresolved' && person.length > at + 1) return person;
+  if (typesOf(configuredIdentityRules()).includes(type)) {
+    return personKeyOf(db, { type, value: person.slice(at + 1) });
+  }
+  if (/^[1-9][0-9]{0,17}$/.test(person)) {
+    const { rows } = await db.query<{ key: string }>(
+      'select canonical_id::text as key from persons where id = $1',
+      [person],
+    );
+    if (rows[0]) return rows[0].key;
+    throw new UsageError(`<person> ${person}: no such person id`);
+  }
+  throw new UsageError(
+    `<person> ${JSON.stringify(person)}: give an identifier (email:ann@example.com, user_id:u1),` +
+      ' a person id, or unresolved:<raw id>',
+  );
+}
+
 /** `pops campaign preview <name> <person>`. */
 export async function previewCommand(
   name: string,
@@ -157,7 +192,7 @@ export async function previewCommand(
       rt.pool,
       { decider, unsubscribe: mailSettings().unsubscribe },
       found.definition,
-      person,
+      await personKeyArg(rt.pool, person),
       opts.at ? new Date(opts.at) : new Date(),
     );
     print(opts.json, p, () => previewText(p));

@@ -651,7 +651,9 @@ campaignCmd
   .action(lazy(campaign, 'showCommand'));
 campaignCmd
   .command('preview <name> <person>')
-  .description('what a person (person key) would get now, or why nothing; writes nothing')
+  .description(
+    'what a person (email:…, user_id:…, a person id, unresolved:<id>) would get now, or why not',
+  )
   .option('--at <instant>', 'judge at this instant instead of now')
   .option('--json', 'machine-readable output')
   .action(lazy(campaign, 'previewCommand'));

@@ -9,6 +9,7 @@ import { queueName } from '../common/queues.js';
 import { campaignSchema } from '../domain/campaigns/definition.js';
 import { getCampaign } from '../domain/campaigns/store.js';
 import type { SendNoticeResult } from '../workflows/sendNotice.js';
+import { popsRunner } from './cli-support.js';
 import { type Harness, startHarness } from './harness.js';
 import { startSmtpFixture, type SmtpFixture } from './fixtures/smtp.js';
 import { addressOf, campaignOf, ledgerCounts, seedPersons } from './campaign-support.js';
@@ -126,6 +127,25 @@ describe('campaigns over the API', () => {
     });
     expect(smtp.messages).toHaveLength(0);
   });
+
+  it('previews on the CLI by identifier, and refuses what names no person', async () => {
+    const pops = popsRunner(() => ({ DATABASE_URL: h.db.url }));
+    const ann = await pops(['campaign', 'preview', 'flow', 'user_id:ann', '--json']);
+    expect(ann.code).toBe(0);
+    expect(JSON.parse(ann.stdout)).toMatchObject({
+      wouldSend: true,
+      message: { to: addressOf('ann') },
+    });
+    const bob = await pops(['campaign', 'preview', 'flow', 'unresolved:bob', '--json']);
+    expect(JSON.parse(bob.stdout)).toMatchObject({ reasons: ['no_consent: no marketing consent'] });
+    const typo = await pops(['campaign', 'preview', 'flow', 'nobody-here']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('<person> "nobody-here": give an identifier');
+    const gone = await pops(['campaign', 'preview', 'flow', '987654']);
+    expect(gone.code).toBe(2);
+    expect(gone.stderr).toContain('<person> 987654: no such person id');
+    expect(smtp.messages).toHaveLength(0);
+  }, 120_000);
 
   it('triggers a fire time now and reports it', async () => {
     const res = await h.fetch(`${h.base}/v1/campaigns/flow/trigger`, json({}));
