@@ -23,6 +23,7 @@ describe('identity rules from a file', () => {
     expect({
       user_id: rules.user_id,
       email: rules.email,
+      phone: rules.phone,
       anonymous_id: rules.anonymous_id,
       device_id: rules.device_id,
     }).toEqual(DEFAULT_LIMITS);
@@ -52,7 +53,7 @@ describe('identity rules from a file', () => {
     expect(() => loadIdentityRules(file('email:\n  priorty: 80\n'))).toThrow(
       'email: Unrecognized key: "priorty"',
     );
-    expect(() => loadIdentityRules(file('phone: {}\n'))).toThrow('Unrecognized key: "phone"');
+    expect(() => loadIdentityRules(file('fax: {}\n'))).toThrow('Unrecognized key: "fax"');
     expect(() => loadIdentityRules('/nonexistent/rules.yaml')).toThrow(
       'POPS_IDENTITY_RULES="/nonexistent/rules.yaml": cannot read it',
     );
