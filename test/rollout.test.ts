@@ -554,10 +554,18 @@ describe('rolloutModel', () => {
       const prefix = testQueuePrefix('rollout-crash');
       let worker = await spawnWorker(h.db.url, prefix);
       try {
-        // Two intervals per run: the rollout also continues as new every other tick.
+        // Two intervals per run: the rollout also continues as new every other tick. No traffic is
+        // sent, so the step bakes long and extends without limit: a loaded machine, slow to start
+        // the new worker, must not see it pause for data before the check.
         const handle = await begin(
           name,
-          { steps: [20, 100], guardrails: [{ metric: 'ctr' }], intervalsPerRun: 2 },
+          {
+            steps: [20, 100],
+            guardrails: [{ metric: 'ctr' }],
+            intervalsPerRun: 2,
+            bake: '600s',
+            maxExtensions: 100,
+          },
           prefix,
         );
         const firstRun = (await handle.describe()).runId;
