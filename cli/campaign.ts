@@ -22,6 +22,7 @@ import { previewPerson, type Preview, testSend } from '../domain/campaigns/previ
 import { getCampaign, listCampaigns, listRuns, type RunReport } from '../domain/campaigns/store.js';
 import { Decider } from '../domain/decide/decider.js';
 import { typesOf } from '../domain/identity/rules.js';
+import { parseLookup } from '../domain/identity/show.js';
 import { personKeyOf } from '../domain/privacy/consent.js';
 import type { Queryable } from '../common/db.js';
 import { parseArgs, print, table, UsageError } from './output.js';
@@ -157,19 +158,18 @@ function previewText(p: Preview): string {
  * Anything else, or a person id that does not exist, is refused.
  */
 async function personKeyArg(db: Queryable, person: string): Promise<string> {
-  const at = person.indexOf(':');
-  const type = at > 0 ? person.slice(0, at) : '';
-  if (type === 'unresolved' && person.length > at + 1) return person;
-  if (typesOf(configuredIdentityRules()).includes(type)) {
-    return personKeyOf(db, { type, value: person.slice(at + 1) });
-  }
-  if (/^[1-9][0-9]{0,17}$/.test(person)) {
+  if (/^unresolved:.+/.test(person)) return person;
+  const lookup = parseLookup(person.trim());
+  if (lookup && 'personId' in lookup) {
     const { rows } = await db.query<{ key: string }>(
       'select canonical_id::text as key from persons where id = $1',
-      [person],
+      [lookup.personId],
     );
     if (rows[0]) return rows[0].key;
     throw new UsageError(`<person> ${person}: no such person id`);
+  }
+  if (lookup && typesOf(configuredIdentityRules()).includes(lookup.type)) {
+    return personKeyOf(db, lookup);
   }
   throw new UsageError(
     `<person> ${JSON.stringify(person)}: give an identifier (email:ann@example.com, user_id:u1),` +

@@ -57,7 +57,7 @@ describe('POPS_TOKEN', () => {
     await db.close();
   });
 
-  it('runs a command for the roles the table lists and refuses the others with exit 2', async () => {
+  it('runs a command for the roles the table lists, refusing the others with exit 2', async () => {
     const auditor = await apiToken(db.pool, 'auditor');
     const marketer = await apiToken(db.pool, 'marketer');
 

@@ -211,7 +211,7 @@ describe('phone normalization', () => {
 });
 
 describe('stored values', () => {
-  it('hashes emails and phones with HMAC-SHA256 as python computes it, other types in clear', () => {
+  it('hashes emails and phones with HMAC-SHA256 as python does, other types in clear', () => {
     const key = process.env['POPS_PII_HMAC_KEY'] ?? '';
     const oracle = execFileSync('python3', [
       '-c',

@@ -75,7 +75,7 @@ afterAll(async () => {
 });
 
 describe('PII minimization', () => {
-  it('stores emails and phones only as their keyed hash: no table holds them in clear', async () => {
+  it('stores emails and phones only as their keyed hash: no table holds one in clear', async () => {
     const clear = [
       WEB.email,
       FILE.email,
@@ -214,7 +214,7 @@ describe('what breakers found', () => {
     expect(await scanEveryTable(h.db.pool, needles, [])).toEqual([]);
   });
 
-  it('reports an import of a deleted person as dropped, neither stored nor quarantined', async () => {
+  it('reports an import of a deleted person as dropped, not stored nor quarantined', async () => {
     const file = path.join(os.tmpdir(), `pops-minimize-dropped-${process.pid}.ndjson`);
     const again = [
       { type: 'identify', messageId: 'unm-9', userId: 'unm-user', timestamp: at(9) },

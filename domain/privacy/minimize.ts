@@ -8,6 +8,32 @@
  */
 import { HASHED_TYPES, normalizeEmail, storedValue } from '../identity/identifiers.js';
 
+/** Where a message keeps its emails and phones: each under `traits` and under `context.traits`. */
+export const PII_PATHS: ReadonlyArray<{ type: string; path: readonly string[] }> =
+  HASHED_TYPES.flatMap((type) => [
+    { type, path: ['traits', type] },
+    { type, path: ['context', 'traits', type] },
+  ]);
+
+/**
+ * The same places as SQL text expressions over a row with `traits` and `context` jsonb columns
+ * (`events`, the import's staging table), the columns named with `prefix` (`i.`).
+ */
+export function piiFieldsSql(prefix = ''): Array<{ type: string; sql: string }> {
+  return PII_PATHS.map(({ type, path }) => {
+    const [column = '', ...keys] = path;
+    const inner = keys.slice(0, -1).map((k) => ` -> '${k}'`);
+    return { type, sql: `${prefix}${column}${inner.join('')} ->> '${keys[keys.length - 1]}'` };
+  });
+}
+
+/** SQL: one of the row's emails or phones is among the stored values in parameter `$n`. */
+export function carriesPiiSql(n: number, prefix = ''): string {
+  return piiFieldsSql(prefix)
+    .map(({ sql }) => `${sql} = any($${n}::text[])`)
+    .join(' or ');
+}
+
 /** What a value that cannot be an email or phone number is stored as. */
 export const INVALID_VALUE = '[invalid]';
 

@@ -6,7 +6,9 @@
  * from that row alone, so a step retried after the identifiers are gone finds the same rows.
  */
 import type { PoolClient, Queryable } from '../../common/db.js';
+import { HASHED_TYPES } from '../identity/identifiers.js';
 import { identifierHash } from './keys.js';
+import { carriesPiiSql } from './minimize.js';
 import { PERSON_TABLES, type PersonColumn, type PersonTable } from './person-tables.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
 
@@ -106,17 +108,11 @@ async function eventsCarrying(
   db: Queryable,
   identifiers: readonly IdentifierInput[],
 ): Promise<{ eventIds: number[]; senders: IdentifierInput[] }> {
-  const of = (type: string) => identifiers.filter((i) => i.type === type).map((i) => i.value);
-  const emails = of('email');
-  const phones = of('phone');
-  if (emails.length === 0 && phones.length === 0) return { eventIds: [], senders: [] };
+  const pii = identifiers.filter((i) => HASHED_TYPES.includes(i.type)).map((i) => i.value);
+  if (pii.length === 0) return { eventIds: [], senders: [] };
   const { rows } = await db.query<{ id: number; user_id: string | null; anon: string | null }>(
-    `select id, user_id, anonymous_id as anon from events
-      where traits ->> 'email' = any($1::text[])
-         or context -> 'traits' ->> 'email' = any($1::text[])
-         or traits ->> 'phone' = any($2::text[])
-         or context -> 'traits' ->> 'phone' = any($2::text[])`,
-    [emails, phones],
+    `select id, user_id, anonymous_id as anon from events where ${carriesPiiSql(1)}`,
+    [pii],
   );
   const senders = rows.flatMap((r) => [
     ...(r.user_id ? [{ type: 'user_id', value: r.user_id }] : []),

@@ -7,6 +7,8 @@
 import type { Queryable } from '../../common/db.js';
 import type { Reason } from '../contracts/check.js';
 import { identifierHash } from './keys.js';
+import { HASHED_TYPES } from '../identity/identifiers.js';
+import { carriesPiiSql, PII_PATHS, piiFieldsSql } from './minimize.js';
 import { storedIdentifier } from './pii.js';
 
 /** What a message says about who sent it, as far as tombstones go. */
@@ -34,10 +36,7 @@ export function messageHashes(message: TombstoneFields): string[] {
     // An alias's previous id may be typed either way by the identity rules.
     ['user_id', row.previous_id],
     ['anonymous_id', row.previous_id],
-    ['email', at(fields, 'traits', 'email')],
-    ['email', at(fields, 'context', 'traits', 'email')],
-    ['phone', at(fields, 'traits', 'phone')],
-    ['phone', at(fields, 'context', 'traits', 'phone')],
+    ...PII_PATHS.map(({ type, path }): [string, unknown] => [type, at(fields, ...path)]),
   ];
   const hashes: string[] = [];
   for (const [type, value] of raw) {
@@ -100,10 +99,9 @@ export async function dropTombstonedStaged(
     `select distinct t.type, t.value from import_events i
        cross join lateral (values ('user_id', i.user_id), ('anonymous_id', i.anonymous_id),
                                   ('user_id', i.previous_id), ('anonymous_id', i.previous_id),
-                                  ('email', i.traits ->> 'email'),
-                                  ('email', i.context -> 'traits' ->> 'email'),
-                                  ('phone', i.traits ->> 'phone'),
-                                  ('phone', i.context -> 'traits' ->> 'phone')) as t(type, value)
+                                  ${piiFieldsSql('i.')
+                                    .map((f) => `('${f.type}', ${f.sql})`)
+                                    .join(', ')}) as t(type, value)
       where t.value is not null`,
   );
   const byHash = new Map<string, { type: string; value: string }>();
@@ -117,19 +115,17 @@ export async function dropTombstonedStaged(
   );
   const raw = dead.rows.map((r) => byHash.get(r.identifier_hash)).filter((r) => r !== undefined);
   if (raw.length === 0) return none;
-  const ids = raw.filter((r) => r.type !== 'email' && r.type !== 'phone').map((r) => r.value);
-  const emails = raw.filter((r) => r.type === 'email').map((r) => r.value);
-  const phones = raw.filter((r) => r.type === 'phone').map((r) => r.value);
+  const hashed = (r: { type: string }) => HASHED_TYPES.includes(r.type);
+  const ids = raw.filter((r) => !hashed(r)).map((r) => r.value);
+  // Stored emails and phones (`h1:`, the type inside the hash): one list for both.
+  const pii = raw.filter(hashed).map((r) => r.value);
   const deleted = await db.query<{ event: string | null; reasons: Reason[] | null }>(
     `delete from import_events
       where user_id = any($1::text[]) or anonymous_id = any($1::text[])
          or previous_id = any($1::text[])
-         or traits ->> 'email' = any($2::text[])
-         or context -> 'traits' ->> 'email' = any($2::text[])
-         or traits ->> 'phone' = any($3::text[])
-         or context -> 'traits' ->> 'phone' = any($3::text[])
+         or ${carriesPiiSql(2)}
      returning event, reasons`,
-    [ids, emails, phones],
+    [ids, pii],
   );
   const n = deleted.rowCount ?? 0;
   if (n > 0) {
