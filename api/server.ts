@@ -4,7 +4,7 @@
  */
 import type { Client } from '@temporalio/client';
 import { ServiceError } from '@temporalio/client';
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import { z } from 'zod';
 import { startRetrain, workflowStatus } from '../client/retrain.js';
 import type { Pool } from '../common/db.js';
@@ -87,9 +87,9 @@ export function buildApi(deps: ApiDeps) {
     bodyLimit: 256 * 1024,
     // Fastify's request lines carry the URL, whose path and query may hold personal data (an
     // email in /v1/consent?value=…): requests are logged below by route pattern instead.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     // Unsubscribe tokens (signed payloads) are one path segment, longer than the default 100.
-    maxParamLength: 1024,
+    routerOptions: { maxParamLength: 1024 },
   });
   trackRoutes(app);
 

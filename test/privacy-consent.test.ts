@@ -127,6 +127,21 @@ describe('consent', () => {
     expect(await consentedPersons(db.pool, keys, 'personalization')).toEqual(new Set(keys));
   });
 
+  it('a withdrawal on one identifier is written after a grant on another of the person', async () => {
+    // Person 1 (u1, and a2 merged in): u1 withdraws analytics, a2 grants it later, then u1
+    // withdraws again. u1's own latest is already "withdrawn", but the person's is "granted".
+    const T3 = new Date('2026-03-01T00:00:00Z');
+    const withdraw = consent('user_id', 'u1', 'analytics', false);
+    expect(await recordConsent(db.pool, { ...withdraw, at: T1 })).toEqual({ changed: true });
+    const grant = consent('anonymous_id', 'a2', 'analytics', true);
+    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({ changed: true });
+    expect(await consentedPersons(db.pool, ['1'], 'analytics')).toEqual(new Set(['1']));
+    expect(await recordConsent(db.pool, { ...withdraw, at: T3 })).toEqual({ changed: true });
+    expect(await consentedPersons(db.pool, ['1'], 'analytics')).toEqual(new Set());
+    // Now both the identifier's and the person's latest are "withdrawn": nothing to write.
+    expect(await recordConsent(db.pool, withdraw)).toEqual({ changed: false });
+  });
+
   it('an unresolved key consents through its raw id as user or anonymous id', async () => {
     await recordConsent(db.pool, {
       ...consent('anonymous_id', 'raw9', 'analytics', false),

@@ -26,8 +26,11 @@ export interface ConsentInput {
 }
 
 /**
- * Records a consent change. Idempotent: when the identifier's latest state for the purpose (at or
- * before `at`) is already `granted`, nothing is written and `changed` is false.
+ * Records a consent change. Idempotent: when both the identifier's latest state for the purpose
+ * and its person's (the latest over all their identifiers), at or before `at`, are already
+ * `granted`, nothing is written and `changed` is false. The person's state counts too: a
+ * withdrawal on a user id must be written when the person granted on their email after the user
+ * id's own last withdrawal.
  */
 export async function recordConsent(
   db: Queryable,
@@ -38,14 +41,24 @@ export async function recordConsent(
   const at = input.at ?? new Date();
   // One statement: the comparison and the insert see the same snapshot, and a concurrent repeat
   // at worst writes the same state twice (which changes no answer).
+  const personKey = `(select coalesce(
+      (select p.canonical_id::text from identifiers i join persons p on p.id = i.person_id
+        where i.type = $1 and i.value = $2), 'unresolved:' || $2))`;
   const { rowCount } = await db.query(
-    `insert into consent_events
+    `with ids as (${keyIdentifiersSql(`array[${personKey}]`)} union all select '', $1, $2),
+     latest as (
+       select c.identifier_type = $1 and c.identifier_value = $2 as own, c.granted,
+              row_number() over (partition by c.identifier_type = $1 and c.identifier_value = $2
+                                 order by c.effective_at desc, c.id desc) as own_rank,
+              row_number() over (order by c.effective_at desc, c.id desc) as person_rank
+         from consent_events c
+        where (c.identifier_type, c.identifier_value) in (select type, value from ids)
+          and c.purpose = $3 and c.effective_at <= $7)
+     insert into consent_events
        (identifier_type, identifier_value, purpose, granted, source, actor, effective_at)
      select $1, $2, $3, $4, $5, $6, $7
-      where (select c.granted from consent_events c
-              where c.identifier_type = $1 and c.identifier_value = $2 and c.purpose = $3
-                and c.effective_at <= $7
-              order by c.effective_at desc, c.id desc limit 1) is distinct from $4`,
+      where (select granted from latest where own and own_rank = 1) is distinct from $4
+         or (select granted from latest where person_rank = 1) is distinct from $4`,
     [id.type, id.value, input.purpose, input.granted, input.source, input.actor, at],
   );
   return { changed: (rowCount ?? 0) > 0 };
@@ -55,16 +68,21 @@ export async function recordConsent(
  * The identifiers of each person key: a graph person's (every person merged into it), and for an
  * `unresolved:<id>` key the raw id as a user id and as an anonymous id. Columns key, type, value.
  */
-export const KEY_IDENTIFIERS_SQL = `
+export const KEY_IDENTIFIERS_SQL = keyIdentifiersSql('$1::text[]');
+
+/** KEY_IDENTIFIERS_SQL over the person keys of a SQL text[] expression. */
+function keyIdentifiersSql(keys: string): string {
+  return `
   select k.key, i.type, i.value
-    from unnest($1::text[]) as k(key)
+    from unnest(${keys}) as k(key)
     join persons p on p.canonical_id = case when k.key ~ '^[0-9]{1,18}$' then k.key::bigint end
     join identifiers i on i.person_id = p.id
   union all
   select k.key, t.type, substr(k.key, 12)
-    from unnest($1::text[]) as k(key)
+    from unnest(${keys}) as k(key)
     cross join (values ('user_id'), ('anonymous_id')) as t(type)
    where k.key like 'unresolved:%'`;
+}
 
 /**
  * The person keys among `personKeys` that have consented to `purpose` at `at` (default now): the
