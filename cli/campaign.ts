@@ -155,11 +155,14 @@ function previewText(p: Preview): string {
 /**
  * The person key `<person>` names: an identifier (`email:ann@example.com`, `user_id:u1`) resolved
  * through the identity graph, a person id (its canonical person's key), or `unresolved:<raw id>`.
- * Anything else, or a person id that does not exist, is refused.
+ * Anything else, or what names no person pops knows (no graph person; for a user or anonymous id
+ * not in the graph, neither events nor an address under it), is refused.
  */
 async function personKeyArg(db: Queryable, person: string): Promise<string> {
-  if (/^unresolved:.+/.test(person)) return person;
-  const lookup = parseLookup(person.trim());
+  const unknown = () => new UsageError(`<person> ${person}: names no person pops knows`);
+  const lookup = /^unresolved:.+/.test(person)
+    ? { type: 'user_id', value: person.slice('unresolved:'.length) }
+    : parseLookup(person.trim());
   if (lookup && 'personId' in lookup) {
     const { rows } = await db.query<{ key: string }>(
       'select canonical_id::text as key from persons where id = $1',
@@ -169,7 +172,18 @@ async function personKeyArg(db: Queryable, person: string): Promise<string> {
     throw new UsageError(`<person> ${person}: no such person id`);
   }
   if (lookup && typesOf(configuredIdentityRules()).includes(lookup.type)) {
-    return personKeyOf(db, lookup);
+    const key = await personKeyOf(db, lookup);
+    if (!key.startsWith('unresolved:')) return key;
+    // Not in the graph: only a raw user or anonymous id is a person key of its own, when events
+    // were stored under it (not resolved yet) or an address was.
+    if (lookup.type !== 'user_id' && lookup.type !== 'anonymous_id') throw unknown();
+    const { rows } = await db.query(
+      `select 1 where exists (select 1 from events where person_id = $1)
+          or exists (select 1 from contacts where person_key = 'unresolved:' || $1)`,
+      [lookup.value],
+    );
+    if (rows.length === 0) throw unknown();
+    return `unresolved:${lookup.value}`;
   }
   throw new UsageError(
     `<person> ${JSON.stringify(person)}: give an identifier (email:ann@example.com, user_id:u1),` +

@@ -144,6 +144,14 @@ describe('campaigns over the API', () => {
     const gone = await pops(['campaign', 'preview', 'flow', '987654']);
     expect(gone.code).toBe(2);
     expect(gone.stderr).toContain('<person> 987654: no such person id');
+    // An email no person has, and a user id with neither events nor an address: refused, and the
+    // answer shows no keyed hash of what was typed.
+    for (const person of ['email:nobody-ever@example.com', 'user_id:nobody-ever']) {
+      const none = await pops(['campaign', 'preview', 'flow', person]);
+      expect(none.code).toBe(2);
+      expect(none.stderr).toContain(`<person> ${person}: names no person pops knows`);
+      expect(none.stdout + none.stderr).not.toContain('h1:');
+    }
     expect(smtp.messages).toHaveLength(0);
   }, 120_000);
 
