@@ -100,6 +100,17 @@ export async function defineCampaign(
 ): Promise<{ created: boolean; changed: boolean; scheduleId: string }> {
   // Checked before anything is stored: a template that would fail every render is refused here.
   const problems = templateProblems(input.campaign);
+  // So is a recommendations block on a surface that does not exist: every message would fail.
+  const surface = input.campaign.template.recommendations?.surface;
+  if (surface !== undefined) {
+    const { rows } = await pool.query('select 1 from surfaces where name = $1', [surface]);
+    if (rows.length === 0) {
+      problems.push(
+        `template.recommendations.surface: surface "${surface}" does not exist` +
+          ' (create it first: pops surfaces create)',
+      );
+    }
+  }
   if (problems.length > 0) {
     throw new CampaignRefusal('validation', `invalid campaign: ${problems.join('; ')}`);
   }

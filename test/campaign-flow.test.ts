@@ -85,6 +85,10 @@ describe('campaigns over the API', () => {
         'template.text',
       ],
       [{ template: { ...definition.template, text: '{{> secret}}' } }, 'template.text'],
+      [
+        { template: { ...definition.template, recommendations: { surface: 'no-such', k: 3 } } },
+        'template.recommendations.surface: surface "no-such" does not exist',
+      ],
     ];
     for (const [over, message] of refusals) {
       const refused = await h.fetch(`${h.base}/v1/campaigns/flow-bad`, {
