@@ -54,6 +54,11 @@ export function goInstallCli(cacheDir: string, log: Logger): string | undefined 
     { module: TEMPORAL_CLI_MODULE, into: bin },
     'building the Temporal CLI with go install (first time takes minutes)',
   );
+  // Said whatever the log level: one-shot commands log warnings only, and the build is silent.
+  process.stderr.write(
+    `pops: building the Temporal CLI (go install ${TEMPORAL_CLI_MODULE}) into ${bin};` +
+      ' once, about 5-7 minutes on 2 cores\n',
+  );
   const result = spawnSync(go, ['install', TEMPORAL_CLI_MODULE], {
     env: { ...process.env, GOBIN: bin, CGO_ENABLED: '0' },
     stdio: ['ignore', 'inherit', 'inherit'],
