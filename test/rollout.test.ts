@@ -317,7 +317,15 @@ describe('rolloutModel', () => {
       minSamplePerArm: 100_000,
     });
     const routed = await step(name, 0);
-    await sleep(1500); // the API serves the canary from the poll after the change
+    // The API serves the canary from its poll after the change: wait until it has (a loaded
+    // machine may take longer than a poll or two), so that canary exposures before the switch exist.
+    await until('a canary exposure of the decide loops', async () => {
+      const { rows } = await h.db.pool.query(
+        `select 1 from exposures where surface = $1 and version = 2 and person_id ~ '(^|:)d[0-3]-'`,
+        [name],
+      );
+      return rows.length > 0;
+    });
     const before = (await decisions(name)).length;
     await traffic(
       name,
