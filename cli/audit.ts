@@ -40,7 +40,16 @@ async function readCheckpoints(where: string): Promise<AuditCheckpoint[]> {
   let text: string;
   if (/^https?:\/\//.test(where)) {
     const response = await fetch(where, { headers: { accept: 'application/json' } });
-    if (!response.ok) throw new UsageError(`--checkpoint ${where}: answered ${response.status}`);
+    if (!response.ok) {
+      // No credentials are sent (a token is not handed to whatever URL is given). pops's own
+      // /v1/audit/checkpoint is the head now, not a checkpoint kept away from the database.
+      const hint =
+        response.status === 401 || response.status === 403
+          ? ' (fetched without credentials: give a file, or a store that answers without a' +
+            " token; pops's own /v1/audit/checkpoint is where a checkpoint is taken, not kept)"
+          : '';
+      throw new UsageError(`--checkpoint ${where}: answered ${response.status}${hint}`);
+    }
     text = await response.text();
   } else {
     try {

@@ -139,6 +139,15 @@ async function runToEnd(rt: Runtime, started: StartedRequest) {
   }
 }
 
+/** Whether a request's counts found nothing of the person (its own tombstones aside). */
+function foundNothing(counts: Record<string, number>): boolean {
+  return Object.entries(counts).every(([table, n]) => n === 0 || table === 'tombstones');
+}
+
+const NOTHING_DELETED =
+  'no data of this identifier was found (no person, no event carries it); it is tombstoned all' +
+  ' the same, so messages that carry it are dropped from now on';
+
 function describeCounts(counts: Record<string, number>): string {
   const rows = Object.entries(counts).filter(([, n]) => n > 0);
   if (rows.length === 0) return '  (no rows)';
@@ -162,7 +171,12 @@ export async function deleteCommand(identifier: string, options: Record<string, 
     }
     const request = await runToEnd(rt, started);
     print(args.json, { ...started, request }, () =>
-      [head, `deleted (audited, tombstoned):`, describeCounts(request?.counts ?? {})].join('\n'),
+      [
+        head,
+        `deleted (audited, tombstoned):`,
+        describeCounts(request?.counts ?? {}),
+        ...(foundNothing(request?.counts ?? {}) ? [NOTHING_DELETED] : []),
+      ].join('\n'),
     );
   } catch (err) {
     throw err instanceof SubjectInputError ? new UsageError(err.message) : err;
@@ -183,6 +197,9 @@ export async function exportCommand(identifier: string, options: Record<string, 
     const request = await runToEnd(rt, started);
     const bundle = (await exportBundle(rt.pool, started.requestId)) ?? {};
     const text = `${JSON.stringify(bundle, null, 2)}\n`;
+    if (foundNothing(request?.counts ?? {})) {
+      process.stderr.write('pops: no data of this identifier was found; the bundle is empty\n');
+    }
     if (!args.out) {
       process.stdout.write(text);
       return;

@@ -11,6 +11,7 @@ import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { setEmailAddress } from '../domain/privacy/contacts.js';
 import { ratedLabelsSql } from '../domain/training-set.js';
 import { createWriteKey } from '../ingest/write-keys.js';
+import { popsRunner } from './cli-support.js';
 import { spawnWorker } from './fixtures/spawn-worker.js';
 import { type Harness, startHarness } from './harness.js';
 import { resolveAll } from './identity-support.js';
@@ -289,4 +290,34 @@ describe('a worker killed in the middle of a deletion', () => {
     expect(new Set(ledger.rows.map((r) => r.step)).size).toBe(ledger.rows.length);
     expect(await scanEveryTable(h.db.pool, needles(crashed), ids)).toEqual([]);
   }, 240_000);
+});
+
+describe('pops privacy delete and export of an identifier pops never saw', () => {
+  it('say that nothing was found (the deletion still tombstones it)', async () => {
+    const pops = popsRunner(() => ({
+      DATABASE_URL: h.db.url,
+      POPS_TASK_QUEUE_PREFIX: testQueuePrefix('privacy-cli'),
+    }));
+    const gone = await pops([
+      'privacy',
+      'delete',
+      'email:never-seen@example.com',
+      '--reason',
+      'test',
+    ]);
+    expect(gone.code).toBe(0);
+    expect(gone.stdout).toContain('tombstones: 1');
+    expect(gone.stdout).toContain('no data of this identifier was found');
+    const tombstone = await h.db.pool.query(
+      `select count(*)::int as n from privacy_tombstones where identifier_hash = $1`,
+      [hashedValueOf('email', 'never-seen@example.com').slice(3)],
+    );
+    expect(tombstone.rows[0]).toEqual({ n: 1 });
+    const empty = await pops(['privacy', 'export', 'user_id:does-not-exist']);
+    expect(empty.code).toBe(0);
+    expect(empty.stderr).toContain('no data of this identifier was found; the bundle is empty');
+    const known = await pops(['privacy', 'export', `user_id:${who('keep').user}`]);
+    expect(known.code).toBe(0);
+    expect(known.stderr).not.toContain('no data');
+  }, 180_000);
 });
