@@ -45,6 +45,13 @@ export function privacyActivities({ pool }: ActivityDeps) {
       ),
     /** Audits the counts, forgets the subject, marks the request done. */
     privacyFinish: (input: { requestId: string; counts: Record<string, number> }): Promise<void> =>
-      withHeartbeat(() => finishRequest(pool, input.requestId, input.counts)),
+      withHeartbeat(() =>
+        finishRequest(
+          pool,
+          input.requestId,
+          input.counts,
+          Context.current().info.workflowExecution?.workflowId,
+        ),
+      ),
   };
 }

@@ -205,6 +205,7 @@ describe('exportPersonData and deletePersonData', () => {
     const audit = await auditTrail(h.db.pool, { subject: `privacy-request/${started.requestId}` });
     expect(audit.map((r) => r.action)).toEqual(['privacy.person-deleted']);
     expect(audit[0]?.outputs).toMatchObject({ counts: { events: 5 } });
+    expect(audit[0]?.workflowId).toBe(privacyWorkflowId(started.requestId));
     expect((await verifyAudit(h.db.pool)).ok).toBe(true);
 
     // A second request for the same identifier is the same, finished request.

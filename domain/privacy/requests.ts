@@ -216,13 +216,15 @@ export function exportTableRows(pool: Pool, requestId: string, table: string): P
 }
 
 /**
- * Finishes a request: records the counts, audits (ids, kind, reason and counts; no identifier),
- * deletes the subject row, marks it done. Idempotent: a finished request is left as it is.
+ * Finishes a request: records the counts, audits (ids, kind, reason, counts and the workflow that
+ * ran it; no identifier), deletes the subject row, marks it done. Idempotent: a finished request
+ * is left as it is.
  */
 export async function finishRequest(
   pool: Pool,
   requestId: string,
   counts: Record<string, number>,
+  workflowId?: string,
 ): Promise<void> {
   await withTransaction(pool, async (client) => {
     const request = await getRequest(client, requestId);
@@ -233,6 +235,7 @@ export async function finishRequest(
       action: request.kind === 'delete' ? 'privacy.person-deleted' : 'privacy.person-exported',
       subject: `privacy-request/${requestId}`,
       idempotencyKey: `privacy-request/${requestId}/finished`,
+      workflowId: workflowId ?? null,
       inputs: { kind: request.kind, reason: request.reason },
       outputs: { counts },
     });
