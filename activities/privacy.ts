@@ -7,6 +7,7 @@ import {
   exportTableRows,
   finishRequest,
   startRequest,
+  widenAndTombstone,
   writeTombstones,
 } from '../domain/privacy/requests.js';
 import { enforceTable } from '../domain/privacy/retention.js';
@@ -27,6 +28,9 @@ export function privacyActivities({ pool }: ActivityDeps) {
     /** Tombstones the subject's identifiers so that ingestion drops what still arrives. */
     privacyTombstone: (input: { requestId: string }): Promise<number> =>
       withHeartbeat(() => writeTombstones(pool, input.requestId)),
+    /** Widens the subject to what arrived before its tombstones; the tombstones that adds. */
+    privacyWiden: (input: { requestId: string }): Promise<number> =>
+      withHeartbeat(() => widenAndTombstone(pool, input.requestId)),
     /** Deletes one table's rows of the subject; the count. */
     privacyDeleteTable: (input: PrivacyStepInput): Promise<number> =>
       withHeartbeat(() => deleteTableRows(pool, input.requestId, input.table)),

@@ -9,6 +9,7 @@ import {
 } from '../client/privacy.js';
 import { auditTrail, verifyAudit } from '../domain/audit.js';
 import { setEmailAddress } from '../domain/privacy/contacts.js';
+import { openRequest } from '../domain/privacy/requests.js';
 import { ratedLabelsSql } from '../domain/training-set.js';
 import { createWriteKey } from '../ingest/write-keys.js';
 import { popsRunner } from './cli-support.js';
@@ -269,9 +270,9 @@ describe('a worker killed in the middle of a deletion', () => {
           [started.requestId],
         )
       ).rows[0]?.n ?? 0;
-    // tombstones, privacy_exports, outcomes, exposures: then it blocks on feature_online.
-    for (let i = 0; i < 600 && (await steps()) < 4; i++) await sleep(100);
-    expect(await steps()).toBe(4);
+    // tombstones, widen, privacy_exports, outcomes, exposures: then it blocks on feature_online.
+    for (let i = 0; i < 600 && (await steps()) < 5; i++) await sleep(100);
+    expect(await steps()).toBe(5);
     await sleep(500);
     await doomedWorker.stop();
     await release();
@@ -291,6 +292,49 @@ describe('a worker killed in the middle of a deletion', () => {
     expect(new Set(ledger.rows.map((r) => r.step)).size).toBe(ledger.rows.length);
     expect(await scanEveryTable(h.db.pool, needles(crashed), ids)).toEqual([]);
   }, 240_000);
+});
+
+describe('messages stored while a deletion opens', () => {
+  it('are deleted too: the subject widens after the tombstones to what arrived before them', async () => {
+    const late = who('late');
+    const ids = await seedPerson(late);
+    // The request opens and captures its subject; before its workflow writes the tombstones, two
+    // messages carrying the address arrive from new anonymous ids (ingestion still takes them).
+    await openRequest(h.db.pool, {
+      kind: 'delete',
+      identifier: { type: 'email', value: late.email },
+      reason: 'race',
+      requestedBy: 'dpo',
+    });
+    const extra = ['late-extra-anon-1', 'late-extra-anon-2'];
+    await postBatch(
+      h.base,
+      writeKey,
+      extra.map((anonymousId, i) => ({
+        type: 'track',
+        event: 'Viewed',
+        messageId: `late-extra-${i}`,
+        anonymousId,
+        context: { traits: { email: late.email } },
+        timestamp: '2026-11-02T00:00:00Z',
+      })),
+    );
+    expect(
+      (await h.db.pool.query('select 1 from events where anonymous_id = any($1)', [extra]))
+        .rowCount,
+    ).toBe(2);
+    const started = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'email', value: late.email },
+      reason: 'race',
+      requestedBy: 'dpo',
+    });
+    expect(started.state).toBe('attached');
+    const request = await waitForRequest(h.client, h.db.pool, started);
+    expect(request?.status).toBe('done');
+    // The person's 4 identifiers, then the two senders found when the subject widened.
+    expect(request?.counts).toMatchObject({ events: 7, tombstones: 6 });
+    expect(await scanEveryTable(h.db.pool, [...needles(late), ...extra], ids)).toEqual([]);
+  }, 180_000);
 });
 
 describe('pops privacy delete and export of an identifier pops never saw', () => {

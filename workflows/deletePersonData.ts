@@ -1,13 +1,14 @@
 /**
  * deletePersonData: deletes every row of one person across the tables of
  * domain/privacy/person-tables.ts and their merged identifiers, after tombstoning the identifiers
- * (ingestion then drops what still arrives), and audits the counts without personal data. Its
+ * (ingestion then drops what still arrives) and widening the subject to what arrived while the
+ * request opened, and audits the counts without personal data. Its
  * input is the request id only (client/privacy.ts opened the request and captured its subject),
  * so no identifier enters the workflow's history; its id is `privacy/<request id>`. Each table is
  * one ledgered activity: a crash mid-way resumes at the table it was on, and a retried table
  * returns the count it deleted. Workflow code: no I/O, clocks or randomness.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { patched, proxyActivities, sleep } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { ACTIVITY_RETRY } from '../common/failures.js';
 
@@ -17,6 +18,9 @@ const act = proxyActivities<Activities>({
   heartbeatTimeout: '10 seconds',
   retry: ACTIVITY_RETRY,
 });
+
+/** How long ingestion has to commit what it took before the tombstones (short transactions). */
+const WIDEN_AFTER = '5 seconds';
 
 export interface PersonDataRequest {
   requestId: string;
@@ -37,6 +41,13 @@ export async function deletePersonData(input: PersonDataRequest): Promise<Deleti
   let tombstones = 0;
   if (tables.length > 0) {
     tombstones = await act.privacyTombstone({ requestId });
+    // Messages whose ingestion began before the tombstones were written may still be committed
+    // after the subject was captured: wait for those to land, then widen the subject to them.
+    // (Patched: a deletion started by an earlier version replays without these steps.)
+    if (patched('privacy-subject-widened')) {
+      await sleep(WIDEN_AFTER);
+      tombstones += await act.privacyWiden({ requestId });
+    }
     for (const table of tables) {
       counts[table] = await act.privacyDeleteTable({ requestId, table });
     }

@@ -24,6 +24,7 @@ import {
   requestIdentifier,
   storedSubject,
   subjectRows,
+  widenSubject,
 } from './subject.js';
 
 export type RequestKind = 'delete' | 'export';
@@ -165,6 +166,24 @@ export function writeTombstones(pool: Pool, requestId: string): Promise<number> 
         where s.request_id = $1
        on conflict (identifier_hash) do nothing`,
       [requestId],
+    );
+    return result.rowCount ?? 0;
+  });
+}
+
+/**
+ * Widens the subject to what its identifiers reach now (widenSubject) and tombstones the
+ * identifiers that adds; returns how many tombstones it wrote. Once per request.
+ */
+export function widenAndTombstone(pool: Pool, requestId: string): Promise<number> {
+  return step(pool, requestId, 'widen', async (client) => {
+    const added = await widenSubject(client, requestId);
+    if (added.length === 0) return 0;
+    const result = await client.query(
+      `insert into privacy_tombstones (identifier_hash, request_id)
+       select h, $1 from unnest($2::text[]) h
+       on conflict (identifier_hash) do nothing`,
+      [requestId, added],
     );
     return result.rowCount ?? 0;
   });

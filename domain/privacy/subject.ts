@@ -36,15 +36,23 @@ export function requestIdentifier(identifier: IdentifierInput): IdentifierInput 
 }
 
 /** Finds the subject of an identifier in the tables as they are now. */
-export async function findSubject(db: Queryable, identifier: IdentifierInput): Promise<Subject> {
-  const asked = requestIdentifier(identifier);
+export function findSubject(db: Queryable, identifier: IdentifierInput): Promise<Subject> {
+  return findSubjectOf(db, [requestIdentifier(identifier)]);
+}
+
+/**
+ * The subject of several identifiers (in stored form) at once: the persons any of them belongs
+ * to, with everything findSubject adds.
+ */
+async function findSubjectOf(db: Queryable, asked: readonly IdentifierInput[]): Promise<Subject> {
   const persons = await db.query<{ id: number }>(
     `select p.id from persons p
-      where p.canonical_id = (select q.canonical_id from identifiers i
-                                join persons q on q.id = i.person_id
-                               where i.type = $1 and i.value = $2)
+      where p.canonical_id in (select q.canonical_id from identifiers i
+                                 join persons q on q.id = i.person_id
+                                where (i.type, i.value) in
+                                      (select * from unnest($1::text[], $2::text[])))
       order by p.id`,
-    [asked.type, asked.value],
+    [asked.map((a) => a.type), asked.map((a) => a.value)],
   );
   const personIds = persons.rows.map((r) => r.id);
   const found = await db.query<{ type: string; value: string }>(
@@ -52,8 +60,8 @@ export async function findSubject(db: Queryable, identifier: IdentifierInput): P
     [personIds],
   );
   const identifiers = [...found.rows];
-  if (!identifiers.some((i) => i.type === asked.type && i.value === asked.value)) {
-    identifiers.push(asked);
+  for (const a of asked) {
+    if (!identifiers.some((i) => i.type === a.type && i.value === a.value)) identifiers.push(a);
   }
   // Events not resolved yet (or whose address a limit kept out of the graph) that carry one of the
   // emails or phones: their senders' raw ids are the subject's too.
@@ -155,6 +163,41 @@ export async function captureSubject(
     ],
   );
   return s;
+}
+
+/**
+ * Adds to a stored subject what its identifiers reach now (messages stored, and merges made,
+ * since it was captured: before its tombstones were written, ingestion still took them) and
+ * returns the keyed hashes of the identifiers it adds. Run under the graph lock, after the
+ * tombstones and before any row is deleted.
+ */
+export async function widenSubject(client: PoolClient, requestId: string): Promise<string[]> {
+  const before = await storedSubject(client, requestId);
+  if (!before) return [];
+  const now = await findSubjectOf(client, before.identifiers);
+  const union = <T>(a: readonly T[], b: readonly T[]) => [...new Set([...a, ...b])];
+  const key = (i: IdentifierInput) => `${i.type}\u0000${i.value}`;
+  const known = new Set(before.identifiers.map(key));
+  const added = now.identifiers.filter((i) => !known.has(key(i)));
+  const hashes = union(before.identifierHashes, now.identifierHashes);
+  await client.query(
+    `update privacy_subjects set person_ids = $2, person_keys = $3, raw_ids = $4,
+            identifiers = $5, event_ids = $6, message_ids = $7, decision_ids = $8,
+            identifier_hashes = $9
+      where request_id = $1`,
+    [
+      requestId,
+      union(before.personIds, now.personIds),
+      union(before.personKeys, now.personKeys),
+      union(before.rawIds, now.rawIds),
+      JSON.stringify([...before.identifiers, ...added]),
+      union(before.eventIds, now.eventIds),
+      union(before.messageIds, now.messageIds),
+      union(before.decisionIds, now.decisionIds),
+      hashes,
+    ],
+  );
+  return added.map(identifierHash);
 }
 
 /** The stored subject of a request, or undefined. */
