@@ -4,7 +4,7 @@ import { campaignWorkflowId } from '../domain/campaigns/names.js';
 import { suppressPersons } from '../domain/campaigns/control.js';
 import { signUnsubscribe } from '../domain/campaigns/unsubscribe.js';
 import { queueName } from '../common/queues.js';
-import { recordConsent } from '../domain/privacy/consent.js';
+import { consentedPersons, recordConsent } from '../domain/privacy/consent.js';
 import type { RunCampaignResult } from '../workflows/runCampaign.js';
 import { type Harness, startHarness } from './harness.js';
 import { startSmtpFixture, type SmtpFixture } from './fixtures/smtp.js';
@@ -232,4 +232,75 @@ describe('quiet hours across time zones', () => {
     expect(message).toBeDefined();
     expect(Date.now()).toBeGreaterThanOrEqual(end.toMillis());
   }, 300_000);
+});
+
+describe('one-click unsubscribe after identities move', () => {
+  const P = 8_000_001;
+  const post = (personKey: string) =>
+    fetch(
+      `${h.base}/v1/unsubscribe/${signUnsubscribe(SECRET, { personKey, purpose: 'marketing', campaign: 'c' })}`,
+      { method: 'POST', body: 'List-Unsubscribe=One-Click' },
+    ).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const grant = (type: string, value: string) =>
+    recordConsent(h.db.pool, {
+      identifier: { type, value },
+      purpose: 'marketing',
+      granted: true,
+      source: 'test',
+      actor: 'test',
+      at: new Date(Date.now() - 60_000),
+    });
+
+  it('withdraws for the person a token named, though that person was merged into another since', async () => {
+    // Person P+1 (anonymous id mv-a) was mailed, then merged into P (user id mv-u).
+    await h.db.pool.query(
+      `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
+       values ($1, $1, null, now(), 1, null), ($2, $1, $1, now(), 2, now())`,
+      [P, P + 1],
+    );
+    await h.db.pool.query(
+      `insert into identifiers (type, value, person_id, first_seen_at, first_event_id)
+       values ('user_id', 'mv-u', $1, now(), 1), ('anonymous_id', 'mv-a', $2, now(), 2)`,
+      [P, P + 1],
+    );
+    await grant('anonymous_id', 'mv-a');
+    expect(await consentedPersons(h.db.pool, [String(P)], 'marketing')).toEqual(
+      new Set([String(P)]),
+    );
+    const answer = await post(String(P + 1));
+    expect(answer).toEqual({
+      status: 200,
+      body: { unsubscribed: true, purpose: 'marketing', changed: true },
+    });
+    expect(await consentedPersons(h.db.pool, [String(P)], 'marketing')).toEqual(new Set());
+  });
+
+  it('records an unresolved anonymous person on their anonymous id, so a later merge keeps it', async () => {
+    await h.db.pool.query(
+      `insert into events (message_id, source, type, event, person_id, anonymous_id, ts)
+       values ('ua-1', 'web', 'track', 'Viewed', 'mv-anon', 'mv-anon', now())`,
+    );
+    await grant('anonymous_id', 'mv-anon');
+    expect((await post('unresolved:mv-anon')).body).toMatchObject({ changed: true });
+    const { rows } = await h.db.pool.query(
+      `select identifier_type as type, granted from consent_events
+        where identifier_value = 'mv-anon' order by id`,
+    );
+    expect(rows).toEqual([
+      { type: 'anonymous_id', granted: true },
+      { type: 'anonymous_id', granted: false },
+    ]);
+    // Identity resolution puts the anonymous id in the graph: the person has withdrawn.
+    await h.db.pool.query(
+      `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
+       values ($1, $1, null, now(), 3, null)`,
+      [P + 2],
+    );
+    await h.db.pool.query(
+      `insert into identifiers (type, value, person_id, first_seen_at, first_event_id)
+       values ('anonymous_id', 'mv-anon', $1, now(), 3)`,
+      [P + 2],
+    );
+    expect(await consentedPersons(h.db.pool, [String(P + 2)], 'marketing')).toEqual(new Set());
+  });
 });

@@ -9,11 +9,30 @@ import type { Queryable } from '../../common/db.js';
 import { KEY_IDENTIFIERS_SQL, recordConsent } from '../privacy/consent.js';
 import { type UnsubscribePayload, verifyUnsubscribe } from './unsubscribe.js';
 
-/** The identifier consent is recorded on for a person key, or undefined when it has none. */
+/**
+ * The identifier consent is recorded on for a person key, or undefined when it has none. A graph
+ * person's key (also one since merged into another) gives its user id first, else an email, else
+ * any. An `unresolved:<raw id>` key gives the raw id as the type it has: in the graph if it got
+ * there since, else in its events, else as a user id, so that a later merge keeps the choice.
+ */
 export async function identifierOfKey(
   db: Queryable,
   personKey: string,
 ): Promise<{ type: string; value: string } | undefined> {
+  if (personKey.startsWith('unresolved:')) {
+    const raw = personKey.slice('unresolved:'.length);
+    const { rows } = await db.query<{ type: string }>(
+      `select type from (
+         select i.type, 0 as rank from identifiers i
+          where i.type in ('user_id', 'anonymous_id') and i.value = $1
+         union all
+         select case when e.user_id = $1 then 'user_id' else 'anonymous_id' end, 1
+           from (select user_id from events where person_id = $1 limit 1) e) t
+        order by rank, type desc limit 1`,
+      [raw],
+    );
+    return { type: rows[0]?.type ?? 'user_id', value: raw };
+  }
   const { rows } = await db.query<{ type: string; value: string }>(
     `select type, value from (${KEY_IDENTIFIERS_SQL}) ids
       order by case type when 'user_id' then 0 when 'email' then 1 else 2 end, value limit 1`,

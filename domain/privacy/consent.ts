@@ -65,8 +65,9 @@ export async function recordConsent(
 }
 
 /**
- * The identifiers of each person key: a graph person's (every person merged into it), and for an
- * `unresolved:<id>` key the raw id as a user id and as an anonymous id. Columns key, type, value.
+ * The identifiers of each person key: a graph person's (every person merged into it; a key of a
+ * person since merged into another names that one), and for an `unresolved:<id>` key the raw id
+ * as a user id and as an anonymous id. Columns key, type, value.
  */
 export const KEY_IDENTIFIERS_SQL = keyIdentifiersSql('$1::text[]');
 
@@ -75,7 +76,8 @@ function keyIdentifiersSql(keys: string): string {
   return `
   select k.key, i.type, i.value
     from unnest(${keys}) as k(key)
-    join persons p on p.canonical_id = case when k.key ~ '^[0-9]{1,18}$' then k.key::bigint end
+    join persons named on named.id = case when k.key ~ '^[0-9]{1,18}$' then k.key::bigint end
+    join persons p on p.canonical_id = named.canonical_id
     join identifiers i on i.person_id = p.id
   union all
   select k.key, t.type, substr(k.key, 12)
