@@ -35,6 +35,9 @@ export const identifierSchema = z.strictObject({
   value: z.string().trim().min(1).max(512),
 });
 
+/** How far ahead of this server's clock a caller's `at` may be (its clock's skew); taken as now. */
+const AT_SKEW_MS = 60_000;
+
 const putBody = z.strictObject({
   identifier: identifierSchema,
   purposes: z
@@ -51,6 +54,7 @@ const putBody = z.strictObject({
   at: z.iso
     .datetime({ offset: true })
     .transform((s) => new Date(s))
+    .refine((d) => d.getTime() <= Date.now() + AT_SKEW_MS, 'must not be in the future')
     .optional(),
 });
 const purposeParams = z.strictObject({ purpose: z.enum(CONSENT_PURPOSES) });

@@ -90,6 +90,17 @@ export function buildApi(deps: ApiDeps) {
     logController: new LogController({ disableRequestLogging: true }),
     // Unsubscribe tokens (signed payloads) are one path segment, longer than the default 100.
     routerOptions: { maxParamLength: 1024 },
+    // Errors the router answers before any route (a parameter too long, a malformed URL): in
+    // the API's own shape, without the path (it may hold personal data).
+    frameworkErrors: (err, _request, reply) => {
+      const message =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? 'path: a parameter is over 1024 characters'
+          : err.code === 'FST_ERR_BAD_URL'
+            ? 'path: is not a valid URL'
+            : `request: ${err.code}`;
+      void send(reply, 'validation', message);
+    },
   });
   trackRoutes(app);
 

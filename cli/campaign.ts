@@ -23,7 +23,7 @@ import { getCampaign, listCampaigns, listRuns, type RunReport } from '../domain/
 import { Decider } from '../domain/decide/decider.js';
 import { typesOf } from '../domain/identity/rules.js';
 import { parseLookup } from '../domain/identity/show.js';
-import { personKeyOf } from '../domain/privacy/consent.js';
+import { ConsentInputError, personKeyOf } from '../domain/privacy/consent.js';
 import type { Queryable } from '../common/db.js';
 import { parseArgs, print, table, UsageError } from './output.js';
 import {
@@ -172,7 +172,9 @@ async function personKeyArg(db: Queryable, person: string): Promise<string> {
     throw new UsageError(`<person> ${person}: no such person id`);
   }
   if (lookup && typesOf(configuredIdentityRules()).includes(lookup.type)) {
-    const key = await personKeyOf(db, lookup);
+    const key = await personKeyOf(db, lookup).catch((err: unknown) => {
+      throw err instanceof ConsentInputError ? new UsageError(`<person> ${err.message}`) : err;
+    });
     if (!key.startsWith('unresolved:')) return key;
     // Not in the graph: only a raw user or anonymous id is a person key of its own, when events
     // were stored under it (not resolved yet) or an address was.

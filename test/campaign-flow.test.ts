@@ -156,6 +156,9 @@ describe('campaigns over the API', () => {
       expect(none.stderr).toContain(`<person> ${person}: names no person pops knows`);
       expect(none.stdout + none.stderr).not.toContain('h1:');
     }
+    const malformed = await pops(['campaign', 'preview', 'flow', 'email:not an email']);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toContain('<person> identifier email: is not a valid value');
     expect(smtp.messages).toHaveLength(0);
   }, 120_000);
 

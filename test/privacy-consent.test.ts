@@ -142,6 +142,35 @@ describe('consent', () => {
     expect(await recordConsent(db.pool, withdraw)).toEqual({ changed: false });
   });
 
+  it('a choice dated in the future takes effect now, so it cannot undo a later one', async () => {
+    const later = new Date(Date.now() + 3_600_000);
+    const grant = { ...consent('user_id', 'fut-1', 'marketing', true), at: later };
+    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true });
+    const { rows } = await db.pool.query<{ effective_at: Date }>(
+      `select effective_at from consent_events where identifier_value = 'fut-1'`,
+    );
+    expect(rows[0]?.effective_at.getTime()).toBeLessThanOrEqual(Date.now());
+    await recordConsent(db.pool, consent('user_id', 'fut-1', 'marketing', false));
+    expect(await consentedPersons(db.pool, ['unresolved:fut-1'], 'marketing')).toEqual(new Set());
+    const refused = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: 'fut-1' },
+      purposes: { marketing: true },
+      at: later.toISOString(),
+    });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toContain('at: must not be in the future');
+  });
+
+  it('a path parameter over 1 KB gets the API error shape, without the path echoed', async () => {
+    const long = await call('GET', `/v1/identity/identifiers/user_id/${'a'.repeat(2000)}`);
+    expect(long).toEqual({
+      status: 400,
+      body: {
+        error: { code: 'validation', message: 'path: a parameter is over 1024 characters' },
+      },
+    });
+  });
+
   it('an unresolved key consents through its raw id as user or anonymous id', async () => {
     await recordConsent(db.pool, {
       ...consent('anonymous_id', 'raw9', 'analytics', false),

@@ -21,7 +21,7 @@ export interface ConsentInput {
   /** Where it came from: `api`, `segment:<source>`, `import`, ... */
   source: string;
   actor: string;
-  /** When it takes effect (default now). */
+  /** When it takes effect (default now; a later instant is taken as now). */
   at?: Date;
 }
 
@@ -38,7 +38,9 @@ export async function recordConsent(
 ): Promise<{ changed: boolean }> {
   const id = storedIdentifier(input.identifier);
   if (!id) throw new ConsentInputError(`identifier ${input.identifier.type}: is not a valid value`);
-  const at = input.at ?? new Date();
+  // A choice takes effect now at the latest: a future one would silently undo later choices.
+  const now = new Date();
+  const at = input.at && input.at < now ? input.at : now;
   // One statement: the comparison and the insert see the same snapshot, and a concurrent repeat
   // at worst writes the same state twice (which changes no answer).
   const personKey = `(select coalesce(
