@@ -11,6 +11,7 @@ import { z } from 'zod';
 import type { Pool } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
 import { appendAuditIn } from '../domain/audit.js';
+import { type IdentityRules, identityRulesSchema, typesOf } from '../domain/identity/rules.js';
 import {
   CONSENT_PURPOSES,
   consentDefaults,
@@ -27,6 +28,8 @@ export interface ConsentRoutesOptions {
   pool: Pool;
   /** The caller when no token named one. */
   actor: string;
+  /** The identity rules whose types an identifier may have; left out, the defaults. */
+  identityRules?: IdentityRules | undefined;
 }
 
 /** An identifier as a request names it: a type the identity graph knows and a bounded value. */
@@ -66,8 +69,19 @@ function asApiError(err: unknown): unknown {
 
 /** The consent routes. */
 export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (app, options) => {
+  const types = typesOf(options.identityRules ?? identityRulesSchema.parse({}));
+  const knownType = (identifier: { type: string }, what: string, field: string) => {
+    if (!types.includes(identifier.type)) {
+      throw new ApiError(
+        'validation',
+        `invalid ${what}: ${field}: ${JSON.stringify(identifier.type)} is no identifier type of` +
+          ` the identity rules (${types.join(', ')})`,
+      );
+    }
+  };
   app.put('/v1/consent', async (request) => {
     const body = parse(putBody, request.body ?? {}, 'body');
+    knownType(body.identifier, 'body', 'identifier.type');
     const actor = actorOf(request, options.actor);
     const changed: Partial<Record<ConsentPurpose, boolean>> = {};
     // One transaction: the purposes of one request are recorded together or not at all.
@@ -87,6 +101,7 @@ export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (ap
 
   app.get('/v1/consent', async (request) => {
     const identifier = parse(identifierSchema, request.query ?? {}, 'query');
+    knownType(identifier, 'query', 'type');
     return consentOf(options.pool, identifier).catch((err: unknown) => {
       throw asApiError(err);
     });

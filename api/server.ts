@@ -212,7 +212,11 @@ export function buildApi(deps: ApiDeps) {
     pool: deps.pool,
     ...(deps.consentTraits ? { consentTraits: deps.consentTraits } : {}),
   });
-  void app.register(consentRoutes, { pool: deps.pool, actor: deps.actor });
+  void app.register(consentRoutes, {
+    pool: deps.pool,
+    actor: deps.actor,
+    identityRules: deps.identityRules,
+  });
   void app.register(identityRoutes, {
     pool: deps.pool,
     temporal: deps.temporal,

@@ -161,6 +161,22 @@ describe('consent', () => {
     expect(JSON.stringify(refused.body)).toContain('at: must not be in the future');
   });
 
+  it('refuses an identifier type the identity rules do not know, naming it', async () => {
+    const put = await call('PUT', '/v1/consent', {
+      identifier: { type: 'custom_x', value: 'v' },
+      purposes: { marketing: true },
+    });
+    expect(put.status).toBe(400);
+    expect(JSON.stringify(put.body)).toContain(
+      'invalid body: identifier.type: \\"custom_x\\" is no identifier type',
+    );
+    expect((await call('GET', '/v1/consent?type=custom_x&value=v')).status).toBe(400);
+    const { rows } = await db.pool.query(
+      `select 1 from consent_events where identifier_type = 'custom_x'`,
+    );
+    expect(rows).toHaveLength(0);
+  });
+
   it('a path parameter over 1 KB gets the API error shape, without the path echoed', async () => {
     const long = await call('GET', `/v1/identity/identifiers/user_id/${'a'.repeat(2000)}`);
     expect(long).toEqual({
