@@ -67,7 +67,8 @@ function personSelector(text: string, types: readonly string[], id: string): Ent
   if (!types.includes(type) || value.trim() === '') {
     throw badId(
       id,
-      `is not a person id, unresolved:<id> or an identifier type:value (types: ${types.join(', ')})`,
+      'is not a person id, unresolved:<id> or an identifier type:value' +
+        ` (types: ${types.join(', ')})`,
     );
   }
   return { identifier: { type, value } };

@@ -139,11 +139,11 @@ export function allows(access: RouteAccess, role: Role): boolean {
 }
 
 /**
- * CLI command (its words, as `pops <words>`) → the roles it needs. The CLI talks to PostgreSQL and
- * Temporal directly, so whoever holds their credentials can do everything: this table is checked
- * only when `POPS_TOKEN` names a token (a guard rail for shared operator machines), see
- * docs/privacy.md. A command is decided by its longest listed prefix (test/cli-roles.test.ts checks
- * that every command has one); admin may run everything.
+ * CLI command (its words, as `pops <words>`) → the roles it needs. The CLI talks to PostgreSQL
+ * and Temporal directly, so whoever holds their credentials can do everything: this table is
+ * checked only when `POPS_TOKEN` names a token (a guard rail for shared operator machines), see
+ * docs/privacy.md. A command is decided by its longest listed prefix (test/cli-roles.test.ts
+ * checks that every command has one); admin may run everything.
  */
 export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
   // Running pops itself: the server, the workers, the demo on the embedded defaults.

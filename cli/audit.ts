@@ -98,7 +98,8 @@ export async function verifyCommand(options: Record<string, unknown>) {
     const ok = chain.ok && (anchored === null || anchored.ok);
     print(args.json, { ...chain, ok, checkpoints: anchored }, () => {
       if (!chain.ok) {
-        return `broken at row ${chain.seq}: ${chain.reason} (${chain.rows} rows verified before it)`;
+        const before = `${chain.rows} rows verified before it`;
+        return `broken at row ${chain.seq}: ${chain.reason} (${before})`;
       }
       if (anchored && !anchored.ok) return `chain ok (${chain.rows} rows) but ${anchored.reason}`;
       const suffix = anchored
@@ -128,8 +129,8 @@ export async function checkpointCommand(options: Record<string, unknown>) {
     if (args.out) fs.appendFileSync(args.out, `${JSON.stringify(checkpoint)}\n`);
     print(args.json, checkpoint, () =>
       args.out
-        ? `appended checkpoint of row ${checkpoint.seq} to ${args.out}; keep it where the database's` +
-          ' admins cannot write'
+        ? `appended checkpoint of row ${checkpoint.seq} to ${args.out};` +
+          " keep it where the database's admins cannot write"
         : JSON.stringify(checkpoint),
     );
   } finally {

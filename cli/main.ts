@@ -6,8 +6,8 @@ import { CommanderError } from 'commander';
 import { exitFor } from './output.js';
 import { program } from './program.js';
 
-// A reader that stops early (`pops … | head`) closes stdout: the rest of the output is dropped and
-// the command still finishes, so the embedded servers it started are stopped.
+// A reader that stops early (`pops … | head`) closes stdout: the rest of the output is dropped
+// and the command still finishes, so the embedded servers it started are stopped.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
 });

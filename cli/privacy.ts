@@ -164,7 +164,8 @@ export async function deleteCommand(identifier: string, options: Record<string, 
       reason: args.reason,
       requestedBy: rt.config.POPS_ACTOR,
     });
-    const head = `${started.state === 'done' ? 'already deleted' : started.state}: request ${started.requestId} (workflow ${started.workflowId})`;
+    const state = started.state === 'done' ? 'already deleted' : started.state;
+    const head = `${state}: request ${started.requestId} (workflow ${started.workflowId})`;
     if (!args.wait) {
       print(args.json, started, () => head);
       return;

@@ -652,7 +652,8 @@ campaignCmd
 campaignCmd
   .command('preview <name> <person>')
   .description(
-    'what a person (email:…, user_id:…, a person id, unresolved:<id>) would get now, or why not',
+    'what a person (email:…, user_id:…, a person id, unresolved:<id>) would get now,' +
+      ' or why not',
   )
   .option('--at <instant>', 'judge at this instant instead of now')
   .option('--json', 'machine-readable output')

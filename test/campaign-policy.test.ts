@@ -236,11 +236,13 @@ describe('quiet hours across time zones', () => {
 
 describe('one-click unsubscribe after identities move', () => {
   const P = 8_000_001;
-  const post = (personKey: string) =>
-    fetch(
-      `${h.base}/v1/unsubscribe/${signUnsubscribe(SECRET, { personKey, purpose: 'marketing', campaign: 'c' })}`,
-      { method: 'POST', body: 'List-Unsubscribe=One-Click' },
-    ).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const post = (personKey: string) => {
+    const token = signUnsubscribe(SECRET, { personKey, purpose: 'marketing', campaign: 'c' });
+    return fetch(`${h.base}/v1/unsubscribe/${token}`, {
+      method: 'POST',
+      body: 'List-Unsubscribe=One-Click',
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  };
   const grant = (type: string, value: string) =>
     recordConsent(h.db.pool, {
       identifier: { type, value },
@@ -251,7 +253,7 @@ describe('one-click unsubscribe after identities move', () => {
       at: new Date(Date.now() - 60_000),
     });
 
-  it('withdraws for the person a token named, though that person was merged into another since', async () => {
+  it('withdraws for the person a token named, though merged into another since', async () => {
     // Person P+1 (anonymous id mv-a) was mailed, then merged into P (user id mv-u).
     await h.db.pool.query(
       `insert into persons (id, canonical_id, merged_into, first_seen_at, first_event_id, merged_at)
@@ -275,7 +277,7 @@ describe('one-click unsubscribe after identities move', () => {
     expect(await consentedPersons(h.db.pool, [String(P)], 'marketing')).toEqual(new Set());
   });
 
-  it('records an unresolved anonymous person on their anonymous id, so a later merge keeps it', async () => {
+  it('records an unresolved anonymous id as such, so that a later merge keeps it', async () => {
     await h.db.pool.query(
       `insert into events (message_id, source, type, event, person_id, anonymous_id, ts)
        values ('ua-1', 'web', 'track', 'Viewed', 'mv-anon', 'mv-anon', now())`,

@@ -295,7 +295,7 @@ describe('a worker killed in the middle of a deletion', () => {
 });
 
 describe('messages stored while a deletion opens', () => {
-  it('are deleted too: the subject widens after the tombstones to what arrived before them', async () => {
+  it('are deleted too: the subject widens after the tombstones to what came before', async () => {
     const late = who('late');
     const ids = await seedPerson(late);
     // The request opens and captures its subject; before its workflow writes the tombstones, two

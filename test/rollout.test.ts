@@ -318,7 +318,7 @@ describe('rolloutModel', () => {
     });
     const routed = await step(name, 0);
     // The API serves the canary from its poll after the change: wait until it has (a loaded
-    // machine may take longer than a poll or two), so that canary exposures before the switch exist.
+    // machine may take longer than a poll or two), so that canary exposures precede the switch.
     await until('a canary exposure of the decide loops', async () => {
       const { rows } = await h.db.pool.query(
         `select 1 from exposures where surface = $1 and version = 2 and person_id ~ '(^|:)d[0-3]-'`,

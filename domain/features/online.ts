@@ -295,7 +295,8 @@ function keySql(selector: EntitySelector): { variant: string; sql: string; param
     const suffix = item.length > 0 ? ` || '|' || $2::text` : '';
     return {
       variant: `person${withItem}`,
-      sql: `select p.canonical_id::text${suffix} as entity_id from persons p where p.id = $1::bigint`,
+      sql: `select p.canonical_id::text${suffix} as entity_id
+              from persons p where p.id = $1::bigint`,
       params: [selector.personId, ...item],
     };
   }

@@ -226,7 +226,8 @@ export function exportTableRows(pool: Pool, requestId: string, table: string): P
     await client.query(
       `update privacy_exports
           set bundle = jsonb_set(bundle, array[$2::text],
-                                 coalesce(bundle -> $2, '{}'::jsonb) || jsonb_build_object($3::text, $4::jsonb))
+                                 coalesce(bundle -> $2, '{}'::jsonb)
+                                   || jsonb_build_object($3::text, $4::jsonb))
         where request_id = $1`,
       [requestId, t.section, table, JSON.stringify(rows)],
     );

@@ -83,7 +83,8 @@ async function findSubjectOf(db: Queryable, asked: readonly IdentifierInput[]): 
   ];
   const events = await db.query<{ id: number; message_id: string }>(
     `select e.id, e.message_id from events e
-      where e.id in (select ep.event_id from event_persons ep where ep.person_id = any($1::bigint[]))
+      where e.id in (select ep.event_id from event_persons ep
+                      where ep.person_id = any($1::bigint[]))
          or e.person_id = any($2::text[]) or e.user_id = any($2::text[])
          or e.anonymous_id = any($2::text[]) or e.previous_id = any($2::text[])
          or e.id = any($3::bigint[])
