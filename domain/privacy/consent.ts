@@ -36,18 +36,15 @@ export async function recordConsent(
   db: Queryable,
   input: ConsentInput,
 ): Promise<{ changed: boolean }> {
-  const id = storedIdentifier(input.identifier);
-  if (!id) throw new ConsentInputError(`identifier ${input.identifier.type}: is not a valid value`);
+  const id = storedOrRefused(input.identifier);
   // A choice takes effect now at the latest: a future one would silently undo later choices.
   const now = new Date();
   const at = input.at && input.at < now ? input.at : now;
   // One statement: the comparison and the insert see the same snapshot, and a concurrent repeat
   // at worst writes the same state twice (which changes no answer).
-  const personKey = `(select coalesce(
-      (select p.canonical_id::text from identifiers i join persons p on p.id = i.person_id
-        where i.type = $1 and i.value = $2), 'unresolved:' || $2))`;
   const { rowCount } = await db.query(
-    `with ids as (${keyIdentifiersSql(`array[${personKey}]`)} union all select '', $1, $2),
+    `with ids as (${keyIdentifiersSql(`array[(${personKeySql('$1', '$2')})]`)}
+                  union all select '', $1, $2),
      latest as (
        select c.identifier_type = $1 and c.identifier_value = $2 as own, c.granted,
               row_number() over (partition by c.identifier_type = $1 and c.identifier_value = $2
@@ -170,15 +167,29 @@ export interface ConsentView {
 
 /** The person key an identifier resolves to now (unresolved ids keep their raw key). */
 export async function personKeyOf(db: Queryable, identifier: IdentifierInput): Promise<string> {
+  const id = storedOrRefused(identifier);
+  const { rows } = await db.query<{ key: string }>(`select (${personKeySql('$1', '$2')}) as key`, [
+    id.type,
+    id.value,
+  ]);
+  return rows[0]?.key ?? `unresolved:${id.value}`;
+}
+
+/**
+ * SQL of the person key a stored identifier (its type and value expressions) resolves to now:
+ * its graph person's canonical id, else `unresolved:<value>`.
+ */
+function personKeySql(type: string, value: string): string {
+  return `select coalesce(
+      (select p.canonical_id::text from identifiers i join persons p on p.id = i.person_id
+        where i.type = ${type} and i.value = ${value}), 'unresolved:' || ${value})`;
+}
+
+/** The stored form of an identifier, or a ConsentInputError naming its type. */
+function storedOrRefused(identifier: IdentifierInput): IdentifierInput {
   const id = storedIdentifier(identifier);
   if (!id) throw new ConsentInputError(`identifier ${identifier.type}: is not a valid value`);
-  const { rows } = await db.query<{ key: string }>(
-    `select p.canonical_id::text as key
-       from identifiers i join persons p on p.id = i.person_id
-      where i.type = $1 and i.value = $2`,
-    [id.type, id.value],
-  );
-  return rows[0]?.key ?? `unresolved:${id.value}`;
+  return id;
 }
 
 /** The consent of the person an identifier resolves to, with its history. */
