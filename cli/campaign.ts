@@ -160,9 +160,19 @@ function previewText(p: Preview): string {
  */
 async function personKeyArg(db: Queryable, person: string): Promise<string> {
   const unknown = () => new UsageError(`<person> ${person}: names no person pops knows`);
-  const lookup = /^unresolved:.+/.test(person)
-    ? { type: 'user_id', value: person.slice('unresolved:'.length) }
-    : parseLookup(person.trim());
+  // A raw user or anonymous id not in the graph is a person key of its own, when events were
+  // stored under it (not resolved yet) or an address was.
+  const unresolved = async (raw: string) => {
+    const { rows } = await db.query(
+      `select 1 where exists (select 1 from events where person_id = $1)
+          or exists (select 1 from contacts where person_key = 'unresolved:' || $1)`,
+      [raw],
+    );
+    if (rows.length === 0) throw unknown();
+    return `unresolved:${raw}`;
+  };
+  if (/^unresolved:.+/.test(person)) return unresolved(person.slice('unresolved:'.length));
+  const lookup = parseLookup(person.trim());
   if (lookup && 'personId' in lookup) {
     const { rows } = await db.query<{ key: string }>(
       'select canonical_id::text as key from persons where id = $1',
@@ -176,16 +186,8 @@ async function personKeyArg(db: Queryable, person: string): Promise<string> {
       throw err instanceof ConsentInputError ? new UsageError(`<person> ${err.message}`) : err;
     });
     if (!key.startsWith('unresolved:')) return key;
-    // Not in the graph: only a raw user or anonymous id is a person key of its own, when events
-    // were stored under it (not resolved yet) or an address was.
     if (lookup.type !== 'user_id' && lookup.type !== 'anonymous_id') throw unknown();
-    const { rows } = await db.query(
-      `select 1 where exists (select 1 from events where person_id = $1)
-          or exists (select 1 from contacts where person_key = 'unresolved:' || $1)`,
-      [lookup.value],
-    );
-    if (rows.length === 0) throw unknown();
-    return `unresolved:${lookup.value}`;
+    return unresolved(lookup.value);
   }
   throw new UsageError(
     `<person> ${JSON.stringify(person)}: give an identifier (email:ann@example.com, user_id:u1),` +
