@@ -401,6 +401,7 @@ async function resetGraph(pool: Pool): Promise<void> {
               identity_chunks restart identity cascade`,
   );
   await pool.query(`update identity_watermarks set last_event_id = 0`);
+  await pool.query(`select setval('person_ids', 1, false)`);
   await settle(pool);
 }
 

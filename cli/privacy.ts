@@ -75,6 +75,8 @@ export async function preparePrivacy(
   );
   if (policies.length > 0) {
     rt.log.info({ policies, every: rt.config.POPS_RETENTION_EVERY }, 'retention is scheduled');
+  } else {
+    rt.log.info('retention is off: POPS_RETENTION is not set, so no table has a policy');
   }
   return { consentTraits, firstToken };
 }
@@ -139,11 +141,6 @@ async function runToEnd(rt: Runtime, started: StartedRequest) {
   }
 }
 
-/** Whether a request's counts found nothing of the person (its own tombstones aside). */
-function foundNothing(counts: Record<string, number>): boolean {
-  return Object.entries(counts).every(([table, n]) => n === 0 || table === 'tombstones');
-}
-
 const NOTHING_DELETED =
   'no data of this identifier was found (no person, no event carries it); it is tombstoned all' +
   ' the same, so messages that carry it are dropped from now on';
@@ -176,7 +173,7 @@ export async function deleteCommand(identifier: string, options: Record<string, 
         head,
         `deleted (audited, tombstoned):`,
         describeCounts(request?.counts ?? {}),
-        ...(foundNothing(request?.counts ?? {}) ? [NOTHING_DELETED] : []),
+        ...(request?.foundNothing ? [NOTHING_DELETED] : []),
       ].join('\n'),
     );
   } catch (err) {
@@ -198,7 +195,7 @@ export async function exportCommand(identifier: string, options: Record<string, 
     const request = await runToEnd(rt, started);
     const bundle = (await exportBundle(rt.pool, started.requestId)) ?? {};
     const text = `${JSON.stringify(bundle, null, 2)}\n`;
-    if (foundNothing(request?.counts ?? {})) {
+    if (request?.foundNothing) {
       process.stderr.write('pops: no data of this identifier was found; the bundle is empty\n');
     }
     if (!args.out) {
@@ -271,13 +268,27 @@ export async function minimizeCommand(options: { json?: boolean }) {
   }
 }
 
+/**
+ * What goes with a table's rows without being counted under its own policy: a training example
+ * and its point-in-time row are one label row, counted under the table whose policy took it.
+ */
+const GOES_WITH: Readonly<Record<string, string>> = {
+  training_examples: ', with the point-in-time rows they were built from',
+  pit_set_rows: ', with the training examples built from them',
+};
+const ONE_LABEL_ROW =
+  '  (a training example and its point-in-time row are one label row, counted once: under the' +
+  ' policy that took it)';
+
 /** `pops privacy retention`: enforces POPS_RETENTION now and prints what it deleted. */
 export async function retentionCommand(options: { json?: boolean }) {
   const rt = await openRuntime();
   try {
     const policies = retentionPolicies(rt.config.POPS_RETENTION);
     if (policies.length === 0) {
-      throw new UsageError('POPS_RETENTION is not set: no table has a retention policy');
+      throw new UsageError(
+        'POPS_RETENTION is not set: no table has a retention policy (e.g. POPS_RETENTION=events=400d)',
+      );
     }
     const started = await startRetention(rt.client, rt.prefix, {
       policies,
@@ -293,8 +304,9 @@ export async function retentionCommand(options: { json?: boolean }) {
           ...policies.map(
             (p) =>
               `  ${p.table}: ${result.deleted[p.table] ?? 0} rows older than ${p.keepDays} days` +
-              ` (before ${result.cutoffs[p.table] ?? '?'})`,
+              ` (before ${result.cutoffs[p.table] ?? '?'})${GOES_WITH[p.table] ?? ''}`,
           ),
+          ...(policies.some((p) => p.table in GOES_WITH) ? [ONE_LABEL_ROW] : []),
         ].join('\n'),
       );
     } finally {

@@ -133,6 +133,7 @@ export async function resetGraph(pool: Pool): Promise<void> {
               identity_chunks, identity_unmerges restart identity`,
   );
   await pool.query(`update identity_watermarks set last_event_id = 0`);
+  await pool.query(`select setval('person_ids', 1, false)`);
 }
 
 /**

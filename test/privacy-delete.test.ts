@@ -180,7 +180,7 @@ describe('exportPersonData and deletePersonData', () => {
     };
     expect(started.workflowId).toBe(privacyWorkflowId(started.requestId));
     const request = await waitForRequest(h.client, h.db.pool, { ...started, state: 'created' });
-    expect(request).toMatchObject({ status: 'done', requestedBy: 'api-test' });
+    expect(request).toMatchObject({ status: 'done', requestedBy: 'api-test', foundNothing: false });
     // Hand-counted: 5 events, 4 identifiers, 2 persons, 3 consents, 2 addresses, the earlier
     // export bundle.
     expect(request?.counts).toMatchObject({
@@ -235,6 +235,66 @@ describe('exportPersonData and deletePersonData', () => {
     );
     // Only the kept person's two ratings remain to train on.
     expect(labels.rows[0]).toEqual({ n: 2 });
+  }, 120_000);
+
+  it('marks the sets it took rows from, and never gives its person ids again', async () => {
+    const newest = who('newest');
+    const deleted = await seedPerson(newest);
+    const top = await h.db.pool.query<{ max: number }>('select max(id) as max from persons');
+    expect(Math.max(...deleted)).toBe(top.rows[0]?.max);
+    // A training set of three examples, two of them the person's (one train, one validate), and
+    // a drift set of the person's point-in-time row that seedPerson stored.
+    await h.db.pool.query(`insert into models (name, source, created_by) values ('m', 'web', 't')`);
+    await h.db.pool.query(
+      `insert into training_sets (set_key, model, source, train_from, train_until,
+         validate_until, features, train_rows, validate_rows)
+       values ('ts-newest', 'm', 'web', now() - interval '9 days', now() - interval '1 day', now(),
+               '{f@1:lifetime}', 2, 1)`,
+    );
+    for (const [id, split, person] of [
+      [1, 'train', String(deleted[0])],
+      [2, 'validate', String(deleted[0])],
+      [3, 'train', 'someone-else'],
+    ] as const) {
+      await h.db.pool.query(
+        `insert into training_examples
+           (set_key, event_id, split, person_id, item_id, ts, rating, label, features)
+         values ('ts-newest', $1, $2, $3, 'i1', now(), 5, 1, '{0.5}')`,
+        [id, split, person],
+      );
+    }
+    await h.db.pool.query(
+      `insert into drift_sets (set_key, range_from, range_to, row_count)
+       values ('set-newest', now() - interval '9 days', now(), 1)`,
+    );
+    const started = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'user_id', value: newest.user },
+      reason: 'erasure',
+      requestedBy: 'dpo',
+    });
+    expect((await waitForRequest(h.client, h.db.pool, started))?.status).toBe('done');
+    // The sets keep their built counts and say what went, as retention's pruning does.
+    const sets = await h.db.pool.query(
+      `select pruned_train_rows, pruned_validate_rows, pruned_at is not null as pruned
+         from training_sets where set_key = 'ts-newest'`,
+    );
+    expect(sets.rows).toEqual([{ pruned_train_rows: 1, pruned_validate_rows: 1, pruned: true }]);
+    const drift = await h.db.pool.query(
+      `select pruned_rows, pruned_at is not null as pruned from drift_sets
+        where set_key = 'set-newest'`,
+    );
+    expect(drift.rows).toEqual([{ pruned_rows: 1, pruned: true }]);
+    const left = await h.db.pool.query(
+      `select person_id from training_examples where set_key = 'ts-newest'`,
+    );
+    expect(left.rows).toEqual([{ person_id: 'someone-else' }]);
+    // max(id) + 1 would now be the first of the deleted ids again.
+    const next = who('next');
+    await postBatch(h.base, writeKey, personMessages(next));
+    await resolveAll(h.db.pool);
+    const nextIds = await personOf(next.user);
+    expect(nextIds).toHaveLength(2);
+    expect(Math.min(...nextIds)).toBe(Math.max(...deleted) + 1);
   }, 120_000);
 });
 
@@ -358,6 +418,20 @@ describe('pops privacy delete and export of an identifier pops never saw', () =>
       [hashedValueOf('email', 'never-seen@example.com').slice(3)],
     );
     expect(tombstone.rows[0]).toEqual({ n: 1 });
+    // The API's request state says so too.
+    const asked = await h.fetch(`${h.base}/v1/privacy/deletions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        identifier: { type: 'user_id', value: 'never-seen-either' },
+        reason: 'test',
+      }),
+    });
+    expect(asked.status).toBe(202);
+    const started = (await asked.json()) as { requestId: string; workflowId: string };
+    await h.client.workflow.getHandle(started.workflowId).result();
+    const state = await h.fetch(`${h.base}/v1/privacy/requests/${started.requestId}`);
+    expect(await state.json()).toMatchObject({ status: 'done', foundNothing: true });
     const empty = await pops(['privacy', 'export', 'user_id:does-not-exist']);
     expect(empty.code).toBe(0);
     expect(empty.stderr).toContain('no data of this identifier was found; the bundle is empty');

@@ -3,7 +3,9 @@ import { startRetention } from '../client/privacy.js';
 import { auditTrail } from '../domain/audit.js';
 import { enforceTable, retentionPolicies } from '../domain/privacy/retention.js';
 import type { RetentionResult } from '../workflows/enforceRetention.js';
+import { popsRunner } from './cli-support.js';
 import { type Harness, startHarness } from './harness.js';
+import { testQueuePrefix } from './support.js';
 
 let h: Harness;
 const DAY = 86_400_000;
@@ -224,4 +226,28 @@ describe('enforceRetention', () => {
     expect(() => retentionPolicies('events=10')).toThrow(/table=<days>d/);
     expect(retentionPolicies(undefined)).toEqual([]);
   });
+
+  it('pops privacy retention runs it now, and refuses (exit 2) without a policy or a bad one', async () => {
+    const pops = popsRunner(() => ({
+      DATABASE_URL: h.db.url,
+      POPS_TASK_QUEUE_PREFIX: testQueuePrefix('retention-cli'),
+    }));
+    const none = await pops(['privacy', 'retention'], { POPS_RETENTION: '' });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('POPS_RETENTION is not set');
+    const bad = await pops(['privacy', 'retention'], { POPS_RETENTION: 'events=10' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('POPS_RETENTION: "events=10"');
+    // Left from the test above: examples 1004 and 1006 (10 days old) and 2003 (5 days old).
+    const ran = await pops(['privacy', 'retention'], { POPS_RETENTION: 'training_examples=7d' });
+    expect(ran.code).toBe(0);
+    expect(ran.stdout).toMatch(
+      /training_examples: 2 rows older than 7 days \(before [^)]+\), with the point-in-time rows/,
+    );
+    expect(ran.stdout).toContain('counted once: under the policy that took it');
+    const left = await h.db.pool.query<{ id: string }>(
+      'select row_id::text as id from pit_set_rows order by row_id',
+    );
+    expect(left.rows.map((r) => Number(r.id))).toEqual([2003, 4003]);
+  }, 180_000);
 });

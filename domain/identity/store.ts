@@ -119,7 +119,12 @@ export async function loadSlice(
           [roots, limited],
         );
   const next = await db.query<{ next: number }>(
-    'select coalesce(max(id), 0)::bigint + 1 as next from persons',
+    // Above every stored id and every id ever deleted (the sequence person_ids, moved by a
+    // trigger on persons), so a deleted person's id is never given to another.
+    `select greatest(coalesce(max(id), 0),
+                     (select case when is_called then last_value else 0 end from person_ids))::bigint
+            + 1 as next
+       from persons`,
   );
   return {
     persons: persons.rows,

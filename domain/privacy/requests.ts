@@ -38,6 +38,11 @@ export interface PrivacyRequest {
   counts: Record<string, number>;
   createdAt: Date;
   finishedAt: Date | null;
+  /**
+   * A finished request that found nothing of the identifier (no person, no event carrying it): a
+   * deletion then only tombstoned it, an export is empty. Null until the request is done.
+   */
+  foundNothing: boolean | null;
 }
 
 /** Thrown for a step of an unknown request or table (a bug, or a request scrubbed already). */
@@ -105,7 +110,13 @@ export async function getRequest(db: Queryable, id: string): Promise<PrivacyRequ
     counts: r.counts,
     createdAt: r.created_at,
     finishedAt: r.finished_at,
+    foundNothing: r.status === 'done' ? foundNothing(r.counts) : null,
   };
+}
+
+/** Whether a request's counts hold nothing of the person (its own tombstones aside). */
+function foundNothing(counts: Record<string, number>): boolean {
+  return Object.entries(counts).every(([table, n]) => n === 0 || table === 'tombstones');
 }
 
 function tableNamed(name: string): PersonTable {

@@ -15,6 +15,7 @@
  */
 import { z } from 'zod';
 import { type Pool, withTransaction } from '../../common/db.js';
+import { InputError } from '../../common/failures.js';
 
 interface RetentionTable {
   column: string;
@@ -27,8 +28,11 @@ interface RetentionTable {
   id: string;
 }
 
-/** Adds the training examples in `examples` (set_key, split) to their sets' pruned counts. */
-const markTrainingSets = (examples: string) => `marked_ts as (
+/**
+ * Adds the training examples in `examples` (set_key, split) to their sets' pruned counts (also
+ * used by a privacy deletion, domain/privacy/subject.ts).
+ */
+export const markTrainingSets = (examples: string) => `marked_ts as (
   update training_sets s
      set pruned_train_rows = s.pruned_train_rows + g.train,
          pruned_validate_rows = s.pruned_validate_rows + g.validate, pruned_at = now()
@@ -36,6 +40,12 @@ const markTrainingSets = (examples: string) => `marked_ts as (
                  count(*) filter (where split = 'validate')::int as validate
             from ${examples} group by set_key) g
    where s.set_key = g.set_key)`;
+
+/** Adds the point-in-time rows in `rows` (set_key) to their drift sets' pruned counts. */
+export const markDriftSets = (rows: string) => `marked_ds as (
+  update drift_sets d set pruned_rows = d.pruned_rows + g.n, pruned_at = now()
+    from (select set_key, count(*)::int as n from ${rows} group by set_key) g
+   where d.set_key = g.set_key)`;
 
 export const RETENTION_TABLES: Readonly<Record<string, RetentionTable>> = {
   events: {
@@ -71,10 +81,7 @@ export const RETENTION_TABLES: Readonly<Record<string, RetentionTable>> = {
                          where t.set_key = g.set_key and t.event_id = g.row_id
                          returning t.set_key, t.split),
             ${markTrainingSets('gone_te')},
-            marked_ds as (update drift_sets d set pruned_rows = d.pruned_rows + g.n,
-                                 pruned_at = now()
-                            from (select set_key, count(*)::int as n from gone group by set_key) g
-                           where d.set_key = g.set_key)`,
+            ${markDriftSets('gone')}`,
   },
 };
 
@@ -101,7 +108,7 @@ export function retentionPolicies(text: string | undefined): RetentionPolicy[] {
     const parsed = policySchema.safeParse(entry.trim());
     if (!parsed.success) {
       const message = parsed.error.issues[0]?.message ?? 'is not table=<days>d';
-      throw new Error(`POPS_RETENTION: "${entry.trim()}": ${message}`);
+      throw new InputError(`POPS_RETENTION: "${entry.trim()}": ${message}`);
     }
     return parsed.data;
   });

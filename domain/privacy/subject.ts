@@ -11,6 +11,7 @@ import { identifierHash } from './keys.js';
 import { carriesPiiSql } from './minimize.js';
 import { PERSON_TABLES, type PersonColumn, type PersonTable } from './person-tables.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
+import { markDriftSets, markTrainingSets } from './retention.js';
 
 export interface Subject {
   personIds: number[];
@@ -283,12 +284,33 @@ export async function deleteSubjectRows(
       [requestId],
     );
   }
+  const marks = MARKS_SETS[table.table];
+  if (marks) {
+    // The sets the rows came from count them as pruned, as retention does: they are not whole.
+    const { rows } = await client.query<{ n: number }>(
+      `with gone as (delete from ${table.table} t where ${rowsOfSubjectSql(table)}
+                     returning ${marks.returning}), ${marks.after}
+       select count(*)::int as n from gone`,
+      [requestId],
+    );
+    return rows[0]?.n ?? 0;
+  }
   const result = await client.query(
     `delete from ${table.table} t where ${rowsOfSubjectSql(table)}`,
     [requestId],
   );
   return result.rowCount ?? 0;
 }
+
+/**
+ * Rows of training and drift sets: their deletion adds to the set's pruned counts (migration
+ * 0023), so the rows left stay the built count minus the pruned one. A training set's
+ * point-in-time rows are counted through its examples, as by retention.
+ */
+const MARKS_SETS: Readonly<Record<string, { returning: string; after: string }>> = {
+  training_examples: { returning: 't.set_key, t.split', after: markTrainingSets('gone') },
+  pit_set_rows: { returning: 't.set_key', after: markDriftSets('gone') },
+};
 
 /** A table's rows of the subject as JSON objects (for the export bundle). */
 export async function subjectRows(
