@@ -7,6 +7,7 @@ import {
   type StartedEdit,
 } from '../client/identity-edits.js';
 import { remergeInputSchema, unmergeInputSchema } from '../domain/identity/edits.js';
+import { typesOf } from '../domain/identity/rules.js';
 import { type PersonView, parseLookup, showPerson } from '../domain/identity/show.js';
 import {
   type RemergeResult,
@@ -16,7 +17,13 @@ import {
   unmergeRefusal,
 } from '../domain/identity/unmerge.js';
 import { parseArgs, print, table, UsageError } from './output.js';
-import { openDatabase, openRuntime, type Runtime, runWorkers } from './runtime.js';
+import {
+  configuredIdentityRules,
+  openDatabase,
+  openRuntime,
+  type Runtime,
+  runWorkers,
+} from './runtime.js';
 
 /** `pops identity show <type:value | personId>`. */
 export async function showIdentityCommand(identifier: string, options: { json?: boolean }) {
@@ -25,6 +32,13 @@ export async function showIdentityCommand(identifier: string, options: { json?: 
     throw new UsageError(
       `<identifier> ${JSON.stringify(identifier)}: give type:value (e.g. email:ann@example.com,` +
         ' user_id:42, anonymous_id:abc, device_id:xyz) or a person id',
+    );
+  }
+  const types = typesOf(configuredIdentityRules());
+  if ('type' in lookup && !types.includes(lookup.type)) {
+    throw new UsageError(
+      `<identifier> ${JSON.stringify(identifier)}: ${JSON.stringify(lookup.type)} is no identifier` +
+        ` type of the identity rules (${types.join(', ')})`,
     );
   }
   const rt = await openDatabase();

@@ -77,6 +77,9 @@ describe('pops identity', () => {
     const bad = await pops(['identity', 'show', 'carol']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('<identifier> "carol": give type:value');
+    const unknown = await pops(['identity', 'show', 'bogus:1']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('"bogus" is no identifier type of the identity rules (');
     const missing = await pops(['identity', 'show', 'email:nobody@example.com']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('not in the graph');
