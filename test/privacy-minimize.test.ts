@@ -226,11 +226,19 @@ describe('what breakers found', () => {
         timestamp: at(10),
         traits: { email: 'UNMERGED.person@example.io' },
       },
+      // The same user id spelled another way in the same file (identity trims it).
+      {
+        type: 'track',
+        messageId: 'unm-11',
+        userId: ' unm-user ',
+        event: 'Viewed',
+        timestamp: at(11),
+      },
     ];
     fs.writeFileSync(file, again.map((l) => `${JSON.stringify(l)}\n`).join(''));
     try {
       const result = await importEvents(h.db.pool, file, { source: 'crm-file' });
-      expect(result).toMatchObject({ read: 2, inserted: 0, dropped: 2, quarantined: 0 });
+      expect(result).toMatchObject({ read: 3, inserted: 0, dropped: 3, quarantined: 0 });
     } finally {
       fs.rmSync(file, { force: true });
     }

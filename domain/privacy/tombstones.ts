@@ -104,16 +104,20 @@ export async function dropTombstonedStaged(
                                     .join(', ')}) as t(type, value)
       where t.value is not null`,
   );
-  const byHash = new Map<string, { type: string; value: string }>();
+  // Every spelling of each hash (`hank` and `hank ` are one user id): the rows are deleted by
+  // their raw values, so each spelling must be named.
+  const byHash = new Map<string, Array<{ type: string; value: string }>>();
   for (const row of rows) {
     const stored = storedIdentifier(row);
-    if (stored) byHash.set(identifierHash(stored), { type: row.type, value: row.value });
+    if (!stored) continue;
+    const hash = identifierHash(stored);
+    byHash.set(hash, [...(byHash.get(hash) ?? []), { type: row.type, value: row.value }]);
   }
   const dead = await db.query<{ identifier_hash: string }>(
     'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
     [[...byHash.keys()]],
   );
-  const raw = dead.rows.map((r) => byHash.get(r.identifier_hash)).filter((r) => r !== undefined);
+  const raw = dead.rows.flatMap((r) => byHash.get(r.identifier_hash) ?? []);
   if (raw.length === 0) return none;
   const hashed = (r: { type: string }) => HASHED_TYPES.includes(r.type);
   const ids = raw.filter((r) => !hashed(r)).map((r) => r.value);
