@@ -10,6 +10,7 @@ import { startRetrain, workflowStatus } from '../client/retrain.js';
 import type { Pool } from '../common/db.js';
 import type { Logger } from '../common/logger.js';
 import { ApiError, parse, send } from './errors.js';
+import { deeperThan } from '../ingest/segment.js';
 import type { IdentityRules } from '../domain/identity/rules.js';
 import { UnmergeRefusal } from '../domain/identity/unmerge.js';
 import { featureRoutes } from './features.js';
@@ -75,6 +76,9 @@ const declareBody = z.object({
   description: plainText(2000).optional(),
 });
 
+/** How deep any request body may nest objects and arrays. */
+const MAX_BODY_DEPTH = 128;
+
 /** How long a request waits for Temporal before it answers 503. */
 const TEMPORAL_DEADLINE_MS = 5000;
 
@@ -119,6 +123,13 @@ export function buildApi(deps: ApiDeps) {
     send(reply, 'not_found', `no route ${request.method} ${request.url}`),
   );
   app.addHook('onRequest', authHook(deps.pool));
+  // No route takes JSON nested this deep (Segment messages stop at 64 levels, with their own
+  // message); checking and describing such a body would exhaust the stack.
+  app.addHook('preValidation', async (request) => {
+    if (deeperThan(request.body, MAX_BODY_DEPTH)) {
+      throw new ApiError('validation', `body: is nested deeper than ${MAX_BODY_DEPTH} levels`);
+    }
+  });
   app.addHook('onResponse', async (request, reply) => {
     request.log.info(
       {

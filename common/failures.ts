@@ -48,10 +48,20 @@ export function describeZodError(error: z.ZodError, input: unknown): string {
     .map((issue) => {
       const field = issue.path.length > 0 ? issue.path.join('.') : '(input)';
       const value = valueAt(input, issue.path);
-      const shown = value === undefined ? 'missing' : JSON.stringify(value)?.slice(0, 80);
+      const shown = value === undefined ? 'missing' : preview(value);
       return `${field}: ${issue.message} (got ${shown})`;
     })
     .join('; ');
+}
+
+/** The start of a value's JSON; a value nested too deep to stringify is said to be. */
+function preview(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value)?.slice(0, 80);
+  } catch (err) {
+    if (err instanceof RangeError) return 'a value nested too deep to show';
+    throw err;
+  }
 }
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {

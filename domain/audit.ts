@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { canonicalJson } from '../common/canonical-json.js';
 import type { Pool, PoolClient, Queryable } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
+import { plainText } from './names.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 const APPEND_LOCK = 0x706f7073; // 'pops'
@@ -208,7 +209,8 @@ export async function auditTrail(
   return result.rows.map(fromDb);
 }
 
-const filterText = (max: number) => z.string().trim().min(1).max(max).optional();
+// Free of NUL and lone surrogates, which PostgreSQL cannot compare (a 500 before).
+const filterText = (max: number) => plainText(max).optional();
 const instant = z
   .string()
   .refine((t) => !Number.isNaN(Date.parse(t)), 'is not an ISO-8601 instant')

@@ -187,4 +187,61 @@ describe('random and malformed requests to every route', () => {
     expect(failures).toEqual([]);
     expect(await tableCounts()).toEqual(before);
   }, 600_000);
+
+  it('a body nested 5,000 deep and a NUL in each query parameter answer 4xx', async () => {
+    await api.inject({
+      method: 'GET',
+      url: '/v1/playbooks',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const before = await tableCounts();
+    // 10 KB, well under the body limit; describing it once overflowed the stack (500).
+    const deep = `{"identifier":${'['.repeat(5000)}${']'.repeat(5000)},"reason":"r","userId":1}`;
+    // Every query parameter a route reads (each route's own zod schema).
+    const keys = [
+      'type',
+      'value',
+      'limit',
+      'features',
+      'decisions',
+      'format',
+      'action',
+      'actor',
+      'subject',
+      'workflowId',
+      'since',
+      'until',
+      'before',
+    ];
+    const failures: string[] = [];
+    for (const { method, url } of registeredRoutes(api)) {
+      if (method === 'HEAD' || url === '/healthz') continue;
+      const access = routeAccess(method, url);
+      const authorization =
+        access !== undefined && !Array.isArray(access)
+          ? `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`
+          : `Bearer ${token}`;
+      const path = url.replace(/:[A-Za-z]+/g, 'x');
+      const sent =
+        method === 'GET'
+          ? keys.map((k) => ({ url: `${path}?${k}=%00`, payload: undefined }))
+          : [{ url: path, payload: deep }];
+      for (const r of sent) {
+        const response = await api.inject({
+          method: method as 'POST',
+          url: r.url,
+          headers: { authorization, 'content-type': 'application/json' },
+          ...(r.payload === undefined ? {} : { payload: r.payload }),
+        });
+        const refused = response.statusCode >= 400 && response.statusCode < 500;
+        if (response.statusCode >= 500 || (method !== 'GET' && !refused)) {
+          failures.push(
+            `${method} ${r.url} -> ${response.statusCode} ${response.body.slice(0, 200)}`,
+          );
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+    expect(await tableCounts()).toEqual(before);
+  }, 300_000);
 });
