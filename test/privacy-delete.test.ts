@@ -440,3 +440,43 @@ describe('pops privacy delete and export of an identifier pops never saw', () =>
     expect(known.stderr).not.toContain('no data');
   }, 180_000);
 });
+
+describe('a deletion before any merge has run', () => {
+  it('takes the ids and addresses the next merge would join, and tombstones them', async () => {
+    // identify (user + anon, the email), a track of anon2, alias anon2 -> user, a track of the
+    // user carrying the email: none resolved. Asked by the user id alone.
+    const early = who('early');
+    await postBatch(h.base, writeKey, personMessages(early));
+    const started = await deletePersonData(h.client, h.db.pool, h.prefix, {
+      identifier: { type: 'user_id', value: early.user },
+      reason: 'erasure',
+      requestedBy: 'dpo',
+    });
+    const request = await waitForRequest(h.client, h.db.pool, started);
+    expect(request).toMatchObject({ status: 'done', foundNothing: false });
+    // All five events; the user id, the anonymous id, the alias's previous id (as either type)
+    // and the email.
+    expect(request?.counts).toMatchObject({ events: 5, tombstones: 5 });
+    expect(await scanEveryTable(h.db.pool, needles(early), [])).toEqual([]);
+
+    const dropped = async () =>
+      (
+        await h.db.pool.query<{ n: number }>(
+          'select coalesce(sum(messages), 0)::int as n from privacy_dropped_messages',
+        )
+      ).rows[0]?.n ?? 0;
+    const before = await dropped();
+    // A new anonymous id with the deleted address, and the previous id sending again: dropped.
+    await postBatch(h.base, writeKey, [
+      {
+        type: 'identify',
+        messageId: 'early-9',
+        anonymousId: 'early-new',
+        traits: { email: early.email },
+      },
+      { type: 'track', messageId: 'early-10', anonymousId: early.anon2, event: 'Viewed' },
+    ]);
+    expect(await dropped()).toBe(before + 2);
+    expect(await scanEveryTable(h.db.pool, needles(early), [])).toEqual([]);
+  }, 120_000);
+});

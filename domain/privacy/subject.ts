@@ -8,7 +8,7 @@
 import type { PoolClient, Queryable } from '../../common/db.js';
 import { HASHED_TYPES } from '../identity/identifiers.js';
 import { identifierHash } from './keys.js';
-import { carriesPiiSql } from './minimize.js';
+import { carriesPiiSql, piiFieldsSql } from './minimize.js';
 import { PERSON_TABLES, type PersonColumn, type PersonTable } from './person-tables.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
 import { markDriftSets, markTrainingSets } from './retention.js';
@@ -64,18 +64,28 @@ async function findSubjectOf(db: Queryable, asked: readonly IdentifierInput[]): 
   for (const a of asked) {
     if (!identifiers.some((i) => i.type === a.type && i.value === a.value)) identifiers.push(a);
   }
-  // Events not resolved yet (or whose address a limit kept out of the graph) that carry one of the
-  // emails or phones: their senders' raw ids are the subject's too.
-  const carrying = await eventsCarrying(db, identifiers);
-  for (const id of carrying.senders) {
-    if (!identifiers.some((i) => i.type === id.type && i.value === id.value)) identifiers.push(id);
+  const add = (more: readonly IdentifierInput[]) => {
+    let added = 0;
+    for (const id of more) {
+      if (identifiers.some((i) => i.type === id.type && i.value === id.value)) continue;
+      identifiers.push(id);
+      added += 1;
+    }
+    return added;
+  };
+  // What no merge has linked yet is followed until nothing new comes (a few rounds at most):
+  // events that carry one of the emails or phones (not resolved yet, or kept out of the graph by
+  // a limit), whose senders are the subject's too; and events not resolved yet that the raw ids
+  // sent, whose other ids (an identify's anonymous id, an alias's previous id) and emails and
+  // phones the next merge would join to the person.
+  const carriedEvents: number[] = [];
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    const carrying = await eventsCarrying(db, identifiers);
+    carriedEvents.push(...carrying.eventIds);
+    const sent = await unresolvedSentBy(db, rawValues(identifiers));
+    if (add(carrying.senders) + add(sent) === 0) break;
   }
-  const rawIds = [
-    ...new Set([
-      ...identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value),
-      ...carrying.senders.map((i) => i.value),
-    ]),
-  ];
+  const rawIds = rawValues(identifiers);
   const canonical = personIds.length > 0 ? await canonicalOf(db, personIds[0] ?? 0) : null;
   const personKeys = [
     ...(canonical === null ? [] : [String(canonical)]),
@@ -90,7 +100,7 @@ async function findSubjectOf(db: Queryable, asked: readonly IdentifierInput[]): 
          or e.anonymous_id = any($2::text[]) or e.previous_id = any($2::text[])
          or e.id = any($3::bigint[])
       order by e.id`,
-    [personIds, rawIds, carrying.eventIds],
+    [personIds, rawIds, [...new Set(carriedEvents)]],
   );
   const decisions = await db.query<{ decision_id: string }>(
     'select decision_id from exposures where person_id = any($1::text[])',
@@ -129,6 +139,49 @@ async function eventsCarrying(
     ...(r.anon ? [{ type: 'anonymous_id', value: r.anon }] : []),
   ]);
   return { eventIds: rows.map((r) => r.id), senders };
+}
+
+/** Rounds of following unresolved events (each finds what the one before added). */
+const MAX_ROUNDS = 5;
+
+function rawValues(identifiers: readonly IdentifierInput[]): string[] {
+  return [...new Set(identifiers.filter((i) => RAW_TYPES.has(i.type)).map((i) => i.value))];
+}
+
+/**
+ * The identifiers of the events no merge has resolved yet that one of the raw ids sent (as user,
+ * anonymous or alias previous id): their user and anonymous ids, an alias's previous id (as
+ * either type, as tombstones read it), and the emails and phones they carry (stored form).
+ */
+async function unresolvedSentBy(
+  db: Queryable,
+  rawIds: readonly string[],
+): Promise<IdentifierInput[]> {
+  if (rawIds.length === 0) return [];
+  const pii = piiFieldsSql('e.');
+  const { rows } = await db.query<Record<string, string | null>>(
+    `select e.user_id, e.anonymous_id, e.previous_id,
+            ${pii.map((f, i) => `${f.sql} as pii_${i}`).join(', ')}
+       from events e
+      where (e.user_id = any($1::text[]) or e.anonymous_id = any($1::text[])
+             or e.previous_id = any($1::text[]))
+        and not exists (select 1 from event_persons ep where ep.event_id = e.id)`,
+    [rawIds],
+  );
+  return rows.flatMap((r) => {
+    const ids: IdentifierInput[] = [];
+    if (r['user_id']) ids.push({ type: 'user_id', value: r['user_id'] });
+    if (r['anonymous_id']) ids.push({ type: 'anonymous_id', value: r['anonymous_id'] });
+    const previous = r['previous_id'];
+    if (previous) {
+      ids.push({ type: 'user_id', value: previous }, { type: 'anonymous_id', value: previous });
+    }
+    pii.forEach((f, i) => {
+      const value = r[`pii_${i}`];
+      if (value && value.startsWith('h1:')) ids.push({ type: f.type, value });
+    });
+    return ids;
+  });
 }
 
 async function canonicalOf(db: Queryable, personId: number): Promise<number> {
