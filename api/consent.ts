@@ -11,7 +11,11 @@ import { z } from 'zod';
 import type { Pool } from '../common/db.js';
 import { withTransaction } from '../common/db.js';
 import { appendAuditIn } from '../domain/audit.js';
-import { type IdentityRules, identityRulesSchema, typesOf } from '../domain/identity/rules.js';
+import {
+  type IdentityRules,
+  identityRulesSchema,
+  unknownTypeProblem,
+} from '../domain/identity/rules.js';
 import {
   CONSENT_PURPOSES,
   consentDefaults,
@@ -67,18 +71,21 @@ function asApiError(err: unknown): unknown {
   return err instanceof ConsentInputError ? new ApiError('validation', err.message) : err;
 }
 
+/**
+ * A check that an identifier's type is one of the identity rules' (the defaults when none are
+ * given), throwing a 400 naming the field and the known types.
+ */
+export function knownTypeCheck(rules: IdentityRules | undefined) {
+  const known = rules ?? identityRulesSchema.parse({});
+  return (identifier: { type: string }, what: string, field: string) => {
+    const problem = unknownTypeProblem(known, identifier.type);
+    if (problem) throw new ApiError('validation', `invalid ${what}: ${field}: ${problem}`);
+  };
+}
+
 /** The consent routes. */
 export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (app, options) => {
-  const types = typesOf(options.identityRules ?? identityRulesSchema.parse({}));
-  const knownType = (identifier: { type: string }, what: string, field: string) => {
-    if (!types.includes(identifier.type)) {
-      throw new ApiError(
-        'validation',
-        `invalid ${what}: ${field}: ${JSON.stringify(identifier.type)} is no identifier type of` +
-          ` the identity rules (${types.join(', ')})`,
-      );
-    }
-  };
+  const knownType = knownTypeCheck(options.identityRules);
   app.put('/v1/consent', async (request) => {
     const body = parse(putBody, request.body ?? {}, 'body');
     knownType(body.identifier, 'body', 'identifier.type');

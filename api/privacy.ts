@@ -16,7 +16,8 @@ import { auditCheckpoint, auditSearchSchema, searchAudit } from '../domain/audit
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { plainText } from '../domain/retrain.js';
 import { actorOf } from './actor.js';
-import { identifierSchema } from './consent.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
+import { identifierSchema, knownTypeCheck } from './consent.js';
 import { ApiError, parse } from './errors.js';
 
 export interface PrivacyRoutesOptions {
@@ -25,6 +26,8 @@ export interface PrivacyRoutesOptions {
   queuePrefix: string;
   actor: string;
   withDeadline: <T>(call: () => Promise<T>) => Promise<T>;
+  /** The identity rules whose types a request may name (the defaults when left out). */
+  identityRules?: IdentityRules;
 }
 
 const deletionBody = z.strictObject({ identifier: identifierSchema, reason: plainText(500) });
@@ -38,9 +41,11 @@ function asApiError(err: unknown): unknown {
 /** The privacy request routes. */
 export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (app, options) => {
   const { pool, temporal, queuePrefix } = options;
+  const knownType = knownTypeCheck(options.identityRules);
 
   app.post('/v1/privacy/deletions', async (request, reply) => {
     const body = parse(deletionBody, request.body ?? {}, 'body');
+    knownType(body.identifier, 'body', 'identifier.type');
     const requestedBy = actorOf(request, options.actor);
     const started = await options
       .withDeadline(() => deletePersonData(temporal, pool, queuePrefix, { ...body, requestedBy }))
@@ -52,6 +57,7 @@ export const privacyRoutes: FastifyPluginAsync<PrivacyRoutesOptions> = async (ap
 
   app.post('/v1/privacy/exports', async (request, reply) => {
     const body = parse(exportBody, request.body ?? {}, 'body');
+    knownType(body.identifier, 'body', 'identifier.type');
     const requestedBy = actorOf(request, options.actor);
     const started = await options
       .withDeadline(() => exportPersonData(temporal, pool, queuePrefix, { ...body, requestedBy }))

@@ -254,7 +254,10 @@ export function buildApi(deps: ApiDeps) {
   });
   void app.register(driftRoutes, workflowRoutes);
   void app.register(rolloutRoutes, workflowRoutes);
-  void app.register(privacyRoutes, workflowRoutes);
+  void app.register(privacyRoutes, {
+    ...workflowRoutes,
+    ...(deps.identityRules ? { identityRules: deps.identityRules } : {}),
+  });
   void app.register(playbookRoutes, workflowRoutes);
   void app.register(campaignRoutes, workflowRoutes);
   void app.register(unsubscribeRoutes, {

@@ -7,7 +7,7 @@ import {
   type StartedEdit,
 } from '../client/identity-edits.js';
 import { remergeInputSchema, unmergeInputSchema } from '../domain/identity/edits.js';
-import { typesOf } from '../domain/identity/rules.js';
+import { unknownTypeProblem } from '../domain/identity/rules.js';
 import { type PersonView, parseLookup, showPerson } from '../domain/identity/show.js';
 import {
   type RemergeResult,
@@ -34,13 +34,8 @@ export async function showIdentityCommand(identifier: string, options: { json?: 
         ' user_id:42, anonymous_id:abc, device_id:xyz) or a person id',
     );
   }
-  const types = typesOf(configuredIdentityRules());
-  if ('type' in lookup && !types.includes(lookup.type)) {
-    throw new UsageError(
-      `<identifier> ${JSON.stringify(identifier)}: ${JSON.stringify(lookup.type)} is no identifier` +
-        ` type of the identity rules (${types.join(', ')})`,
-    );
-  }
+  const problem = 'type' in lookup && unknownTypeProblem(configuredIdentityRules(), lookup.type);
+  if (problem) throw new UsageError(`<identifier> ${JSON.stringify(identifier)}: ${problem}`);
   const rt = await openDatabase();
   try {
     const view = await showPerson(rt.pool, lookup);

@@ -32,9 +32,16 @@ import { retentionPolicies } from '../domain/privacy/retention.js';
 import type { RetentionResult } from '../workflows/enforceRetention.js';
 import { rotateFieldKey } from '../domain/privacy/keys.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
+import { unknownTypeProblem } from '../domain/identity/rules.js';
 import { plainText } from '../domain/retrain.js';
 import { parseArgs, print, UsageError } from './output.js';
-import { openDatabase, openRuntime, type Runtime, runWorkers } from './runtime.js';
+import {
+  configuredIdentityRules,
+  openDatabase,
+  openRuntime,
+  type Runtime,
+  runWorkers,
+} from './runtime.js';
 import { bootstrapAdminToken } from './tokens.js';
 
 /**
@@ -119,6 +126,12 @@ const identifierArg = z
     const at = text.indexOf(':');
     return { type: text.slice(0, at), value: text.slice(at + 1) };
   });
+/** A request naming a type the identity rules do not know (a typo) is refused, exit 2. */
+function refuseUnknownType(identifier: { type: string; value: string }): void {
+  const problem = unknownTypeProblem(configuredIdentityRules(), identifier.type);
+  if (problem) throw new UsageError(`<identifier> ${identifier.type}:…: ${problem}`);
+}
+
 const deleteArgs = z.object({
   identifier: identifierArg,
   reason: plainText(500),
@@ -154,6 +167,7 @@ function describeCounts(counts: Record<string, number>): string {
 /** `pops privacy delete <type:value> --reason R [--no-wait]`. */
 export async function deleteCommand(identifier: string, options: Record<string, unknown>) {
   const args = parseArgs(deleteArgs, { ...options, identifier });
+  refuseUnknownType(args.identifier);
   const rt = await openRuntime();
   try {
     const started = await deletePersonData(rt.client, rt.pool, rt.prefix, {
@@ -186,6 +200,7 @@ export async function deleteCommand(identifier: string, options: Record<string, 
 /** `pops privacy export <type:value> [--out file]`: the bundle to a file or stdout. */
 export async function exportCommand(identifier: string, options: Record<string, unknown>) {
   const args = parseArgs(exportArgs, { ...options, identifier });
+  refuseUnknownType(args.identifier);
   const rt = await openRuntime();
   try {
     const started = await exportPersonData(rt.client, rt.pool, rt.prefix, {

@@ -435,6 +435,22 @@ describe('pops privacy delete and export of an identifier pops never saw', () =>
     const empty = await pops(['privacy', 'export', 'user_id:does-not-exist']);
     expect(empty.code).toBe(0);
     expect(empty.stderr).toContain('no data of this identifier was found; the bundle is empty');
+    // A type the identity rules do not know (a typo) is refused, by the CLI and the API.
+    const typo = await pops(['privacy', 'delete', 'userid:someone', '--reason', 'typo']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('"userid" is no identifier type of the identity rules (');
+    for (const route of ['deletions', 'exports']) {
+      const refused = await h.fetch(`${h.base}/v1/privacy/${route}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          identifier: { type: 'foo', value: 'x' },
+          ...(route === 'deletions' ? { reason: 'r' } : {}),
+        }),
+      });
+      expect(refused.status).toBe(400);
+      expect(await refused.text()).toContain('identifier.type: \\"foo\\" is no identifier type');
+    }
     const known = await pops(['privacy', 'export', `user_id:${who('keep').user}`]);
     expect(known.code).toBe(0);
     expect(known.stderr).not.toContain('no data');

@@ -112,6 +112,13 @@ export function typesOf(rules: IdentityRules): string[] {
   return [...BUILTIN_TYPES, ...Object.keys(rules.custom)];
 }
 
+/** Why `type` is no identifier type of the rules (naming those it knows), or null if it is one. */
+export function unknownTypeProblem(rules: IdentityRules, type: string): string | null {
+  const types = typesOf(rules);
+  if (types.includes(type)) return null;
+  return `${JSON.stringify(type)} is no identifier type of the identity rules (${types.join(', ')})`;
+}
+
 /** The same rules with every limit lifted: resolution becomes plain connected components. */
 export function withoutLimits(rules: IdentityRules): IdentityRules {
   const lift = <R extends LimitRule>(rule: R): R => ({ ...rule, maxValues: null });
