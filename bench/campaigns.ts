@@ -14,13 +14,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
-import { openRuntime, type Runtime } from '../cli/runtime.js';
-import { createPool, ensureDatabase, type Pool, withDatabase } from '../common/db.js';
-import { migrate } from '../common/migrate.js';
+import { openRuntime } from '../cli/runtime.js';
+import { createPool, type Pool } from '../common/db.js';
 import { queueName } from '../common/queues.js';
 import { campaignSchema } from '../domain/campaigns/definition.js';
 import { campaignWorkflowId } from '../domain/campaigns/names.js';
@@ -31,6 +29,7 @@ import { recordConsent } from '../domain/privacy/consent.js';
 import { setEmailAddress } from '../domain/privacy/contacts.js';
 import type { RunCampaignResult } from '../workflows/runCampaign.js';
 import { workflowsPath } from '../workers/bundle.js';
+import { freshDatabase } from './database.js';
 
 export const CAMPAIGN_DEFAULTS = { persons: 10_000 } as const;
 
@@ -38,22 +37,6 @@ type Line = (name: string, value: string, goal?: string) => void;
 
 const progress = (message: string) =>
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
-
-async function freshDatabase(rt: Runtime) {
-  const name = `pops_bench_campaigns_${randomBytes(3).toString('hex')}`;
-  const url = withDatabase(rt.services.databaseUrl, name);
-  await ensureDatabase(url);
-  await migrate(url);
-  return {
-    url,
-    async drop() {
-      const admin = new pg.Client({ connectionString: withDatabase(url, 'postgres') });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-      await admin.end();
-    },
-  };
-}
 
 /** The sink: accepts every message, counting each recipient and stamping each arrival. */
 async function startSink() {
@@ -146,7 +129,7 @@ function rate(arrivals: readonly number[]): number {
 /** Runs the benchmark; see the module comment. */
 export async function benchCampaigns(options: { persons: number }, line: Line): Promise<void> {
   const rt = await openRuntime();
-  const db = await freshDatabase(rt);
+  const db = await freshDatabase(rt, 'campaigns');
   const pool = createPool(db.url);
   const sink = await startSink();
   const prefix = `bench-c-${randomBytes(3).toString('hex')}`;

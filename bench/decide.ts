@@ -17,11 +17,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
-import pg from 'pg';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
 import { openRuntime, type Runtime, runWorkers } from '../cli/runtime.js';
-import { createPool, ensureDatabase, withDatabase } from '../common/db.js';
-import { migrate } from '../common/migrate.js';
+import { createPool } from '../common/db.js';
 import { createSurface, setRoutes } from '../domain/decide/surfaces.js';
 import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
@@ -30,6 +28,7 @@ import { declareModel, promoteVersion } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import type { Row } from './identity.js';
+import { freshDatabase } from './database.js';
 
 /** How hard and how long to ask. */
 export interface DecideBenchOptions {
@@ -110,22 +109,6 @@ async function stopChild(child: ChildProcess): Promise<void> {
   child.kill('SIGTERM');
   await Promise.race([exited, sleep(10_000)]);
   if (child.exitCode === null) child.kill('SIGKILL');
-}
-
-async function freshDatabase(rt: Runtime) {
-  const name = `pops_bench_decide_${randomBytes(3).toString('hex')}`;
-  const url = withDatabase(rt.services.databaseUrl, name);
-  await ensureDatabase(url);
-  await migrate(url);
-  return {
-    url,
-    async drop() {
-      const admin = new pg.Client({ connectionString: withDatabase(url, 'postgres') });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-      await admin.end();
-    },
-  };
 }
 
 /** Imports MovieLens, trains and promotes version 1, and makes version 2 the canary at 10%. */
@@ -253,7 +236,9 @@ export async function benchDecide(options: DecideBenchOptions, row: Row): Promis
   const rt = await openRuntime();
   // POPS_BENCH_DECIDE_DB reruns the load on a database an earlier run kept (POPS_BENCH_KEEP=1).
   const reused = process.env['POPS_BENCH_DECIDE_DB'];
-  const db = reused ? { url: reused, drop: async () => undefined } : await freshDatabase(rt);
+  const db = reused
+    ? { url: reused, drop: async () => undefined }
+    : await freshDatabase(rt, 'decide');
   try {
     const { users, items } = reused
       ? await catalogOf(db.url)

@@ -17,6 +17,9 @@
  * - `campaigns`: one campaign run of 10,000 persons to a local SMTP sink with pooled connections,
  *   its worker process SIGKILLed a third of the way, exactly-once checked on the same run
  *   (bench/campaigns.ts); `--persons N` any size.
+ * - `privacy`: an export and a deletion of one person of 40,000 events among 2,000 others of 81,
+ *   against a plain delete of the same events (bench/privacy.ts); `--events N` / `--persons N` any
+ *   size, `--before` also times the per-row predicate deletions used before.
  * - `features`: feature backfill of 10M generated events against a hand-written floor, a
  *   point-in-time set of 1M labels, and online lookups at 1000/s (bench/features.ts); `--quick`
  *   makes it 500k events and 100k labels, `--events N` / `--labels N` any size, `--explain` adds
@@ -28,12 +31,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { buildApi } from '../api/server.js';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
 import { openRuntime, type Runtime, runWorkers } from '../cli/runtime.js';
-import { createPool, ensureDatabase, withDatabase } from '../common/db.js';
-import { migrate } from '../common/migrate.js';
+import { createPool } from '../common/db.js';
 import { declareModel } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
@@ -43,6 +44,8 @@ import { benchDrift } from './drift.js';
 import { benchIdentity, IDENTITY_DEFAULTS } from './identity.js';
 import { benchPlaybook, PLAYBOOK_DEFAULTS } from './playbook.js';
 import { benchCampaigns, CAMPAIGN_DEFAULTS } from './campaigns.js';
+import { freshDatabase } from './database.js';
+import { benchPrivacy, PRIVACY_DEFAULTS } from './privacy.js';
 
 const DATA =
   process.env['POPS_BENCH_DATA'] ??
@@ -56,6 +59,7 @@ const BENCHMARKS = [
   'decide',
   'playbook',
   'campaigns',
+  'privacy',
 ] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
@@ -79,28 +83,12 @@ function throughput(backend: string): string {
   }
 }
 
-async function benchDatabase(rt: Runtime): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `pops_bench_${randomBytes(3).toString('hex')}`;
-  const url = withDatabase(rt.services.databaseUrl, name);
-  await ensureDatabase(url);
-  await migrate(url);
-  return {
-    url,
-    async drop() {
-      const admin = new pg.Client({ connectionString: withDatabase(url, 'postgres') });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-      await admin.end();
-    },
-  };
-}
-
 async function benchRetrain() {
   if (!fs.existsSync(path.join(DATA, 'ratings.csv'))) {
     throw new Error(`no ratings.csv in ${DATA} (set POPS_BENCH_DATA)`);
   }
   const rt = await openRuntime();
-  const db = await benchDatabase(rt);
+  const db = await freshDatabase(rt, 'retrain');
   const pool = createPool(db.url);
   const bench: Runtime = { ...rt, pool, prefix: `bench-${randomBytes(3).toString('hex')}` };
   const workers = await runWorkers(bench);
@@ -195,6 +183,7 @@ function parseCommandLine(): {
   decide: { rate: number; seconds: number };
   runs: number;
   persons: number;
+  privacy: { events: number; persons: number; before: boolean };
 } {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -209,6 +198,7 @@ function parseCommandLine(): {
       seconds: { type: 'string' },
       runs: { type: 'string' },
       persons: { type: 'string' },
+      before: { type: 'boolean', default: false },
     },
   });
   const selected = positionals.map((name) => {
@@ -233,6 +223,11 @@ function parseCommandLine(): {
   };
   const runs = count('runs', values.runs, PLAYBOOK_DEFAULTS.runs);
   const persons = count('persons', values.persons, CAMPAIGN_DEFAULTS.persons);
+  const privacy = {
+    events: count('events', values.events, PRIVACY_DEFAULTS.events),
+    persons: count('persons', values.persons, PRIVACY_DEFAULTS.persons),
+    before: values.before,
+  };
   return {
     selected: selected.length > 0 ? selected : byDefault,
     links,
@@ -241,11 +236,12 @@ function parseCommandLine(): {
     decide,
     runs,
     persons,
+    privacy,
   };
 }
 
 async function main() {
-  const { selected, links, features, rows, decide, runs, persons } = parseCommandLine();
+  const { selected, links, features, rows, decide, runs, persons, privacy } = parseCommandLine();
   if (selected.includes('retrain')) await benchRetrain();
   if (selected.includes('identity')) {
     process.stdout.write(`pops identity bench, ${links.toLocaleString('en')} links\n`);
@@ -272,6 +268,13 @@ async function main() {
   if (selected.includes('campaigns')) {
     process.stdout.write(`pops campaigns bench, ${persons.toLocaleString('en')} persons\n`);
     await benchCampaigns({ persons }, line);
+  }
+  if (selected.includes('privacy')) {
+    process.stdout.write(
+      `pops privacy bench, one person of ${privacy.events.toLocaleString('en')} events among ` +
+        `${privacy.persons.toLocaleString('en')} others\n`,
+    );
+    await benchPrivacy(privacy, line);
   }
 }
 

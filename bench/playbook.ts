@@ -13,12 +13,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import { startPlaybookRun, votePlaybook, registerShipped } from '../client/playbooks.js';
 import { startRetrain, waitForRetrain } from '../client/retrain.js';
 import { openRuntime, type Runtime, runWorkers } from '../cli/runtime.js';
-import { createPool, ensureDatabase, type Pool, withDatabase } from '../common/db.js';
-import { migrate } from '../common/migrate.js';
+import { createPool, type Pool } from '../common/db.js';
 import { createSurface } from '../domain/decide/surfaces.js';
 import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
 import { registerFeatures } from '../domain/features/registry.js';
@@ -27,6 +25,7 @@ import { closeDeciders } from '../domain/playbooks/verify.js';
 import { declareModel, promoteVersion } from '../domain/registry.js';
 import { retrainInputSchema } from '../domain/retrain.js';
 import { importMovieLens } from '../ingest/movielens.js';
+import { freshDatabase } from './database.js';
 
 export const PLAYBOOK_DEFAULTS = { runs: 7 } as const;
 
@@ -65,22 +64,6 @@ async function copyModel(pool: Pool, base: string, name: string): Promise<void> 
   await createSurface(pool, { name: `${name}-s`, model: name, actor: 'bench', reason: 'bench' });
 }
 
-async function freshDatabase(rt: Runtime) {
-  const name = `pops_bench_playbook_${randomBytes(3).toString('hex')}`;
-  const url = withDatabase(rt.services.databaseUrl, name);
-  await ensureDatabase(url);
-  await migrate(url);
-  return {
-    url,
-    async drop() {
-      const admin = new pg.Client({ connectionString: withDatabase(url, 'postgres') });
-      await admin.connect();
-      await admin.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-      await admin.end();
-    },
-  };
-}
-
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -93,7 +76,7 @@ export async function benchPlaybook(
   line: (name: string, value: string, goal?: string) => void,
 ): Promise<void> {
   const rt = await openRuntime();
-  const db = await freshDatabase(rt);
+  const db = await freshDatabase(rt, 'playbook');
   const pool = createPool(db.url);
   const bench: Runtime = { ...rt, pool, prefix: `bench-pb-${randomBytes(3).toString('hex')}` };
   const workers = await runWorkers(bench);

@@ -284,43 +284,56 @@ export async function storedSubject(
   };
 }
 
+/** The request's subject row (`$1` is the request id). */
+const SUBJECT_SQL = 'privacy_subjects s where s.request_id = $1';
+
 /**
- * The subject row's columns, by what a person-table column holds (`s` is privacy_subjects, `t` the
- * person table: its columns are qualified, since privacy_exports shares a column name with `s`).
+ * The subject row's columns, by what a person-table column holds (`t` is the person table: its
+ * columns are qualified, since privacy_exports shares a column name with the subject row).
+ *
+ * Each test is a subquery that does not depend on the row, so PostgreSQL runs it once and probes
+ * a hash of its values per row (a hashed SubPlan): a row costs the same whether the subject has
+ * one event or a hundred thousand. (`t.x = any(s.event_ids)` inside a per-row `exists` searched
+ * the whole array for every row: 380 s to delete 40,000 of 200,000 events.)
  */
 function matchSql(c: PersonColumn): string {
   const col = `t.${c.column}`;
+  const listed = (array: string): string =>
+    `${col} in (select unnest(s.${array}) from ${SUBJECT_SQL})`;
   switch (c.by) {
     case 'person_id':
-      return `${col} = any(s.person_ids)`;
+      return listed('person_ids');
     case 'person_key':
-      return `${col} = any(s.person_keys)`;
+      return listed('person_keys');
     case 'entity_key':
-      return `(${col} = any(s.person_keys) or exists (select 1 from unnest(s.person_keys) k
-                 where left(${col}, length(k) + 1) = k || '|'))`;
+      // A person key alone, or `<person key>|<item id>` (person keys are few: tested per row).
+      return `(${listed('person_keys')} or exists (
+                 select 1 from privacy_subjects s, unnest(s.person_keys) k
+                  where s.request_id = $1 and left(${col}, length(k) + 1) = k || '|'))`;
     case 'raw_id':
-      return `${col} = any(s.raw_ids)`;
+      return listed('raw_ids');
     case 'identifier':
       return `(${col}, t.${c.valueColumn ?? 'value'}) in
-                (select x ->> 'type', x ->> 'value' from jsonb_array_elements(s.identifiers) x)`;
+                (select x ->> 'type', x ->> 'value'
+                   from privacy_subjects s, jsonb_array_elements(s.identifiers) x
+                  where s.request_id = $1)`;
     case 'event_id':
-      return `${col} = any(s.event_ids)`;
+      return listed('event_ids');
     case 'message_id':
-      return `${col} = any(s.message_ids)`;
+      return listed('message_ids');
     case 'decision_id':
-      return `${col} = any(s.decision_ids)`;
+      return listed('decision_ids');
     case 'identifier_hash':
-      return `${col} && s.identifier_hashes`;
+      return `${col} && (select s.identifier_hashes from ${SUBJECT_SQL})`;
   }
 }
 
 /**
  * The condition that selects a table's rows of the request's subject (`$1` is the request id), with
- * the table named `t`.
+ * the table named `t`. Without a subject row it selects nothing.
  */
 export function rowsOfSubjectSql(table: PersonTable): string {
-  const any = table.columns.map(matchSql).join('\n or ');
-  return `exists (select 1 from privacy_subjects s where s.request_id = $1 and (${any}))`;
+  return `(${table.columns.map(matchSql).join('\n or ')})`;
 }
 
 /** Deletes a table's rows of the subject; returns how many. */
