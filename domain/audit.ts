@@ -166,15 +166,29 @@ export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<Verif
   let prevHash = GENESIS_HASH;
   let expectedSeq = 1;
   let rows = 0;
+  // The chain starts at 1: a row below it is not part of it, yet listings would show it.
+  const before = await db.query<{ seq: string }>(
+    'select seq::text from audit_log where seq < 1 order by seq limit 1',
+  );
+  const planted = before.rows[0]?.seq;
+  if (planted !== undefined) {
+    return { ok: false, rows, seq: Number(planted), reason: 'a row precedes the first (seq 1)' };
+  }
   for (;;) {
-    const page = await db.query<DbRow>(
-      'select * from audit_log where seq >= $1 order by seq limit $2',
+    // Appends store a JavaScript Date (milliseconds) and hash it so: a finer part is an edit the
+    // hash cannot see.
+    const page = await db.query<DbRow & { sub_ms: boolean }>(
+      `select *, at <> date_trunc('milliseconds', at) as sub_ms
+         from audit_log where seq >= $1 order by seq limit $2`,
       [expectedSeq, pageSize],
     );
     for (const raw of page.rows) {
       const row = fromDb(raw);
       if (row.seq !== expectedSeq) {
         return { ok: false, rows, seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
+      }
+      if (raw.sub_ms) {
+        return { ok: false, rows, seq: row.seq, reason: 'at was changed below the millisecond' };
       }
       if (row.prevHash !== prevHash) {
         return {

@@ -114,4 +114,33 @@ describe('the hash-chained audit log', () => {
     await tamper('update audit_log set seq = 5 where seq = 6');
     expect(await verifyAudit(db.pool)).toMatchObject({ ok: false, seq: 5 });
   });
+  it('refuses a row planted below seq 1, and verify reports one already there', async () => {
+    const planted = `insert into audit_log (seq, at, actor, action, subject, prev_hash, hash)
+                     values (0, now(), 'dpo', 'privacy.person-deleted', 'forged', 'x', 'y')`;
+    await expect(db.pool.query(planted)).rejects.toThrow(/audit_log_seq_positive/);
+    // A row from before the constraint (or with it dropped) is outside the chain.
+    await tamper(`alter table audit_log drop constraint audit_log_seq_positive;
+                  ${planted};
+                  alter table audit_log add constraint audit_log_seq_positive
+                    check (seq > 0) not valid`);
+    expect(await verifyAudit(db.pool)).toEqual({
+      ok: false,
+      rows: 0,
+      seq: 0,
+      reason: 'a row precedes the first (seq 1)',
+    });
+    await tamper('delete from audit_log where seq = 0');
+  });
+
+  it('reports a time moved by less than a millisecond', async () => {
+    const ok = await verifyAudit(db.pool);
+    await tamper(`update audit_log set at = at + interval '400 microseconds' where seq = 2`);
+    expect(await verifyAudit(db.pool)).toMatchObject({
+      ok: false,
+      seq: 2,
+      reason: 'at was changed below the millisecond',
+    });
+    await tamper(`update audit_log set at = at - interval '400 microseconds' where seq = 2`);
+    expect(await verifyAudit(db.pool)).toEqual(ok);
+  });
 });
