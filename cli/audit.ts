@@ -18,7 +18,7 @@ import {
   verifyAudit,
   verifyCheckpoints,
 } from '../domain/audit.js';
-import { parseArgs, print, table, UsageError } from './output.js';
+import { checkWritable, parseArgs, print, table, UsageError } from './output.js';
 import { openDatabase } from './runtime.js';
 
 const checkpointSchema = z.object({
@@ -39,7 +39,12 @@ const checkpointArgs = z.object({
 async function readCheckpoints(where: string): Promise<AuditCheckpoint[]> {
   let text: string;
   if (/^https?:\/\//.test(where)) {
-    const response = await fetch(where, { headers: { accept: 'application/json' } });
+    const response = await fetch(where, { headers: { accept: 'application/json' } }).catch(
+      (err: unknown) => {
+        const cause = (err as { cause?: { message?: string } }).cause?.message;
+        throw new UsageError(`--checkpoint ${where}: could not fetch it (${cause ?? String(err)})`);
+      },
+    );
     if (!response.ok) {
       // No credentials are sent (a token is not handed to whatever URL is given). pops's own
       // /v1/audit/checkpoint is the head now, not a checkpoint kept away from the database.
@@ -116,6 +121,7 @@ export async function verifyCommand(options: Record<string, unknown>) {
 /** `pops audit checkpoint [--out <file>]`: the head of the chain, printed or appended to a file. */
 export async function checkpointCommand(options: Record<string, unknown>) {
   const args = parseArgs(checkpointArgs, options);
+  if (args.out) checkWritable(args.out);
   const rt = await openDatabase();
   try {
     const chain = await verifyAudit(rt.pool);

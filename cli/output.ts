@@ -2,6 +2,8 @@
  * How the CLI speaks: human text or `--json` on stdout, logs on stderr, progress bars on stderr
  * only when it is a terminal, and exit codes: 0 done, 1 failed, 2 bad input.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { ZodError, type z } from 'zod';
 import { rootCause } from '../client/retrain.js';
@@ -17,6 +19,32 @@ export function parseArgs<S extends z.ZodType>(schema: S, input: unknown): z.out
     throw new UsageError(`invalid arguments: ${describeZodError(result.error, input)}`);
   }
   return result.data;
+}
+
+/**
+ * Refuses an output file that cannot be written (its folder missing or not writable, or a folder
+ * in its place), naming the option, before a command does work whose result would be lost.
+ */
+export function checkWritable(file: string, option = '--out'): void {
+  const problem = (() => {
+    if (fs.existsSync(file)) {
+      if (fs.statSync(file).isDirectory()) return 'is a folder';
+      return canWrite(file) ? null : 'is not writable';
+    }
+    const folder = path.dirname(path.resolve(file));
+    if (!fs.existsSync(folder)) return `its folder ${folder} does not exist`;
+    return canWrite(folder) ? null : `its folder ${folder} is not writable`;
+  })();
+  if (problem) throw new UsageError(`${option} ${file}: ${problem}`);
+}
+
+function canWrite(where: string): boolean {
+  try {
+    fs.accessSync(where, fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Prints `value` as JSON, or the human text. */

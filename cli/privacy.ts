@@ -34,7 +34,7 @@ import { rotateFieldKey } from '../domain/privacy/keys.js';
 import { SubjectInputError } from '../domain/privacy/subject.js';
 import { unknownTypeProblem } from '../domain/identity/rules.js';
 import { plainText } from '../domain/retrain.js';
-import { parseArgs, print, UsageError } from './output.js';
+import { checkWritable, parseArgs, print, UsageError } from './output.js';
 import {
   configuredIdentityRules,
   openDatabase,
@@ -201,6 +201,7 @@ export async function deleteCommand(identifier: string, options: Record<string, 
 export async function exportCommand(identifier: string, options: Record<string, unknown>) {
   const args = parseArgs(exportArgs, { ...options, identifier });
   refuseUnknownType(args.identifier);
+  if (args.out) checkWritable(args.out);
   const rt = await openRuntime();
   try {
     const started = await exportPersonData(rt.client, rt.pool, rt.prefix, {

@@ -86,4 +86,33 @@ describe('pops audit verify --checkpoint', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('line 1 is not {seq, hash, takenAt}');
   }, 60_000);
+
+  it('names --checkpoint when its URL cannot be fetched', async () => {
+    const url = 'http://127.0.0.1:1/anchors';
+    const unfetched = await pops(['audit', 'verify', '--checkpoint', url]);
+    expect(unfetched.code).toBe(2);
+    expect(unfetched.stderr).toContain(`--checkpoint ${url}: could not fetch it`);
+  }, 60_000);
+});
+
+describe('an --out that cannot be written', () => {
+  const out = path.join(os.tmpdir(), 'pops-no-such-folder', 'x.json');
+
+  it('is refused by pops audit checkpoint before it reads the log', async () => {
+    const refused = await pops(['audit', 'checkpoint', '--out', out]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(
+      `--out ${out}: its folder ${path.dirname(out)} does not exist`,
+    );
+  }, 60_000);
+
+  it('is refused by pops privacy export before a request is opened', async () => {
+    const refused = await pops(['privacy', 'export', 'user_id:u1', '--out', out]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`--out ${out}: its folder`);
+    const { rows } = await db.pool.query<{ n: number }>(
+      'select count(*)::int as n from privacy_requests',
+    );
+    expect(rows[0]?.n).toBe(0);
+  }, 60_000);
 });
