@@ -1,5 +1,8 @@
 import type { Client } from '@temporalio/client';
-import { createDecipheriv } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
@@ -11,6 +14,7 @@ import {
 } from '../domain/privacy/consent.js';
 import { consentChoices, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
 import { emailAddresses, resealContacts, setEmailAddress } from '../domain/privacy/contacts.js';
+import { open, seal } from '../domain/privacy/fields.js';
 import { forgetKeys } from '../domain/privacy/keys.js';
 import { createWriteKey } from '../ingest/write-keys.js';
 import { apiToken } from './auth-support.js';
@@ -347,5 +351,46 @@ describe('contacts', () => {
       [key],
     );
     await expect(emailAddresses(db.pool, ['1'])).rejects.toThrow(/another row/);
+  });
+
+  it('opens a value sealed with a key another process rotated in, without a restart', () => {
+    const before = { state: process.env['POPS_STATE_DIR'], keys: process.env['POPS_FIELD_KEYS'] };
+    const state = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-keys-'));
+    onTestFinished(() => {
+      for (const [name, value] of [
+        ['POPS_STATE_DIR', before.state],
+        ['POPS_FIELD_KEYS', before.keys],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      forgetKeys();
+      fs.rmSync(state, { recursive: true, force: true });
+    });
+    process.env['POPS_STATE_DIR'] = state;
+    delete process.env['POPS_FIELD_KEYS'];
+    forgetKeys();
+    const first = seal('a@example.com', 'p1');
+    expect(first.keyId).toBe('k1');
+    // pops privacy rotate-key in another process adds k2 and makes it current...
+    const file = path.join(state, 'keys', 'field-keys.json');
+    const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { keys: Record<string, string> };
+    const k2 = 'c'.repeat(64);
+    fs.writeFileSync(file, JSON.stringify({ current: 'k2', keys: { ...json.keys, k2 } }));
+    // ...and pops privacy reseal seals a row with it (here by hand: AES-256-GCM, the context).
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', Buffer.from(k2, 'hex'), iv);
+    cipher.setAAD(Buffer.from('p2'));
+    const body = Buffer.concat([
+      cipher.update('b@example.com', 'utf8'),
+      cipher.final(),
+      cipher.getAuthTag(),
+    ]);
+    const sealed = ['v1', 'k2', iv.toString('base64url'), body.toString('base64url')].join('.');
+    expect(open(sealed, 'p2')).toBe('b@example.com');
+    expect(open(first.sealed, 'p1')).toBe('a@example.com');
+    expect(() => open(sealed.replace('v1.k2.', 'v1.k9.'), 'p2')).toThrow(
+      'field key k9 is not in the key file',
+    );
   });
 });

@@ -5,7 +5,7 @@
  * domain/privacy/keys.ts; the current key seals, any known key opens.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { loadFieldKeys } from './keys.js';
+import { fieldKey, loadFieldKeys } from './keys.js';
 
 /** Thrown when a sealed value cannot be opened (unknown key, tampered, or other row's data). */
 export class SealError extends Error {}
@@ -27,8 +27,11 @@ export function seal(plain: string, context: string): { sealed: string; keyId: s
 export function open(sealed: string, context: string): string {
   const [version, keyId = '', ivText = '', bodyText = ''] = sealed.split('.');
   if (version !== 'v1') throw new SealError('not a v1 sealed value');
-  const key = loadFieldKeys().keys.get(keyId);
-  if (!key) throw new SealError(`field key ${keyId} is not known (was it removed?)`);
+  const key = fieldKey(keyId);
+  if (!key) {
+    const where = process.env['POPS_FIELD_KEYS']?.trim() ? 'POPS_FIELD_KEYS' : 'the key file';
+    throw new SealError(`field key ${keyId} is not in ${where} (removed, or another install's)`);
+  }
   const body = Buffer.from(bodyText, 'base64url');
   if (body.length < 16) throw new SealError('sealed value is too short');
   const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(ivText, 'base64url'));

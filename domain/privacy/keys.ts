@@ -133,9 +133,21 @@ export function loadFieldKeys(): FieldKeys {
 }
 
 /**
+ * The field key of an id. An id this process has not loaded is looked for again in the key file:
+ * `pops privacy rotate-key` in another process adds keys there, and `reseal` then seals rows with
+ * the new one, which a running server must still open.
+ */
+export function fieldKey(id: string): Buffer | undefined {
+  const known = loadFieldKeys().keys.get(id);
+  if (known || process.env['POPS_FIELD_KEYS']?.trim()) return known;
+  fieldKeys = undefined;
+  return loadFieldKeys().keys.get(id);
+}
+
+/**
  * Adds a new field key to the key file and makes it current; returns its id. Refused when the
  * keys come from POPS_FIELD_KEYS (rotate there: put a new key first). Processes that already
- * loaded the keys seal with the old one until they restart.
+ * loaded the keys seal with the old one until they restart (and open the new one's at once).
  */
 export function rotateFieldKey(): string {
   if (process.env['POPS_FIELD_KEYS']?.trim()) {
