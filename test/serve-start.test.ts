@@ -4,6 +4,7 @@
  * count), and the local mail catcher, which reuses one already listening (another pops) and names
  * its variable when something else holds the port.
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,7 +36,7 @@ it('prints an admin token once, also after a demo made a token of its own', asyn
   expect(await bootstrapAdminToken(db.pool, 'http://127.0.0.1:8080')).toBeNull();
 });
 
-it('reuses a mail catcher already on the port, and names the variable for anything else', async () => {
+it("reuses its folder's mail catcher on the port, and names the variable for anything else", async () => {
   const log = logger('silent');
   const dir = path.join(os.tmpdir(), `pops-catcher-${process.pid}`);
   const first = await startMailCatcher(dir, await freePort(), log);
@@ -54,6 +55,20 @@ it('reuses a mail catcher already on the port, and names the variable for anythi
     `POPS_SMTP_CAPTURE_PORT=${port}: the port is taken by something that is not an SMTP server`,
   );
   await new Promise<void>((resolve) => squatter.close(() => resolve()));
+});
+
+it("refuses another state folder's mail catcher, which would take this folder's mail", async () => {
+  const log = logger('silent');
+  const theirs = path.join(os.tmpdir(), `pops-catcher-theirs-${process.pid}`);
+  const ours = path.join(os.tmpdir(), `pops-catcher-ours-${process.pid}`);
+  const other = await startMailCatcher(theirs, await freePort(), log);
+  await expect(startMailCatcher(ours, other.port, log)).rejects.toThrow(
+    `POPS_SMTP_CAPTURE_PORT=${other.port}: the port is taken by an SMTP server that does not` +
+      ` write into ${ours} (another pops state folder?)`,
+  );
+  await other.close();
+  fs.rmSync(theirs, { recursive: true, force: true });
+  fs.rmSync(ours, { recursive: true, force: true });
 });
 
 function greeting(port: number): Promise<string> {

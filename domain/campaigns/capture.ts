@@ -25,6 +25,8 @@ export async function startMailCatcher(
   fs.mkdirSync(dir, { recursive: true });
   let n = 0;
   const server = new SMTPServer({
+    // The greeting names the folder, so another pops's catcher is told apart from this one's.
+    banner: bannerOf(dir),
     disabledCommands: ['STARTTLS', 'AUTH'],
     authOptional: true,
     logger: false,
@@ -45,15 +47,20 @@ export async function startMailCatcher(
     });
   } catch (err) {
     if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
-    // Another pops (`npm start`) already catches mail there: send through it, as the other
-    // embedded services are reused. Anything else on the port is refused, naming the variable.
-    if (await answersSmtp(port)) {
-      log.info({ port }, 'a mail catcher already listens on the port; reusing it');
+    // This folder's catcher (another `pops` on the same state folder) is sent through, as the
+    // other embedded services are reused; another folder's would take this folder's mail, and
+    // anything else is no SMTP server: both are refused, naming the variable.
+    const greeting = await smtpGreeting(port);
+    if (greeting?.includes(bannerOf(dir))) {
+      log.info({ port }, "this folder's mail catcher already listens on the port; reusing it");
       return { dir, port, close: async () => undefined };
     }
+    const what = greeting
+      ? `an SMTP server that does not write into ${path.resolve(dir)} (another pops state folder?)`
+      : 'something that is not an SMTP server';
     throw new Error(
-      `POPS_SMTP_CAPTURE_PORT=${port}: the port is taken by something that is not an SMTP` +
-        ' server; set POPS_SMTP_CAPTURE_PORT to a free port, or POPS_SMTP_URL',
+      `POPS_SMTP_CAPTURE_PORT=${port}: the port is taken by ${what};` +
+        ' set POPS_SMTP_CAPTURE_PORT to a free port, or POPS_SMTP_URL',
       { cause: err },
     );
   }
@@ -67,17 +74,25 @@ export async function startMailCatcher(
   return { dir, port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
-/** Whether an SMTP server greets (220) on 127.0.0.1:`port` within a second. */
-function answersSmtp(port: number): Promise<boolean> {
+/** What the catcher of `dir` says in its greeting. */
+function bannerOf(dir: string): string {
+  return `pops mail catcher for ${path.resolve(dir)}`;
+}
+
+/** The greeting of an SMTP server (220) on 127.0.0.1:`port` within a second, else undefined. */
+function smtpGreeting(port: number): Promise<string | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
-    const done = (ok: boolean) => {
+    const done = (greeting: string | undefined) => {
       socket.destroy();
-      resolve(ok);
+      resolve(greeting);
     };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('data', (chunk: Buffer) => done(chunk.toString().startsWith('220')));
-    socket.once('error', () => done(false));
+    socket.setTimeout(1000, () => done(undefined));
+    socket.once('data', (chunk: Buffer) => {
+      const text = chunk.toString();
+      done(text.startsWith('220') ? text : undefined);
+    });
+    socket.once('error', () => done(undefined));
   });
 }
 
