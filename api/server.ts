@@ -112,6 +112,8 @@ export function buildApi(deps: ApiDeps) {
     if (err instanceof ApiError) return send(reply, err.code, err.message);
     if (err instanceof UnmergeRefusal) return send(reply, err.kind, err.message);
     const status = (err as { statusCode?: number }).statusCode;
+    if (status === 413) return send(reply, 'too_large', err.message);
+    if (status === 415) return send(reply, 'unsupported_media_type', err.message);
     if (status && status >= 400 && status < 500) return send(reply, 'validation', err.message);
     if (isUnavailable(err)) {
       return send(reply, 'unavailable', `a backing service is unavailable: ${err.message}`);

@@ -188,6 +188,26 @@ describe('random and malformed requests to every route', () => {
     expect(await tableCounts()).toEqual(before);
   }, 600_000);
 
+  it('a body over the limit answers 413 and a type no route reads 415, in the API shape', async () => {
+    const headers = { authorization: `Bearer ${token}` };
+    const big = await api.inject({
+      method: 'PUT',
+      url: '/v1/consent',
+      headers: { ...headers, 'content-type': 'application/json' },
+      payload: JSON.stringify({ big: 'x'.repeat(2 * 1024 * 1024) }),
+    });
+    expect(big.statusCode).toBe(413);
+    expect(big.json()).toMatchObject({ error: { code: 'too_large' } });
+    const xml = await api.inject({
+      method: 'PUT',
+      url: '/v1/consent',
+      headers: { ...headers, 'content-type': 'application/xml' },
+      payload: '<consent/>',
+    });
+    expect(xml.statusCode).toBe(415);
+    expect(xml.json()).toMatchObject({ error: { code: 'unsupported_media_type' } });
+  });
+
   it('a body nested 5,000 deep and a NUL in each query parameter answer 4xx', async () => {
     await api.inject({
       method: 'GET',
