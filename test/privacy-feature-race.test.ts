@@ -200,6 +200,54 @@ describe("a feature write in flight during a derived table's step", () => {
   }, 120_000);
 });
 
+describe('a deletion started by the earlier order (feature tables first)', () => {
+  it('deletes the feature tables again at its end, as sweep steps', async () => {
+    await insertEvents(h.db.pool, eventsOf('early-user', 6));
+    await materialize(h.db.pool);
+    const { id, tables } = await openDeletion('early-user');
+    // The list an earlier version's privacyStart returned (recorded in its workflow's history).
+    const rest = tables.filter((t) => !FEATURE_TABLES.includes(t));
+    const at = rest.indexOf('exposures') + 1;
+    const earlier = [
+      ...rest.slice(0, at),
+      'feature_online',
+      'feature_values',
+      'feature_tiles',
+      'feature_consistency_mismatches',
+      ...rest.slice(at),
+    ];
+    const counts: Record<string, number> = {};
+    for (const table of earlier) {
+      counts[table] = await deleteTableRows(h.db.pool, id, table);
+      // Between the feature steps and events: the person's features are written back.
+      if (table === 'event_persons') await materialize(h.db.pool);
+    }
+    expect(await onlineLifetime('unresolved:early-user')).toBe(18);
+    const sweep = derivedBeforeEvents(earlier);
+    expect(sweep).toEqual(FEATURE_TABLES);
+    const swept: Record<string, number> = {};
+    for (const table of sweep) {
+      swept[table] = await deleteTableRows(h.db.pool, id, table, { sweep: true });
+    }
+    // A retried sweep step returns its count and deletes nothing more.
+    expect(await deleteTableRows(h.db.pool, id, 'feature_online', { sweep: true })).toBe(1);
+    await finishRequest(h.db.pool, id, counts);
+    // What the materialization wrote back: a tile and a snapshot a day, one online row.
+    expect(swept).toEqual({
+      feature_tiles: 3,
+      feature_values: 3,
+      feature_online: 1,
+      feature_consistency_mismatches: 0,
+    });
+    expect(await featureRows('unresolved:early-user')).toEqual({
+      feature_tiles: 0,
+      feature_values: 0,
+      feature_online: 0,
+      feature_consistency_mismatches: 0,
+    });
+  }, 120_000);
+});
+
 describe('derivedBeforeEvents', () => {
   it('names the feature tables of a list in the earlier order, in derivation order', () => {
     const earlier = [
