@@ -24,6 +24,7 @@ import {
 import { publishOnline } from '../domain/features/online.js';
 import { type FeatureRef, loadDefinitions } from '../domain/features/registry.js';
 import { sourceRowsSql } from '../domain/features/source.js';
+import { lockFeatureWrites } from '../domain/features/write-lock.js';
 import { type ActivityDeps, callerWorkflow, withHeartbeat } from './deps.js';
 
 export interface PlanBackfillInput {
@@ -88,9 +89,18 @@ async function lockDays(
   );
 }
 
-/** Runs `work` in one transaction, heartbeating while it runs. */
+/**
+ * Runs `work` in one transaction, heartbeating while it runs, under the feature write lock
+ * (shared): a deletion's feature step waits for it, so none leaves rows computed from the
+ * person's events behind (domain/features/write-lock.ts).
+ */
 function partitionTransaction<T>(deps: ActivityDeps, work: (c: PoolClient) => Promise<T>) {
-  return withHeartbeat(() => withTransaction(deps.pool, work));
+  return withHeartbeat(() =>
+    withTransaction(deps.pool, async (client) => {
+      await lockFeatureWrites(client);
+      return work(client);
+    }),
+  );
 }
 
 /** Builds the backfill activities. */

@@ -17,6 +17,8 @@ import { type ActivityDeps, withHeartbeat } from './deps.js';
 export interface PrivacyStepInput {
   requestId: string;
   table: string;
+  /** Deletes the table's rows again, as its own step (see derivedBeforeEvents). */
+  sweep?: boolean;
 }
 
 /** Builds the privacy request activities. */
@@ -33,7 +35,9 @@ export function privacyActivities({ pool }: ActivityDeps) {
       withHeartbeat(() => widenAndTombstone(pool, input.requestId)),
     /** Deletes one table's rows of the subject; the count. */
     privacyDeleteTable: (input: PrivacyStepInput): Promise<number> =>
-      withHeartbeat(() => deleteTableRows(pool, input.requestId, input.table)),
+      withHeartbeat(() =>
+        deleteTableRows(pool, input.requestId, input.table, { sweep: input.sweep ?? false }),
+      ),
     /** Adds one table's rows of the subject to the bundle; the count. */
     privacyExportTable: (input: PrivacyStepInput): Promise<number> =>
       withHeartbeat(() => exportTableRows(pool, input.requestId, input.table)),

@@ -11,6 +11,7 @@
 import { patched, proxyActivities, sleep } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { ACTIVITY_RETRY } from '../common/failures.js';
+import { derivedBeforeEvents } from '../domain/privacy/person-tables.js';
 
 // Steps heartbeat: one whose worker died is retried after 10 s, not after its 10 minutes.
 const act = proxyActivities<Activities>({
@@ -50,6 +51,15 @@ export async function deletePersonData(input: PersonDataRequest): Promise<Deleti
     }
     for (const table of tables) {
       counts[table] = await act.privacyDeleteTable({ requestId, table });
+    }
+    // A deletion started by a version that deleted the feature tables before events (its list is
+    // in its history) deletes them again now that their sources are gone: a materialization in
+    // between wrote them back. (Patched: a deletion finished before replays without these steps.)
+    if (patched('privacy-derived-swept')) {
+      for (const table of derivedBeforeEvents(tables)) {
+        counts[table] =
+          (counts[table] ?? 0) + (await act.privacyDeleteTable({ requestId, table, sweep: true }));
+      }
     }
     await act.privacyFinish({ requestId, counts: { ...counts, tombstones } });
   }

@@ -18,6 +18,7 @@ import {
 import type { FeatureDefinition } from './definition.js';
 import { type FeatureValue, offlineAt, type ValuesAt, valuesAt } from './online.js';
 import type { FeatureRef } from './registry.js';
+import { lockFeatureWrites } from './write-lock.js';
 
 /** Floats agree within this share of the larger magnitude; ints and booleans must be equal. */
 export const RELATIVE_TOLERANCE = 1e-9;
@@ -98,6 +99,9 @@ export async function compareSample(
 ): Promise<FeatureCheckFigures> {
   return withTransaction(pool, async (client) => {
     await client.query('set transaction isolation level repeatable read');
+    // Mismatches name entities: the deletion's mismatches step waits for this write to commit
+    // (write-lock.ts), so it deletes what a sample read before feature_online's step wrote.
+    await lockFeatureWrites(client);
     const key = [check.workflowId, check.runId, f.name, f.version];
     const done = await client.query<FiguresRow>(
       `select compared_at, checked, mismatches, mismatched_entities

@@ -49,6 +49,11 @@ export interface PersonTable {
   section: string;
   /** False: not part of an export bundle (earlier bundles). */
   exported?: false;
+  /**
+   * `features`: the rows are computed from other person tables by writers holding the feature
+   * write lock (domain/features/write-lock.ts); the table's deletion step waits for them.
+   */
+  derived?: 'features';
   note?: string;
 }
 
@@ -57,7 +62,10 @@ const c = (column: string, by: PersonKeying, valueColumn?: string): PersonColumn
 
 /**
  * In deletion order: rows that reference others first (outcomes before exposures, event_persons
- * before events, identifiers before persons).
+ * before events, identifiers before persons); rows computed from others last, after their
+ * sources and in the order they are computed (feature tiles from events, snapshots from tiles,
+ * the online store from snapshots, mismatches from the online store): a materialization running
+ * between two steps then finds nothing of the person to compute them from again.
  */
 export const PERSON_TABLES: readonly PersonTable[] = [
   {
@@ -78,30 +86,6 @@ export const PERSON_TABLES: readonly PersonTable[] = [
     columns: [c('person_id', 'person_key')],
     deletion: 'delete',
     section: 'decisions',
-  },
-  {
-    table: 'feature_online',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-  },
-  {
-    table: 'feature_values',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-  },
-  {
-    table: 'feature_tiles',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-  },
-  {
-    table: 'feature_consistency_mismatches',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
   },
   {
     table: 'pit_set_rows',
@@ -218,4 +202,49 @@ export const PERSON_TABLES: readonly PersonTable[] = [
     section: 'identifiers',
   },
   { table: 'persons', columns: [c('id', 'person_id')], deletion: 'delete', section: 'profile' },
+  // Computed from the rows above (events, and any table a SQL-sourced feature reads): after them,
+  // each after the table it is computed from (see the order's comment).
+  {
+    table: 'feature_tiles',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+    derived: 'features',
+  },
+  {
+    table: 'feature_values',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+    derived: 'features',
+  },
+  {
+    table: 'feature_online',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+    derived: 'features',
+  },
+  {
+    table: 'feature_consistency_mismatches',
+    columns: [c('entity_id', 'entity_key')],
+    deletion: 'delete',
+    section: 'features',
+    derived: 'features',
+  },
 ];
+
+/**
+ * The derived tables a deletion's table list (as its workflow recorded it) names before `events`,
+ * in the order of PERSON_TABLES: a deletion started by a version that deleted them first deletes
+ * them again once its sources are gone (workflows/deletePersonData.ts). [] for a list in the
+ * current order.
+ */
+export function derivedBeforeEvents(order: readonly string[]): string[] {
+  const events = order.indexOf('events');
+  if (events < 0) return [];
+  const early = new Set(order.slice(0, events));
+  return PERSON_TABLES.filter((t) => t.derived !== undefined && early.has(t.table)).map(
+    (t) => t.table,
+  );
+}

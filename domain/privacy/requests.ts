@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Pool, type PoolClient, type Queryable, withTransaction } from '../../common/db.js';
 import { appendAuditIn } from '../audit.js';
+import { excludeFeatureWrites } from '../features/write-lock.js';
 import { lockGraph } from '../identity/store.js';
 import { open, SealError } from './fields.js';
 import { identifierHash } from './keys.js';
@@ -200,11 +201,23 @@ export function widenAndTombstone(pool: Pool, requestId: string): Promise<number
   });
 }
 
-/** Deletes one table's rows of the subject, once. */
-export function deleteTableRows(pool: Pool, requestId: string, table: string): Promise<number> {
-  return step(pool, requestId, `delete:${table}`, (client) =>
-    deleteSubjectRows(client, requestId, tableNamed(table)),
-  );
+/**
+ * Deletes one table's rows of the subject, once (`sweep`: a second time, once, as its own step:
+ * see derivedBeforeEvents). A derived table's step first waits for the feature writes in flight
+ * (domain/features/write-lock.ts): a write that read the person's rows before their step commits
+ * before this one reads, and one that starts later no longer finds them.
+ */
+export function deleteTableRows(
+  pool: Pool,
+  requestId: string,
+  table: string,
+  options: { sweep?: boolean } = {},
+): Promise<number> {
+  const t = tableNamed(table);
+  return step(pool, requestId, `${options.sweep ? 'sweep' : 'delete'}:${table}`, async (client) => {
+    if (t.derived === 'features') await excludeFeatureWrites(client);
+    return deleteSubjectRows(client, requestId, t);
+  });
 }
 
 /**
