@@ -149,6 +149,48 @@ describe('tokens', () => {
     await fresh.close();
   });
 
+  it('never gives a name twice, revoked tokens included, also to racing creates', async () => {
+    const first = await createToken(db.pool, { role: 'auditor', name: 'bea', createdBy: 't' });
+    await revokeToken(db.pool, first.id, 't');
+    await expect(
+      createToken(db.pool, { role: 'admin', name: 'bea', createdBy: 't' }),
+    ).rejects.toThrow('name "bea": a revoked token had it');
+    // Eight creates of one new name at once: one wins, on separate connections.
+    const racing = await Promise.allSettled(
+      Array.from({ length: 8 }, () =>
+        createToken(db.pool, { role: 'mlops', name: 'race', createdBy: 't' }),
+      ),
+    );
+    expect(racing.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const { rows } = await db.pool.query<{ name: string; n: number }>(
+      `select name, count(*)::int as n from api_tokens where name in ('bea', 'race')
+        group by name order by name`,
+    );
+    expect(rows).toEqual([
+      { name: 'bea', n: 1 },
+      { name: 'race', n: 1 },
+    ]);
+  });
+
+  it('keeps working a live and a revoked token of one name made before names were unique', async () => {
+    // As migration 0027 leaves them: the older one of the pair marked name_reused.
+    const live = await createToken(db.pool, { role: 'auditor', name: 'old-pair', createdBy: 't' });
+    await db.pool.query(
+      `insert into api_tokens (id, token_sha256, role, name, created_by, revoked_at, revoked_by,
+                               name_reused)
+       values ('pt_oldpair1', repeat('a', 64), 'admin', 'old-pair', 't', now(), 't', true)`,
+    );
+    const ok = await api.inject({
+      method: 'GET',
+      url: '/v1/models',
+      headers: { authorization: `Bearer ${live.token}` },
+    });
+    expect(ok.json()).toEqual({ through: true, actor: 'old-pair' });
+    await expect(
+      createToken(db.pool, { role: 'mlops', name: 'old-pair', createdBy: 't' }),
+    ).rejects.toThrow('name "old-pair": a live token has it');
+  });
+
   it('stores only the sha256 of a token', async () => {
     const created = await createToken(db.pool, { role: 'mlops', name: 'h', createdBy: 't' });
     const { rows } = await db.pool.query(
