@@ -4,6 +4,7 @@ import { registeredRoutes } from '../api/auth.js';
 import { allows, isPublic, ROLES, routeAccess, type Role } from '../api/roles.js';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
+import { migrate } from '../common/migrate.js';
 import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { apiToken } from './auth-support.js';
 import {
@@ -189,6 +190,37 @@ describe('tokens', () => {
     await expect(
       createToken(db.pool, { role: 'mlops', name: 'old-pair', createdBy: 't' }),
     ).rejects.toThrow('name "old-pair": a live token has it');
+  });
+
+  it('migrates a database holding a live and revoked tokens of one name (0027)', async () => {
+    // The database as it was before 0027: names unique among live tokens only.
+    await db.pool.query(`drop index api_tokens_name_once`);
+    await db.pool.query(`alter table api_tokens drop column name_reused`);
+    await db.pool.query(`delete from pops_migrations where name = '0027_token_names_once'`);
+    const row = (id: string, role: string, revoked: boolean, age: number) =>
+      db.pool.query(
+        `insert into api_tokens (id, token_sha256, role, name, created_by, created_at,
+                                 revoked_at, revoked_by)
+         values ($1, repeat($2, 64), $3, 'dup-m', 't', now() - make_interval(days => $4),
+                 case when $5 then now() end, case when $5 then 't' end)`,
+        [id, id.slice(-1), role, age, revoked],
+      );
+    await row('pt_dupm0001', 'admin', true, 3);
+    await row('pt_dupm0002', 'auditor', false, 2);
+    await row('pt_dupm0003', 'mlops', true, 1);
+    expect(await migrate(db.url)).toEqual(['0027_token_names_once']);
+    const { rows } = await db.pool.query<{ id: string; name_reused: boolean }>(
+      `select id, name_reused from api_tokens where name = 'dup-m' order by id`,
+    );
+    // The live one holds the name in the index; the revoked ones stay, marked.
+    expect(rows).toEqual([
+      { id: 'pt_dupm0001', name_reused: true },
+      { id: 'pt_dupm0002', name_reused: false },
+      { id: 'pt_dupm0003', name_reused: true },
+    ]);
+    await expect(
+      createToken(db.pool, { role: 'admin', name: 'dup-m', createdBy: 't' }),
+    ).rejects.toThrow('name "dup-m": a live token has it');
   });
 
   it('stores only the sha256 of a token', async () => {
