@@ -170,9 +170,10 @@ export async function canaryDemo(args: { data?: string | undefined; json: boolea
       trainBackend: rt.config.POPS_TRAIN_BACKEND,
     });
     // The replayed traffic calls the in-process API with a token that lives as long as the demo.
+    // Token names are never reused (the audit names the token), so each demo's has its own.
     const caller = await createToken(rt.pool, {
       role: 'ingest',
-      name: 'canary-demo',
+      name: `canary-demo-${Date.now()}`,
       createdBy: rt.config.POPS_ACTOR,
     });
     try {

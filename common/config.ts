@@ -114,8 +114,18 @@ export const envSchema = z.object({
   /** Messages per second across the pool; 0 is no limit. */
   POPS_SMTP_RATE: z.coerce.number().int().min(0).max(100_000).default(200),
   POPS_SMTP_CAPTURE_PORT: port.default(2525),
-  /** Signs unsubscribe tokens; the default is for a local trial only (docs/campaigns.md). */
-  POPS_UNSUBSCRIBE_SECRET: z.string().min(16).default('pops-local-unsubscribe-secret'),
+  /**
+   * Signs unsubscribe tokens; unset: a random secret kept in <state dir>/keys/unsubscribe.key
+   * (domain/privacy/keys.ts unsubscribeSecret).
+   */
+  POPS_UNSUBSCRIBE_SECRET: optionalText.pipe(
+    z
+      .string()
+      .min(16)
+      // The default of earlier versions is public: tokens signed with it can be forged by anyone.
+      .refine((v) => v !== 'pops-local-unsubscribe-secret', 'is the public default of old versions')
+      .optional(),
+  ),
   /** The From address of notices (sendNotice). */
   POPS_NOTICE_SENDER: z.email().default('notices@pops.local'),
   /** Where recipients reach the API (the base of unsubscribe links). */

@@ -4,6 +4,7 @@ import { registeredRoutes } from '../api/auth.js';
 import { allows, isPublic, ROLES, routeAccess, type Role } from '../api/roles.js';
 import { buildApi } from '../api/server.js';
 import { logger } from '../common/logger.js';
+import { migrate } from '../common/migrate.js';
 import { createToken, revokeToken } from '../domain/privacy/tokens.js';
 import { apiToken } from './auth-support.js';
 import {
@@ -147,6 +148,79 @@ describe('tokens', () => {
     });
     expect(refused.statusCode).toBe(401);
     await fresh.close();
+  });
+
+  it('never gives a name twice, revoked tokens included, also to racing creates', async () => {
+    const first = await createToken(db.pool, { role: 'auditor', name: 'bea', createdBy: 't' });
+    await revokeToken(db.pool, first.id, 't');
+    await expect(
+      createToken(db.pool, { role: 'admin', name: 'bea', createdBy: 't' }),
+    ).rejects.toThrow('name "bea": a revoked token had it');
+    // Eight creates of one new name at once: one wins, on separate connections.
+    const racing = await Promise.allSettled(
+      Array.from({ length: 8 }, () =>
+        createToken(db.pool, { role: 'mlops', name: 'race', createdBy: 't' }),
+      ),
+    );
+    expect(racing.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const { rows } = await db.pool.query<{ name: string; n: number }>(
+      `select name, count(*)::int as n from api_tokens where name in ('bea', 'race')
+        group by name order by name`,
+    );
+    expect(rows).toEqual([
+      { name: 'bea', n: 1 },
+      { name: 'race', n: 1 },
+    ]);
+  });
+
+  it('keeps working a live and a revoked token of one name made before names were unique', async () => {
+    // As migration 0027 leaves them: the older one of the pair marked name_reused.
+    const live = await createToken(db.pool, { role: 'auditor', name: 'old-pair', createdBy: 't' });
+    await db.pool.query(
+      `insert into api_tokens (id, token_sha256, role, name, created_by, revoked_at, revoked_by,
+                               name_reused)
+       values ('pt_oldpair1', repeat('a', 64), 'admin', 'old-pair', 't', now(), 't', true)`,
+    );
+    const ok = await api.inject({
+      method: 'GET',
+      url: '/v1/models',
+      headers: { authorization: `Bearer ${live.token}` },
+    });
+    expect(ok.json()).toEqual({ through: true, actor: 'old-pair' });
+    await expect(
+      createToken(db.pool, { role: 'mlops', name: 'old-pair', createdBy: 't' }),
+    ).rejects.toThrow('name "old-pair": a live token has it');
+  });
+
+  it('migrates a database holding a live and revoked tokens of one name (0027)', async () => {
+    // The database as it was before 0027: names unique among live tokens only.
+    await db.pool.query(`drop index api_tokens_name_once`);
+    await db.pool.query(`alter table api_tokens drop column name_reused`);
+    await db.pool.query(`delete from pops_migrations where name = '0027_token_names_once'`);
+    const row = (id: string, role: string, revoked: boolean, age: number) =>
+      db.pool.query(
+        `insert into api_tokens (id, token_sha256, role, name, created_by, created_at,
+                                 revoked_at, revoked_by)
+         values ($1, repeat($2, 64), $3, 'dup-m', 't', now() - make_interval(days => $4),
+                 case when $5 then now() end, case when $5 then 't' end)`,
+        [id, id.slice(-1), role, age, revoked],
+      );
+    await row('pt_dupm0001', 'admin', true, 3);
+    await row('pt_dupm0002', 'auditor', false, 2);
+    await row('pt_dupm0003', 'mlops', true, 1);
+    expect(await migrate(db.url)).toEqual(['0027_token_names_once']);
+    const { rows } = await db.pool.query<{ id: string; name_reused: boolean }>(
+      `select id, name_reused from api_tokens where name = 'dup-m' order by id`,
+    );
+    // The live one holds the name in the index; the revoked ones stay, marked.
+    expect(rows).toEqual([
+      { id: 'pt_dupm0001', name_reused: true },
+      { id: 'pt_dupm0002', name_reused: false },
+      { id: 'pt_dupm0003', name_reused: true },
+    ]);
+    await expect(
+      createToken(db.pool, { role: 'admin', name: 'dup-m', createdBy: 't' }),
+    ).rejects.toThrow('name "dup-m": a live token has it');
   });
 
   it('stores only the sha256 of a token', async () => {

@@ -1,8 +1,10 @@
+import { createHmac } from 'node:crypto';
 import { DateTime } from 'luxon';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { campaignWorkflowId } from '../domain/campaigns/names.js';
 import { suppressPersons } from '../domain/campaigns/control.js';
 import { signUnsubscribe } from '../domain/campaigns/unsubscribe.js';
+import { unsubscribeSecret } from '../domain/privacy/keys.js';
 import { queueName } from '../common/queues.js';
 import { consentedPersons, recordConsent } from '../domain/privacy/consent.js';
 import type { RunCampaignResult } from '../workflows/runCampaign.js';
@@ -17,9 +19,9 @@ import {
 } from './campaign-support.js';
 
 let smtp: SmtpFixture;
+let SECRET: string;
 let h: Harness;
 const now = new Date();
-const SECRET = 'pops-local-unsubscribe-secret';
 const ids = (prefix: string, n: number) =>
   Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(2, '0')}`);
 
@@ -30,6 +32,8 @@ beforeAll(async () => {
   process.env['POPS_SMTP_MAX_CONNECTIONS'] = '1';
   delete process.env['POPS_UNSUBSCRIBE_SECRET'];
   h = await startHarness('campaign-policy', { api: true });
+  // The secret the served API signs with: with the variable unset, the state dir's random one.
+  SECRET = unsubscribeSecret();
 }, 120_000);
 
 afterAll(async () => {
@@ -304,5 +308,94 @@ describe('one-click unsubscribe after identities move', () => {
       [P + 2],
     );
     expect(await consentedPersons(h.db.pool, [String(P + 2)], 'marketing')).toEqual(new Set());
+  });
+
+  // A token as anyone can make one: the payload and its HMAC under a given secret.
+  const forge = (secret: string, payload: object) => {
+    const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
+    return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+  };
+  const postToken = (token: string) =>
+    fetch(`${h.base}/v1/unsubscribe/${token}`, {
+      method: 'POST',
+      body: 'List-Unsubscribe=One-Click',
+    }).then(async (r) => ({
+      status: r.status,
+      body: (await r.json()) as { error?: { message?: string } },
+    }));
+  const consentRows = async (value: string) =>
+    (
+      await h.db.pool.query<{ purpose: string; granted: boolean }>(
+        `select purpose, granted from consent_events where identifier_value = $1 order by id`,
+        [value],
+      )
+    ).rows;
+
+  it('refuses a token signed with the public default secret of old versions', async () => {
+    await grant('user_id', 'old-secret-u');
+    const token = forge('pops-local-unsubscribe-secret', {
+      p: 'unresolved:old-secret-u',
+      u: 'marketing',
+      c: 'c',
+    });
+    const answer = await postToken(token);
+    expect(answer.status).toBe(404);
+    expect(answer.body.error?.message).toContain('token: is not a valid unsubscribe token');
+    expect(await consentRows('old-secret-u')).toEqual([{ purpose: 'marketing', granted: true }]);
+  });
+
+  it('refuses a genuine token for a purpose its campaign does not unsubscribe from', async () => {
+    await h.db.pool.query(
+      `insert into events (message_id, source, type, event, person_id, user_id, ts)
+       values ('pu-1', 'web', 'track', 'Viewed', 'pu-user', 'pu-user', now())`,
+    );
+    // midrun (the first test) is a marketing campaign; c is no campaign: marketing only.
+    for (const campaign of ['midrun', 'c']) {
+      for (const purpose of ['personalization', 'analytics']) {
+        const token = forge(SECRET, { p: 'unresolved:pu-user', u: purpose, c: campaign });
+        const answer = await postToken(token);
+        expect(answer.status).toBe(404);
+        expect(answer.body.error?.message).toBe(
+          `token: purpose "${purpose}" is not one campaign "${campaign}" can unsubscribe from ` +
+            '(marketing)',
+        );
+      }
+    }
+    expect(await consentRows('pu-user')).toEqual([]);
+    // The campaign's own purpose is still honoured.
+    const token = forge(SECRET, { p: 'unresolved:pu-user', u: 'marketing', c: 'midrun' });
+    expect(await postToken(token)).toEqual({
+      status: 200,
+      body: { unsubscribed: true, purpose: 'marketing', changed: true },
+    });
+    expect(await consentRows('pu-user')).toEqual([{ purpose: 'marketing', granted: false }]);
+  });
+
+  it('writes nothing for a deleted raw id or one pops never held, and says so to nobody', async () => {
+    // A deletion tombstoned the user id ts-gone: the keyed hash of its type and value.
+    const key = Buffer.from(process.env['POPS_PII_HMAC_KEY'] ?? '', 'hex');
+    const hash = createHmac('sha256', key).update('user_id\u0000ts-gone').digest('hex');
+    await h.db.pool.query(
+      `insert into privacy_requests (id, kind, identifier_hash, requested_by, status)
+       values ($1, 'delete', $2, 'test', 'done')`,
+      [`delete-${hash.slice(0, 24)}`, hash],
+    );
+    await h.db.pool.query(
+      'insert into privacy_tombstones (identifier_hash, request_id) values ($1, $2)',
+      [hash, `delete-${hash.slice(0, 24)}`],
+    );
+    for (const raw of ['ts-gone', 'victim-user-42']) {
+      const token = forge(SECRET, { p: `unresolved:${raw}`, u: 'marketing', c: 'c' });
+      expect(await postToken(token)).toEqual({
+        status: 200,
+        body: { unsubscribed: true, purpose: 'marketing', changed: false },
+      });
+      expect(await consentRows(raw)).toEqual([]);
+    }
+    // A graph key naming no person answers the same.
+    expect(await post('987654321')).toEqual({
+      status: 200,
+      body: { unsubscribed: true, purpose: 'marketing', changed: false },
+    });
   });
 });

@@ -85,4 +85,26 @@ describe('POPS_TOKEN', () => {
     );
     expect(rows).toEqual([{ actor: 'ops-ann' }]);
   }, 120_000);
+
+  it('refuses with exit 2 a token name a revoked token had', async () => {
+    const admin = await apiToken(db.pool, 'admin', 'ops-reuse');
+    const first = await pops(
+      ['tokens', 'create', '--role', 'auditor', '--name', 'reused', '--json'],
+      {
+        POPS_TOKEN: admin,
+      },
+    );
+    expect(first.code).toBe(0);
+    const { id } = JSON.parse(first.stdout) as { id: string };
+    expect((await pops(['tokens', 'revoke', id], { POPS_TOKEN: admin })).code).toBe(0);
+    const again = await pops(['tokens', 'create', '--role', 'admin', '--name', 'reused'], {
+      POPS_TOKEN: admin,
+    });
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('name "reused": a revoked token had it');
+    const { rows } = await db.pool.query<{ role: string }>(
+      `select role from api_tokens where name = 'reused'`,
+    );
+    expect(rows).toEqual([{ role: 'auditor' }]);
+  }, 120_000);
 });

@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../common/config.js';
+import { unsubscribeSecret } from '../domain/privacy/keys.js';
 
 describe('configuration from the environment', () => {
   it('uses the embedded defaults when nothing is set', () => {
@@ -38,5 +42,41 @@ describe('configuration from the environment', () => {
   it('rejects an unknown training backend and log level', () => {
     expect(() => loadConfig({ POPS_TRAIN_BACKEND: 'gpu' })).toThrow(/POPS_TRAIN_BACKEND="gpu"/);
     expect(() => loadConfig({ LOG_LEVEL: 'loud' })).toThrow(/LOG_LEVEL="loud"/);
+  });
+});
+
+describe('the unsubscribe secret', () => {
+  const saved = { ...process.env };
+  afterEach(() => {
+    process.env = { ...saved };
+  });
+
+  it('refuses the public default of old versions, naming the variable', () => {
+    expect(() => loadConfig({ POPS_UNSUBSCRIBE_SECRET: 'pops-local-unsubscribe-secret' })).toThrow(
+      'POPS_UNSUBSCRIBE_SECRET="pops-local-unsubscribe-secret": is the public default of old',
+    );
+    expect(() => loadConfig({ POPS_UNSUBSCRIBE_SECRET: 'short' })).toThrow(
+      /POPS_UNSUBSCRIBE_SECRET="short"/,
+    );
+  });
+
+  it('is a random key kept in the state dir when unset: one per installation', () => {
+    delete process.env['POPS_UNSUBSCRIBE_SECRET'];
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-unsub-'));
+    const secrets = ['a', 'b'].map((dir) => {
+      process.env['POPS_STATE_DIR'] = path.join(root, dir);
+      const secret = unsubscribeSecret();
+      const file = path.join(root, dir, 'keys', 'unsubscribe.key');
+      expect(fs.readFileSync(file, 'utf8').trim()).toBe(secret);
+      expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+      // Kept: the next call (another process of the same installation) reads the same one.
+      expect(unsubscribeSecret()).toBe(secret);
+      return secret;
+    });
+    expect(secrets[0]).toMatch(/^[0-9a-f]{64}$/);
+    expect(secrets[0]).not.toBe(secrets[1]);
+    process.env['POPS_UNSUBSCRIBE_SECRET'] = 'a-secret-of-my-own';
+    expect(unsubscribeSecret()).toBe('a-secret-of-my-own');
+    fs.rmSync(root, { recursive: true });
   });
 });

@@ -4,6 +4,7 @@
  * size and rate, and the unsubscribe secret and public base URL.
  */
 import { loadConfig } from '../../common/config.js';
+import { unsubscribeSecret } from '../privacy/keys.js';
 
 /** The settings of the current environment. */
 export function mailSettings() {
@@ -16,7 +17,7 @@ export function mailSettings() {
       ratePerSecond: config.POPS_SMTP_RATE,
     },
     unsubscribe: {
-      secret: config.POPS_UNSUBSCRIBE_SECRET,
+      secret: unsubscribeSecret(),
       baseUrl: config.POPS_PUBLIC_URL ?? `http://${config.POPS_HTTP_HOST}:${config.POPS_HTTP_PORT}`,
     },
   };

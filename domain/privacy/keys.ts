@@ -6,7 +6,9 @@
  * - POPS_PII_HMAC_KEY (64 hex characters) or `<state dir>/keys/pii-hmac.key`;
  * - POPS_FIELD_KEYS (`id:<64 hex>,id:<64 hex>`, the first seals, all open) or
  *   `<state dir>/keys/field-keys.json` (`{"current": id, "keys": {id: hex}}`); rotating adds a key
- *   and makes it current (`pops privacy rotate-key`), old keys keep opening what they sealed.
+ *   and makes it current (`pops privacy rotate-key`), old keys keep opening what they sealed;
+ * - POPS_UNSUBSCRIBE_SECRET (16 characters or more) or `<state dir>/keys/unsubscribe.key`, the
+ *   secret that signs unsubscribe links (domain/campaigns/unsubscribe.ts).
  * Every process of one deployment must see the same keys (same state dir, or the same variables).
  */
 import { createHmac, randomBytes } from 'node:crypto';
@@ -166,6 +168,22 @@ export function rotateFieldKey(): string {
   fs.renameSync(temp, file);
   fieldKeys = undefined;
   return id;
+}
+
+/**
+ * The secret unsubscribe tokens are signed with: POPS_UNSUBSCRIBE_SECRET, else a random one kept
+ * in the state dir. There is no built-in default: a secret shared by every installation would let
+ * anyone sign a token, and the unsubscribe route takes the token as its only credential.
+ */
+export function unsubscribeSecret(): string {
+  const fromEnv = loadConfig().POPS_UNSUBSCRIBE_SECRET;
+  if (fromEnv) return fromEnv;
+  const file = path.join(keysDir(), 'unsubscribe.key');
+  const text = readOrCreate(file, newHexKey).trim();
+  if (!HEX_KEY.test(text)) {
+    throw new Error(`the key file ${file} does not hold 64 hex characters`);
+  }
+  return text;
 }
 
 /** Forgets loaded keys (tests that change the variables). */

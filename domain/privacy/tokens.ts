@@ -48,15 +48,25 @@ export async function createToken(
   }
   const id = `pt_${randomText(6, 8)}`;
   const token = `${id}_${randomText(32, 43)}`;
-  // The name is the actor audit rows record, so two live tokens may not share one.
+  // The name is the actor audit rows record, so it is given once ever (revoked tokens included);
+  // the unique index api_tokens_name_once (migration 0027) decides a race between two inserts.
   const { rowCount } = await db.query(
     `insert into api_tokens (id, token_sha256, role, name, created_by)
-     select $1, $2, $3, $4, $5
-      where not exists (select 1 from api_tokens where name = $4 and revoked_at is null)`,
+     values ($1, $2, $3, $4, $5)
+     on conflict (name) where not name_reused do nothing`,
     [id, sha256(token), input.role, name, input.createdBy],
   );
   if (rowCount === 0) {
-    throw new TokenInputError(`name "${name}": a live token has it (revoke it or pick another)`);
+    const { rows } = await db.query<{ live: boolean }>(
+      'select bool_or(revoked_at is null) as live from api_tokens where name = $1',
+      [name],
+    );
+    throw new TokenInputError(
+      rows[0]?.live
+        ? `name "${name}": a live token has it (names are never reused; pick another)`
+        : `name "${name}": a revoked token had it (names are never reused, so that audit ` +
+          'actors name one token; pick another)',
+    );
   }
   return { id, token, role: input.role as Role, name };
 }
@@ -138,7 +148,12 @@ export async function withEphemeralToken<T>(
   name: string,
   work: (token: string) => Promise<T>,
 ): Promise<T> {
-  const created = await createToken(db, { role, name, createdBy: 'pops' });
+  // A name is never given twice: each run's token has its own.
+  const created = await createToken(db, {
+    role,
+    name: `${name}-${randomText(6, 8)}`,
+    createdBy: 'pops',
+  });
   try {
     return await work(created.token);
   } finally {
