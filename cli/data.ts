@@ -9,7 +9,7 @@ import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { describeModel } from './model-view.js';
 import { parseArgs, print, progressBar, table, UsageError } from './output.js';
-import { openDatabase } from './runtime.js';
+import { configuredIdentityRules, openDatabase } from './runtime.js';
 
 /** Fails as bad input when the path does not exist (before any service starts). */
 function mustExist(what: string, target: string): void {
@@ -63,6 +63,7 @@ export async function importEventsCommand(
     const result = await importEvents(rt.pool, file, {
       ...(source ? { source } : {}),
       consentTraits: consentTraitsFromEnv(rt.config.POPS_CONSENT_TRAITS),
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();

@@ -54,7 +54,10 @@ async function resolveIdentities(rt: Runtime, simulated: boolean): Promise<Ident
     if (!fs.existsSync(file)) {
       simulateSegmentTraffic(file, { people: SIMULATED_PEOPLE, visitors: 40, sharedTablets: 4 });
     }
-    await importEvents(rt.pool, file, { source: SIMULATED_TRAFFIC_SOURCE });
+    await importEvents(rt.pool, file, {
+      source: SIMULATED_TRAFFIC_SOURCE,
+      identityRules: configuredIdentityRules(),
+    });
   }
   const run = await startMergeIdentities(rt.client, rt.prefix, {
     requestedBy: rt.config.POPS_ACTOR,
