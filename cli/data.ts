@@ -34,13 +34,17 @@ export async function importMovieLensCommand(
   try {
     const result = await importMovieLens(rt.pool, dir, {
       ...(source ? { source } : {}),
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();
     print(Boolean(options.json), result, () =>
       [
         `imported source "${result.source}" in ${result.seconds.toFixed(2)} s`,
-        `  ratings: ${result.ratings.read} read, ${result.ratings.inserted} new`,
+        `  ratings: ${result.ratings.read} read, ${result.ratings.inserted} new` +
+          (result.ratings.dropped > 0
+            ? `, ${result.ratings.dropped} of deleted persons dropped`
+            : ''),
         `  movies:  ${result.movies.read} read, ${result.movies.inserted} new`,
       ].join('\n'),
     );

@@ -112,10 +112,16 @@ async function ensureData(
   try {
     const result = await importMovieLens(rt.pool, dir, {
       source,
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     rt.log.info(
-      { source, ratings: result.ratings.inserted, seconds: result.seconds },
+      {
+        source,
+        ratings: result.ratings.inserted,
+        dropped: result.ratings.dropped,
+        seconds: result.seconds,
+      },
       'data imported',
     );
   } finally {

@@ -12,6 +12,7 @@ import { deletePersonData, waitForRequest } from '../client/privacy.js';
 import { normalizeEmail, storedValue } from '../domain/identity/identifiers.js';
 import { identityRulesSchema } from '../domain/identity/rules.js';
 import { messageHashes } from '../domain/privacy/tombstones.js';
+import { importMovieLens } from '../ingest/movielens.js';
 import { createWriteKey } from '../ingest/write-keys.js';
 import { type Harness, startHarness } from './harness.js';
 import { resolveAll } from './identity-support.js';
@@ -53,6 +54,40 @@ const droppedOf = (source: string) =>
     'select coalesce(sum(messages), 0)::int as n from privacy_dropped_messages where source = $1',
     [source],
   );
+
+describe('the MovieLens import of a deleted user', () => {
+  it('drops their ratings, counts them, and a re-import adds nothing', async () => {
+    const dir = path.join(tmp, 'ml-tomb');
+    await fs.mkdir(dir);
+    // User 7701: three ratings; user 7702: one.
+    const ratings = [
+      'userId,movieId,rating,timestamp',
+      '7701,10,4.0,964982703',
+      '7701,20,3.5,964981247',
+      '7701,30,5.0,964981248',
+      '7702,10,0.5,964981249',
+      '',
+    ].join('\n');
+    await fs.writeFile(path.join(dir, 'ratings.csv'), ratings);
+    const first = await importMovieLens(h.db.pool, dir);
+    expect(first.ratings).toEqual({ read: 4, inserted: 4, dropped: 0 });
+    await resolveAll(h.db.pool);
+    await deleteBy('user_id', '7701');
+    expect(await count(`select count(*)::int as n from events where user_id = '7701'`)).toBe(0);
+
+    // The repro: importing the directory again brought the deleted person back.
+    const again = await importMovieLens(h.db.pool, dir);
+    expect(again.ratings).toEqual({ read: 4, inserted: 0, dropped: 3 });
+    expect(await droppedOf('ml-tomb')).toBe(3);
+    expect(await count(`select count(*)::int as n from events where user_id = '7701'`)).toBe(0);
+    const third = await importMovieLens(h.db.pool, dir);
+    expect(third.ratings).toEqual({ read: 4, inserted: 0, dropped: 3 });
+    await resolveAll(h.db.pool);
+    const ids = `select count(*)::int as n from identifiers where type = 'user_id' and value = $1`;
+    expect(await count(ids, ['7701'])).toBe(0);
+    expect(await count(ids, ['7702'])).toBe(1);
+  }, 180_000);
+});
 
 describe('the Segment API after a deletion', () => {
   it('drops a deleted device id, a raw id under the other type, an address with a ZWSP', async () => {
