@@ -39,6 +39,7 @@ import {
 import { authenticateWriteKey, type WriteKeyIdentity } from '../ingest/write-keys.js';
 import { captureFromMessages } from '../domain/privacy/capture.js';
 import { droppedByTombstones } from '../domain/privacy/tombstones.js';
+import { type IdentityRules, identityRulesSchema } from '../domain/identity/rules.js';
 import { type ConsentTraitMap, DEFAULT_CONSENT_TRAITS } from '../domain/privacy/consent-traits.js';
 
 /** What the routes need: the pool they write events to. */
@@ -46,6 +47,8 @@ export interface SegmentRoutesOptions {
   pool: Pool;
   /** Where identify messages carry consent (default: DEFAULT_CONSENT_TRAITS). */
   consentTraits?: ConsentTraitMap;
+  /** The identity rules: what a message's identifiers are, for tombstones (default: built-in). */
+  identityRules?: IdentityRules;
 }
 
 /** Segment's limit on one message: 32 KB of JSON, as sent (before the batch context). */
@@ -65,6 +68,12 @@ interface Received {
   row: EventRow;
   fields: JudgedFields;
   message: unknown;
+}
+
+/** Where identify messages carry consent, and the identity rules (for tombstones). */
+interface IngestSettings {
+  traits: ConsentTraitMap;
+  rules: IdentityRules;
 }
 
 /** A request refused with 400 or 401 and a message saying why. */
@@ -88,13 +97,16 @@ export const segmentRoutes: FastifyPluginAsync<SegmentRoutesOptions> = async (ap
   app.addHook('preParsing', async (request, _reply, payload) => decoded(request, payload));
   const route = { bodyLimit: READ_LIMIT_BYTES };
 
-  const traits = options.consentTraits ?? DEFAULT_CONSENT_TRAITS;
+  const settings = {
+    traits: options.consentTraits ?? DEFAULT_CONSENT_TRAITS,
+    rules: options.identityRules ?? identityRulesSchema.parse({}),
+  };
   app.post('/v1/batch', route, (request, reply) =>
-    ingest(options.pool, traits, request, reply, 'batch'),
+    ingest(options.pool, settings, request, reply, 'batch'),
   );
   for (const type of SINGLE_ROUTES) {
     app.post(`/v1/${type}`, route, (request, reply) =>
-      ingest(options.pool, traits, request, reply, type),
+      ingest(options.pool, settings, request, reply, type),
     );
   }
 };
@@ -124,7 +136,7 @@ function decoded(request: FastifyRequest, payload: NodeJS.ReadableStream) {
 /** Authenticates, checks and stores one request; answers as Segment does. */
 async function ingest(
   pool: Pool,
-  traits: ConsentTraitMap,
+  settings: IngestSettings,
   request: FastifyRequest,
   reply: FastifyReply,
   route: 'batch' | MessageType,
@@ -135,7 +147,13 @@ async function ingest(
     const body = parseBody(raw);
     const key = await authenticate(pool, request.headers.authorization, body);
     const messages = route === 'batch' ? readBatch(body, raw) : [readSingle(body, route, raw)];
-    const { stored, quarantine } = await storeBatch(pool, traits, key.source, receivedAt, messages);
+    const { stored, quarantine } = await storeBatch(
+      pool,
+      settings,
+      key.source,
+      receivedAt,
+      messages,
+    );
     const counts = { writeKey: key.prefix, messages: messages.length, stored };
     request.log.debug({ ...counts, quarantined: quarantine.messages }, 'ingested');
     if (quarantine.messages > 0) {
@@ -325,14 +343,14 @@ function tooLargeBatch(total: number, sizes: readonly number[]): Refusal {
  */
 async function storeBatch(
   pool: Pool,
-  traits: ConsentTraitMap,
+  { traits, rules }: IngestSettings,
   source: string,
   receivedAt: Date,
   received: readonly Received[],
 ): Promise<{ stored: number; quarantine: QuarantineTally }> {
   return withTransaction(pool, async (client) => {
     // Messages of deleted persons are dropped, counted but not kept anywhere.
-    const messages = await droppedByTombstones(client, source, receivedAt, received);
+    const messages = await droppedByTombstones(client, source, receivedAt, received, rules);
     const events = trackEvents(messages.map((m) => m.fields));
     const contracts = await activeContracts(client, source, events);
     const rows: EventRow[] = [];

@@ -224,6 +224,7 @@ export function buildApi(deps: ApiDeps) {
   void app.register(import('./segment.js'), {
     pool: deps.pool,
     ...(deps.consentTraits ? { consentTraits: deps.consentTraits } : {}),
+    ...(deps.identityRules ? { identityRules: deps.identityRules } : {}),
   });
   void app.register(consentRoutes, {
     pool: deps.pool,

@@ -36,6 +36,7 @@ import { createSurface, getSurface } from '../domain/decide/surfaces.js';
 import { EXAMPLE_FEATURES_FILE, loadFeatureFile } from '../domain/features/file.js';
 import { registerFeatures } from '../domain/features/registry.js';
 import { recordConsent } from '../domain/privacy/consent.js';
+import { droppedByTombstones } from '../domain/privacy/tombstones.js';
 import { setEmailAddress } from '../domain/privacy/contacts.js';
 import { configuredIdentityRules, openRuntime, runWorkers, type Runtime } from './runtime.js';
 import { print, UsageError } from './output.js';
@@ -126,9 +127,23 @@ async function simulateReturns(rt: Runtime, fireTime: string): Promise<number> {
     [fireTime],
   );
   const random = mulberry32(8);
+  const returning = rows.filter((r) => random() < (r.status === 'sent' ? 0.3 : 0.2));
+  // A person deleted since the send does not come back: their returns are dropped and counted as
+  // ingestion drops a deleted person's messages.
+  const messages = returning.map((r) => ({
+    r,
+    row: { user_id: r.user_id, anonymous_id: null, previous_id: null },
+    fields: {},
+  }));
+  const kept = await droppedByTombstones(
+    rt.pool,
+    'campaign-demo',
+    new Date(),
+    messages,
+    configuredIdentityRules(),
+  );
   let n = 0;
-  for (const r of rows) {
-    if (random() >= (r.status === 'sent' ? 0.3 : 0.2)) continue;
+  for (const { r } of kept) {
     n++;
     await rt.pool.query(
       `insert into events (message_id, source, type, event, person_id, user_id, ts)

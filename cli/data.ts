@@ -9,7 +9,7 @@ import { importEvents } from '../ingest/events.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { describeModel } from './model-view.js';
 import { parseArgs, print, progressBar, table, UsageError } from './output.js';
-import { openDatabase } from './runtime.js';
+import { configuredIdentityRules, openDatabase } from './runtime.js';
 
 /** Fails as bad input when the path does not exist (before any service starts). */
 function mustExist(what: string, target: string): void {
@@ -34,13 +34,17 @@ export async function importMovieLensCommand(
   try {
     const result = await importMovieLens(rt.pool, dir, {
       ...(source ? { source } : {}),
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();
     print(Boolean(options.json), result, () =>
       [
         `imported source "${result.source}" in ${result.seconds.toFixed(2)} s`,
-        `  ratings: ${result.ratings.read} read, ${result.ratings.inserted} new`,
+        `  ratings: ${result.ratings.read} read, ${result.ratings.inserted} new` +
+          (result.ratings.dropped > 0
+            ? `, ${result.ratings.dropped} of deleted persons dropped`
+            : ''),
         `  movies:  ${result.movies.read} read, ${result.movies.inserted} new`,
       ].join('\n'),
     );
@@ -63,6 +67,7 @@ export async function importEventsCommand(
     const result = await importEvents(rt.pool, file, {
       ...(source ? { source } : {}),
       consentTraits: consentTraitsFromEnv(rt.config.POPS_CONSENT_TRAITS),
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     bar.stop();

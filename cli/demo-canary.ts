@@ -33,7 +33,7 @@ import { simulateMovieLens } from '../domain/simulator.js';
 import { importMovieLens } from '../ingest/movielens.js';
 import { print, UsageError } from './output.js';
 import { approveUpFront, watchRetrain } from './retrain.js';
-import { openRuntime, type Runtime, runWorkers } from './runtime.js';
+import { configuredIdentityRules, openRuntime, type Runtime, runWorkers } from './runtime.js';
 
 const SURFACE = 'canary-demo';
 const RATE = 40;
@@ -76,7 +76,9 @@ async function splitData(rt: Runtime, dataDir: string | undefined) {
     `select count(*)::int as n from events where source = $1 and event = 'rated'`,
     [source],
   );
-  if ((rows[0]?.n ?? 0) === 0) await importMovieLens(rt.pool, before, { source });
+  if ((rows[0]?.n ?? 0) === 0) {
+    await importMovieLens(rt.pool, before, { source, identityRules: configuredIdentityRules() });
+  }
   return { dir, source, holdout, trainUntil };
 }
 

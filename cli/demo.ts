@@ -54,7 +54,10 @@ async function resolveIdentities(rt: Runtime, simulated: boolean): Promise<Ident
     if (!fs.existsSync(file)) {
       simulateSegmentTraffic(file, { people: SIMULATED_PEOPLE, visitors: 40, sharedTablets: 4 });
     }
-    await importEvents(rt.pool, file, { source: SIMULATED_TRAFFIC_SOURCE });
+    await importEvents(rt.pool, file, {
+      source: SIMULATED_TRAFFIC_SOURCE,
+      identityRules: configuredIdentityRules(),
+    });
   }
   const run = await startMergeIdentities(rt.client, rt.prefix, {
     requestedBy: rt.config.POPS_ACTOR,
@@ -109,10 +112,16 @@ async function ensureData(
   try {
     const result = await importMovieLens(rt.pool, dir, {
       source,
+      identityRules: configuredIdentityRules(),
       onProgress: (p) => bar.update(p.bytes, p.totalBytes, { detail: `${p.rows} rows` }),
     });
     rt.log.info(
-      { source, ratings: result.ratings.inserted, seconds: result.seconds },
+      {
+        source,
+        ratings: result.ratings.inserted,
+        dropped: result.ratings.dropped,
+        seconds: result.seconds,
+      },
       'data imported',
     );
   } finally {

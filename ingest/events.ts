@@ -17,7 +17,12 @@ import { judge, QuarantineTally, type ReasonCount } from '../domain/contracts/qu
 import { captureFromMessages, type IngestedMessage } from '../domain/privacy/capture.js';
 import { type ConsentTraitMap, DEFAULT_CONSENT_TRAITS } from '../domain/privacy/consent-traits.js';
 import { sendableEmail } from '../domain/privacy/minimize.js';
-import { dropTombstonedStaged } from '../domain/privacy/tombstones.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
+import {
+  dropTombstonedStaged,
+  hashesLiteral,
+  messageHashes,
+} from '../domain/privacy/tombstones.js';
 import { activeContracts, type ActiveContract } from '../domain/contracts/registry.js';
 import {
   COPY_CHUNK_CHARS,
@@ -46,6 +51,8 @@ export interface EventsImportOptions {
   onProgress?: ProgressListener;
   /** Where identify messages carry consent (POPS_CONSENT_TRAITS); unset: the default. */
   consentTraits?: ConsentTraitMap;
+  /** The identity rules (POPS_IDENTITY_RULES): what a message's identifiers are, for tombstones. */
+  identityRules?: IdentityRules;
 }
 
 /**
@@ -83,6 +90,9 @@ const STAGING_COLUMNS = [
 /** The staging columns of a quarantined message (null for the others), after STAGING_COLUMNS. */
 const QUARANTINE_COLUMNS = ['contract_id', 'reasons', 'message'] as const;
 
+/** The keyed hashes of the message's identifiers (domain/privacy/tombstones.ts), last. */
+const HASHES_COLUMN = 'id_hashes';
+
 /** Imports the NDJSON file of Segment messages at `file` in one transaction. */
 export async function importEvents(
   pool: Pool,
@@ -98,7 +108,7 @@ export async function importEvents(
 
   const traits = options.consentTraits ?? DEFAULT_CONSENT_TRAITS;
   const counts = await withTransaction(pool, (client) => {
-    return copyAndInsert(client, file, source, traits, meter);
+    return copyAndInsert(client, file, source, traits, meter, options.identityRules);
   });
   meter.finish();
   return { source, ...counts, seconds: (performance.now() - started) / 1000 };
@@ -110,6 +120,7 @@ async function copyAndInsert(
   source: string,
   traits: ConsentTraitMap,
   meter: ProgressMeter,
+  rules: IdentityRules | undefined,
 ): Promise<Omit<EventsImportResult, 'source' | 'seconds'>> {
   await client.query(
     `create temp table import_events (
@@ -117,7 +128,7 @@ async function copyAndInsert(
        user_id text, anonymous_id text, previous_id text, item_id text,
        original_timestamp timestamptz not null, sent_at timestamptz,
        properties jsonb not null, traits jsonb, context jsonb,
-       contract_id bigint, reasons jsonb, message jsonb
+       contract_id bigint, reasons jsonb, message jsonb, id_hashes text[] not null
      ) on commit drop`,
   );
   const contracts = await activeContracts(client, source);
@@ -125,11 +136,14 @@ async function copyAndInsert(
   const counter = { rows: 0 };
   // Identify messages and messages with an address: what capture reads after the insert.
   const toCapture: IngestedMessage[] = [];
-  const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally, toCapture);
-  const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS];
+  const stage = (parsed: ParsedLine) => copyRow(parsed, contracts, tally, toCapture, rules);
+  const columns = [...STAGING_COLUMNS, ...QUARANTINE_COLUMNS, HASHES_COLUMN];
   await copyInto(client, 'import_events', columns, messageChunks(file, meter, counter, stage));
   // Messages of deleted persons are not imported (domain/privacy/tombstones.ts).
-  const tombstoned = await dropTombstonedStaged(client, source);
+  const tombstoned = await dropTombstonedStaged(client, source, {
+    table: 'import_events',
+    quarantinable: true,
+  });
   for (const b of tombstoned.breaches) tally.remove(b.event, b.reasons);
   const capture = await stillStaged(client, toCapture);
   const inserted = await client.query(
@@ -264,15 +278,16 @@ function parseMessage(file: string, line: number, raw: string): ParsedLine {
 }
 
 /**
- * One message as a COPY text row of the staging table, columns in STAGING_COLUMNS then
- * QUARANTINE_COLUMNS order; a message that breaks its contract carries the contract, the reasons
- * and itself as read, and is counted in `tally`.
+ * One message as a COPY text row of the staging table, columns in STAGING_COLUMNS, then
+ * QUARANTINE_COLUMNS, then HASHES_COLUMN order; a message that breaks its contract carries the
+ * contract, the reasons and itself as read, and is counted in `tally`.
  */
 function copyRow(
   { message, input, mayHaveEscapes }: ParsedLine,
   contracts: ReadonlyMap<string, ActiveContract>,
   tally: QuarantineTally,
   toCapture: IngestedMessage[],
+  rules: IdentityRules | undefined,
 ): string {
   const row = eventRow(message);
   if (row.type === 'identify' || sendableEmail(message) !== null) {
@@ -288,5 +303,6 @@ function copyRow(
     const kept = storableMessage(input, message, mayHaveEscapes);
     values.push(String(breach.contractId), JSON.stringify(breach.reasons), JSON.stringify(kept));
   }
+  values.push(hashesLiteral(messageHashes({ row, fields: message }, rules)));
   return `${values.map(copyValue).join('\t')}\n`;
 }

@@ -2,12 +2,20 @@
  * Imports a MovieLens directory (`ratings.csv`, optionally `movies.csv`) into `events` and `items`.
  * The files are streamed, checked row by row in Node (so an error names its line), copied into
  * staging tables and moved into the real tables by one statement each, all in one transaction:
- * a bad row anywhere leaves nothing of the import behind. Re-importing adds nothing.
+ * a bad row anywhere leaves nothing of the import behind. Re-importing adds nothing. The ratings
+ * of a deleted person (a user id with a tombstone, domain/privacy/tombstones.ts) are dropped and
+ * counted, as the NDJSON import drops a deleted person's messages.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { CsvError, parse } from 'csv-parse';
 import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
+import type { IdentityRules } from '../domain/identity/rules.js';
+import {
+  dropTombstonedStaged,
+  hashesLiteral,
+  messageHashes,
+} from '../domain/privacy/tombstones.js';
 import {
   COPY_CHUNK_CHARS,
   copyInto,
@@ -25,6 +33,8 @@ export interface MovieLensImportOptions {
   /** Namespaces the rows (events.source, items.source); defaults to the directory's name. */
   source?: string;
   onProgress?: ProgressListener;
+  /** The identity rules (POPS_IDENTITY_RULES): what a user id is checked as, for tombstones. */
+  identityRules?: IdentityRules;
 }
 
 /** Rows read from a file and rows that were new to the database. */
@@ -33,10 +43,15 @@ export interface ImportCounts {
   inserted: number;
 }
 
+/** The ratings' counts, and the rows of deleted persons (a tombstoned user id): not stored. */
+export interface RatingCounts extends ImportCounts {
+  dropped: number;
+}
+
 /** What `importMovieLens` did. */
 export interface MovieLensImportResult {
   source: string;
-  ratings: ImportCounts;
+  ratings: RatingCounts;
   movies: ImportCounts;
   seconds: number;
 }
@@ -97,7 +112,7 @@ export async function importMovieLens(
       moviesSize === null
         ? { read: 0, inserted: 0 }
         : await importMovies(client, moviesFile, source, meter);
-    const ratings = await importRatings(client, ratingsFile, source, meter);
+    const ratings = await importRatings(client, ratingsFile, source, meter, options.identityRules);
     return { movies, ratings };
   });
   meter.finish();
@@ -109,19 +124,25 @@ async function importRatings(
   file: string,
   source: string,
   meter: ProgressMeter,
-): Promise<ImportCounts> {
+  rules: IdentityRules | undefined,
+): Promise<RatingCounts> {
   await client.query(
     `create temp table import_ratings (
        user_id text not null, movie_id text not null, rating double precision not null,
-       ts bigint not null
+       ts bigint not null, id_hashes text[] not null
      ) on commit drop`,
   );
   const read = await copyCsv(client, meter, {
     file,
     columns: RATING_COLUMNS,
-    encode: encodeRating,
+    encode: ratingEncoder(rules),
     staging: 'import_ratings',
-    stagingColumns: ['user_id', 'movie_id', 'rating', 'ts'],
+    stagingColumns: ['user_id', 'movie_id', 'rating', 'ts', 'id_hashes'],
+  });
+  // Ratings of deleted persons are not imported, as the NDJSON import's messages are not.
+  const { dropped } = await dropTombstonedStaged(client, source, {
+    table: 'import_ratings',
+    quarantinable: false,
   });
   const inserted = await client.query(
     `insert into events
@@ -133,7 +154,7 @@ async function importRatings(
      on conflict (message_id) do nothing`,
     [source],
   );
-  return { read, inserted: inserted.rowCount ?? 0 };
+  return { read, inserted: inserted.rowCount ?? 0, dropped };
 }
 
 async function importMovies(
@@ -285,8 +306,32 @@ function checked<C extends string>(
   return value;
 }
 
+/**
+ * The rating encoder; each row carries the keyed hashes of its user id as a message's would be
+ * (domain/privacy/tombstones.ts), computed once per user.
+ */
+function ratingEncoder(rules: IdentityRules | undefined): Encoder<RatingColumn> {
+  const hashes = new Map<string, string>();
+  const hashesOf = (user: string): string => {
+    let literal = hashes.get(user);
+    if (literal === undefined) {
+      const row = { user_id: user, anonymous_id: null, previous_id: null };
+      literal = hashesLiteral(messageHashes({ row, fields: {} }, rules));
+      hashes.set(user, literal);
+    }
+    return literal;
+  };
+  return (file, fields, at, line) => encodeRating(file, fields, at, line, hashesOf);
+}
+
 // Runs 100k+ times per import: a few regex tests and one template string per row.
-const encodeRating: Encoder<RatingColumn> = (file, fields, at, line) => {
+const encodeRating = (
+  file: string,
+  fields: readonly string[],
+  at: Positions<RatingColumn>,
+  line: number,
+  hashesOf: (user: string) => string,
+): string => {
   const user = checked(file, fields, at, line, 'userId', POSITIVE_INTEGER, NOT_POSITIVE);
   const movie = checked(file, fields, at, line, 'movieId', POSITIVE_INTEGER, NOT_POSITIVE);
   const text = checked(file, fields, at, line, 'rating', NO_NUL, HAS_NUL);
@@ -296,7 +341,7 @@ const encodeRating: Encoder<RatingColumn> = (file, fields, at, line) => {
     throw new ImportError(file, line, 'rating', text, 'is not a number between 0.5 and 5');
   }
   const ts = checked(file, fields, at, line, 'timestamp', UNIX_SECONDS, NOT_SECONDS);
-  return `${user}\t${movie}\t${rating}\t${ts}\n`;
+  return `${user}\t${movie}\t${rating}\t${ts}\t${hashesOf(user)}\n`;
 };
 
 const encodeMovie: Encoder<MovieColumn> = (file, fields, at, line) => {

@@ -70,7 +70,7 @@ describe('importing a MovieLens directory', () => {
     const result = await importMovieLens(db.pool, dir);
 
     expect(result.source).toBe('tiny-lens');
-    expect(result.ratings).toEqual({ read: 3, inserted: 3 });
+    expect(result.ratings).toEqual({ read: 3, inserted: 3, dropped: 0 });
     expect(result.movies).toEqual({ read: 2, inserted: 2 });
     const events = await db.pool.query(
       `select message_id, source, type, event, person_id, user_id, anonymous_id, previous_id,
@@ -133,7 +133,7 @@ describe('importing a MovieLens directory', () => {
 
     const again = await importMovieLens(db.pool, dir);
 
-    expect(again.ratings).toEqual({ read: 3, inserted: 0 });
+    expect(again.ratings).toEqual({ read: 3, inserted: 0, dropped: 0 });
     expect(again.movies).toEqual({ read: 2, inserted: 0 });
     expect(await tableCounts()).toEqual(before);
   });
@@ -143,7 +143,7 @@ describe('importing a MovieLens directory', () => {
 
     const result = await importMovieLens(db.pool, dir, { source: 'only' });
 
-    expect(result.ratings).toEqual({ read: 3, inserted: 3 });
+    expect(result.ratings).toEqual({ read: 3, inserted: 3, dropped: 0 });
     expect(result.movies).toEqual({ read: 0, inserted: 0 });
   });
 
@@ -267,7 +267,7 @@ describe('the MovieLens latest-small data set', () => {
     const result = await importMovieLens(db.pool, MOVIELENS_SMALL);
 
     expect(result.source).toBe('movielens-small');
-    expect(result.ratings).toEqual({ read: 100_836, inserted: 100_836 });
+    expect(result.ratings).toEqual({ read: 100_836, inserted: 100_836, dropped: 0 });
     expect(result.movies).toEqual({ read: 9_742, inserted: 9_742 });
     const { rows } = await db.pool.query(
       `select (select count(*) from events

@@ -7,8 +7,9 @@
  * puts traits on track and page calls) as `email`; `traits.phone` and `context.traits.phone` as
  * `phone`; and custom types from their configured path.
  *
- * Normalization: every value is trimmed; emails are also lower-cased and must look like an address
- * (no plus-tag or dot stripping: those would merge mailboxes that may belong to different people);
+ * Normalization: every value is trimmed; emails also lose format characters (U+200B and the like),
+ * are lower-cased and must look like an address (no plus-tag or dot stripping: those would merge
+ * mailboxes that may belong to different people);
  * phone numbers keep their digits and a leading + (00 is read as +) and must have 7 to 15 digits.
  *
  * Minimization: emails and phone numbers are personal data, so the identity tables hold their
@@ -75,13 +76,18 @@ export function junkFilter(blockList: readonly string[]): (value: string) => boo
   };
 }
 
+// Format characters (Unicode Cf: zero-width space and joiners, BOM, bidi marks, soft hyphen) are
+// invisible: left in, `a@b.com` with one would hash apart from the address itself and slip past
+// its tombstone and consent. No mail system reads them as part of an address.
+const FORMAT_CHARACTERS = /\p{Cf}/gu;
+
 /**
- * The normalized form of an email address (Unicode NFC, trimmed, lower-cased), or null when it does
- * not look like one.
+ * The normalized form of an email address (format characters removed, Unicode NFC, trimmed,
+ * lower-cased), or null when it does not look like one.
  */
 export function normalizeEmail(raw: string): string | null {
   if (UNSTORABLE_TEXT.test(raw)) return null;
-  const email = raw.normalize('NFC').trim().toLowerCase();
+  const email = raw.replace(FORMAT_CHARACTERS, '').normalize('NFC').trim().toLowerCase();
   return email.length <= 254 && EMAIL.test(email) ? email : null;
 }
 

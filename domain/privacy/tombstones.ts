@@ -7,73 +7,105 @@
 import type { Queryable } from '../../common/db.js';
 import type { Reason } from '../contracts/check.js';
 import { identifierHash } from './keys.js';
-import { HASHED_TYPES } from '../identity/identifiers.js';
-import { carriesPiiSql, PII_PATHS, piiFieldsSql } from './minimize.js';
-import { storedIdentifier } from './pii.js';
+import { type IdentityEventRow, identifierExtractor } from '../identity/identifiers.js';
+import { type IdentityRules, identityRulesSchema } from '../identity/rules.js';
 
 /** What a message says about who sent it, as far as tombstones go. */
 export interface TombstoneFields {
   row: { user_id: string | null; anonymous_id: string | null; previous_id: string | null };
-  /** The checked message (its traits and context are read). */
+  /** The checked message (its traits, context and properties are read). */
   fields: object;
 }
 
-function at(root: unknown, ...path: string[]): unknown {
-  let current = root;
-  for (const key of path) {
-    if (current === null || typeof current !== 'object') return undefined;
-    current = (current as Record<string, unknown>)[key];
-  }
-  return current;
+const DEFAULT_RULES = identityRulesSchema.parse({});
+// One extractor per rules object: building one compiles the junk filter and hashes the block list.
+const extractors = new WeakMap<IdentityRules, ReturnType<typeof identifierExtractor>>();
+const EPOCH = new Date(0);
+// A raw id may be typed either way: an alias's previous id by the rules, and a sender may put a
+// user id in anonymousId or the reverse; the graph may hold the value under either type.
+const RAW_ID_TYPES: readonly string[] = ['user_id', 'anonymous_id'];
+
+function objectAt(fields: object, key: string): Record<string, unknown> | null {
+  const value = (fields as Record<string, unknown>)[key];
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : null;
 }
 
-/** The keyed hashes of the identifiers a message carries. */
-export function messageHashes(message: TombstoneFields): string[] {
-  const { row, fields } = message;
-  const raw: Array<[string, unknown]> = [
-    ['user_id', row.user_id],
-    ['anonymous_id', row.anonymous_id],
-    // An alias's previous id may be typed either way by the identity rules.
-    ['user_id', row.previous_id],
-    ['anonymous_id', row.previous_id],
-    ...PII_PATHS.map(({ type, path }): [string, unknown] => [type, at(fields, ...path)]),
-  ];
-  const hashes: string[] = [];
-  for (const [type, value] of raw) {
-    if (typeof value !== 'string' && typeof value !== 'number') continue;
-    const stored = storedIdentifier({ type, value: String(value) });
-    if (stored) hashes.push(identifierHash(stored));
+/**
+ * The keyed hashes of the identifiers a message carries: every identifier the identity rules
+ * extract from it (their own extractor, so the two cannot disagree), raw ids under both types.
+ */
+export function messageHashes(
+  message: TombstoneFields,
+  rules: IdentityRules = DEFAULT_RULES,
+): string[] {
+  let extract = extractors.get(rules);
+  if (!extract) {
+    extract = identifierExtractor(rules);
+    extractors.set(rules, extract);
   }
-  return hashes;
+  const { row, fields } = message;
+  const event: IdentityEventRow = {
+    id: 0,
+    messageId: '',
+    ts: EPOCH,
+    userId: row.user_id,
+    anonymousId: row.anonymous_id,
+    previousId: row.previous_id,
+    traits: objectAt(fields, 'traits'),
+    context: objectAt(fields, 'context'),
+    properties: objectAt(fields, 'properties'),
+  };
+  const hashes = new Set<string>();
+  for (const { type, value } of extract(event).identifiers) {
+    const types = RAW_ID_TYPES.includes(type) ? RAW_ID_TYPES : [type];
+    for (const t of types) hashes.add(identifierHash({ type: t, value }));
+  }
+  return [...hashes];
+}
+
+/** The hashes among `hashes` that are tombstones. */
+async function tombstonesAmong(db: Queryable, hashes: readonly string[]): Promise<Set<string>> {
+  if (hashes.length === 0) return new Set();
+  const { rows } = await db.query<{ identifier_hash: string }>(
+    'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
+    [hashes],
+  );
+  return new Set(rows.map((r) => r.identifier_hash));
+}
+
+/** Adds `n` messages of `source` to the day's count of messages dropped by a tombstone. */
+async function countDropped(db: Queryable, source: string, at: Date, n: number): Promise<void> {
+  if (n === 0) return;
+  await db.query(
+    `insert into privacy_dropped_messages (day, source, messages)
+     values (($1::timestamptz at time zone 'UTC')::date, $2, $3)
+     on conflict (day, source) do update
+       set messages = privacy_dropped_messages.messages + excluded.messages`,
+    [at, source, n],
+  );
 }
 
 /**
  * The messages without a tombstoned identifier; the others are counted in
- * privacy_dropped_messages (one query when there is no tombstone at all).
+ * privacy_dropped_messages (one query when there is no tombstone at all, one more for the batch
+ * when there is).
  */
 export async function droppedByTombstones<M extends TombstoneFields>(
   db: Queryable,
   source: string,
   receivedAt: Date,
   messages: readonly M[],
+  rules: IdentityRules = DEFAULT_RULES,
 ): Promise<M[]> {
   const any = await db.query('select 1 from privacy_tombstones limit 1');
   if (any.rowCount === 0) return [...messages];
-  const hashes = messages.map(messageHashes);
-  const { rows } = await db.query<{ identifier_hash: string }>(
-    'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
-    [[...new Set(hashes.flat())]],
-  );
-  const dead = new Set(rows.map((r) => r.identifier_hash));
+  const hashes = messages.map((m) => messageHashes(m, rules));
+  const dead = await tombstonesAmong(db, [...new Set(hashes.flat())]);
   if (dead.size === 0) return [...messages];
   const kept = messages.filter((_, i) => !(hashes[i] ?? []).some((h) => dead.has(h)));
-  await db.query(
-    `insert into privacy_dropped_messages (day, source, messages)
-     values (($1::timestamptz at time zone 'UTC')::date, $2, $3)
-     on conflict (day, source) do update
-       set messages = privacy_dropped_messages.messages + excluded.messages`,
-    [receivedAt, source, messages.length - kept.length],
-  );
+  await countDropped(db, source, receivedAt, messages.length - kept.length);
   return kept;
 }
 
@@ -83,64 +115,48 @@ export interface DroppedBreach {
   reasons: Reason[];
 }
 
+/** A staging table of an import, whose rows carry `id_hashes text[]` (messageHashes). */
+export interface StagedRows {
+  /** The temp table's name (a constant of the importer, never input). */
+  table: string;
+  /** Whether the rows have the `event` and `reasons` (null unless quarantined) columns. */
+  quarantinable: boolean;
+}
+
+/** The array literal of a row's `id_hashes` (keyed hashes are hex: no quoting needed). */
+export function hashesLiteral(hashes: readonly string[]): string {
+  return `{${hashes.join(',')}}`;
+}
+
 /**
- * Deletes the staged rows of an NDJSON import (the temp table `import_events`) that carry a
- * tombstoned identifier; returns how many, and those of them bound for the quarantine. One query
- * when there is no tombstone.
+ * Deletes the staged rows of an import (the NDJSON and MovieLens importers) that carry a
+ * tombstoned identifier, counted in privacy_dropped_messages; returns how many, and those of them
+ * bound for the quarantine. One query when there is no tombstone.
  */
 export async function dropTombstonedStaged(
   db: Queryable,
   source: string,
+  staged: StagedRows,
 ): Promise<{ dropped: number; breaches: DroppedBreach[] }> {
   const none = { dropped: 0, breaches: [] };
   const any = await db.query('select 1 from privacy_tombstones limit 1');
   if (any.rowCount === 0) return none;
-  const { rows } = await db.query<{ type: string; value: string }>(
-    `select distinct t.type, t.value from import_events i
-       cross join lateral (values ('user_id', i.user_id), ('anonymous_id', i.anonymous_id),
-                                  ('user_id', i.previous_id), ('anonymous_id', i.previous_id),
-                                  ${piiFieldsSql('i.')
-                                    .map((f) => `('${f.type}', ${f.sql})`)
-                                    .join(', ')}) as t(type, value)
-      where t.value is not null`,
+  // The tombstones among the staged rows' hashes (a hash semi-join), then the rows of those.
+  const { rows } = await db.query<{ identifier_hash: string }>(
+    `select identifier_hash from privacy_tombstones
+      where identifier_hash in (select unnest(id_hashes) from ${staged.table})`,
   );
-  // Every spelling of each hash (`hank` and `hank ` are one user id): the rows are deleted by
-  // their raw values, so each spelling must be named.
-  const byHash = new Map<string, Array<{ type: string; value: string }>>();
-  for (const row of rows) {
-    const stored = storedIdentifier(row);
-    if (!stored) continue;
-    const hash = identifierHash(stored);
-    byHash.set(hash, [...(byHash.get(hash) ?? []), { type: row.type, value: row.value }]);
-  }
-  const dead = await db.query<{ identifier_hash: string }>(
-    'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
-    [[...byHash.keys()]],
-  );
-  const raw = dead.rows.flatMap((r) => byHash.get(r.identifier_hash) ?? []);
-  if (raw.length === 0) return none;
-  const hashed = (r: { type: string }) => HASHED_TYPES.includes(r.type);
-  const ids = raw.filter((r) => !hashed(r)).map((r) => r.value);
-  // Stored emails and phones (`h1:`, the type inside the hash): one list for both.
-  const pii = raw.filter(hashed).map((r) => r.value);
+  const dead = rows.map((r) => r.identifier_hash);
+  if (dead.length === 0) return none;
+  const returning = staged.quarantinable
+    ? 'event, reasons'
+    : 'null::text as event, null as reasons';
   const deleted = await db.query<{ event: string | null; reasons: Reason[] | null }>(
-    `delete from import_events
-      where user_id = any($1::text[]) or anonymous_id = any($1::text[])
-         or previous_id = any($1::text[])
-         or ${carriesPiiSql(2)}
-     returning event, reasons`,
-    [ids, pii],
+    `delete from ${staged.table} where id_hashes && $1::text[] returning ${returning}`,
+    [dead],
   );
   const n = deleted.rowCount ?? 0;
-  if (n > 0) {
-    await db.query(
-      `insert into privacy_dropped_messages (day, source, messages)
-       values ((now() at time zone 'UTC')::date, $1, $2)
-       on conflict (day, source) do update
-         set messages = privacy_dropped_messages.messages + excluded.messages`,
-      [source, n],
-    );
-  }
+  await countDropped(db, source, new Date(), n);
   const breaches = deleted.rows.flatMap((r) =>
     r.reasons === null ? [] : [{ event: r.event ?? '', reasons: r.reasons }],
   );
