@@ -9,7 +9,7 @@ import type { Reason } from '../contracts/check.js';
 import { identifierHash } from './keys.js';
 import { HASHED_TYPES } from '../identity/identifiers.js';
 import { carriesPiiSql, PII_PATHS, piiFieldsSql } from './minimize.js';
-import { storedIdentifier } from './pii.js';
+import { type IdentifierInput, storedIdentifier } from './pii.js';
 
 /** What a message says about who sent it, as far as tombstones go. */
 export interface TombstoneFields {
@@ -45,6 +45,18 @@ export function messageHashes(message: TombstoneFields): string[] {
     if (stored) hashes.push(identifierHash(stored));
   }
   return hashes;
+}
+
+/**
+ * The keyed hashes of identifiers as tombstones key them (their stored form; a value that cannot
+ * be an identifier is left out): for readers that check privacy_tombstones in a statement of
+ * their own (a decision, a consent write) instead of a query more.
+ */
+export function identifierHashes(identifiers: readonly IdentifierInput[]): string[] {
+  return identifiers.flatMap((identifier) => {
+    const stored = storedIdentifier(identifier);
+    return stored ? [identifierHash(stored)] : [];
+  });
 }
 
 /**
