@@ -765,6 +765,40 @@ describe('a deleted identifier', () => {
   }, 120_000);
 });
 
+describe('consent over the ids of one request', () => {
+  it('counts a withdrawal on the anonymous id sent with a user id not merged yet', async () => {
+    const surface = `both-ids-${suffix}`;
+    await createSurface(surface);
+    const anonymousId = `cookie-zz9-${suffix}`;
+    const userId = `newuser-zz9-${suffix}`;
+    const withdrawn = await call('PUT', '/v1/consent', {
+      identifier: { type: 'anonymous_id', value: anonymousId },
+      purposes: { personalization: false },
+      source: 'banner',
+    });
+    // `changed` says the withdrawal was written (a change).
+    expect(withdrawn).toEqual({ status: 200, body: { changed: { personalization: true } } });
+    const rules = { version: null, arm: 'rules', fallback: 'no-consent' };
+    expect(await decide({ surface, anonymousId, k: 5 })).toMatchObject(rules);
+    const both = await decide({ surface, userId, anonymousId, k: 5 });
+    expect(both).toMatchObject(rules);
+    expect(both.items).toEqual(await mostPopular(5));
+    // The user id alone carries no withdrawal: the model answers.
+    expect(await decide({ surface, userId, k: 5 })).toMatchObject({ version: 1, fallback: null });
+
+    // The latest choice over both ids counts: a grant on the user id after the withdrawal.
+    const granted = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: userId },
+      purposes: { personalization: true },
+    });
+    expect(granted).toEqual({ status: 200, body: { changed: { personalization: true } } });
+    expect(await decide({ surface, userId, anonymousId, k: 5 })).toMatchObject({
+      version: 1,
+      fallback: null,
+    });
+  }, 60_000);
+});
+
 describe('pops surfaces', () => {
   it('creates, shows and sets the mode; bad input exits 2 naming the field and value', async () => {
     const pops = popsRunner(() => ({ DATABASE_URL: h.db.url, POPS_TASK_QUEUE_PREFIX: h.prefix }));

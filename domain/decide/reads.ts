@@ -8,7 +8,9 @@
  *   attributed to the person (through event_persons for a graph person; by events.person_id, not
  *   yet attributed, for an unresolved one);
  * - the person's latest `personalization` consent event over their identifiers (as
- *   domain/privacy/consent.ts reads it), or none (the default then applies);
+ *   domain/privacy/consent.ts reads it), and over the request's ids the graph does not know (the
+ *   next merge joins them to the person: a withdrawal on an anonymous id sent with a user id not
+ *   merged yet counts), or none (the default then applies);
  * - whether a request id is tombstoned (its person was deleted: privacy_tombstones), so that the
  *   decision stores and uses nothing of it.
  * Item features change once a day and are shared by every request, so they are cached per
@@ -110,8 +112,16 @@ export async function readPerson(
                  from r join persons p on p.canonical_id = r.canonical_id
                  join identifiers i on i.person_id = p.id
                union all
-               select t.type, $3 from (values ('user_id'), ('anonymous_id')) as t(type)
-                where not exists (select 1 from r)) ids
+               -- A request id the graph does not know counts as a user and an anonymous id (as
+               -- an unresolved key's raw id does): all of them when none resolved.
+               select t.type, v.value
+                 from (values ($3::text), ($1::text), ($2::text)) as v(value)
+                 cross join (values ('user_id'), ('anonymous_id')) as t(type)
+                where v.value is not null
+                  and (not exists (select 1 from r)
+                       or not exists (select 1 from identifiers u
+                                       where u.value = v.value
+                                         and u.type in ('user_id', 'anonymous_id')))) ids
          join consent_events c on c.identifier_type = ids.type and c.identifier_value = ids.value
         where c.purpose = 'personalization' and c.effective_at <= now()
         order by c.effective_at desc, c.id desc limit 1), 'none'), null, null, null, null
