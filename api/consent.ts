@@ -1,6 +1,7 @@
 /**
  * Consent over HTTP: PUT /v1/consent records a person's choices for one identifier (200 with
- * which purposes changed), GET /v1/consent?type=&value= answers the state per purpose with its
+ * which purposes changed; for a deleted identifier nothing is written and the answer says
+ * `"dropped": "deleted"`, as ingestion accepts and drops its messages), GET /v1/consent?type=&value= answers the state per purpose with its
  * history, and the defaults (applied where a person has no consent event) are read at GET
  * /v1/consent-defaults and set, by an admin, at PUT /v1/consent-defaults/:purpose (marketing
  * cannot default to granted). The history is the record of consent changes; a change of a
@@ -91,6 +92,7 @@ export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (ap
     knownType(body.identifier, 'body', 'identifier.type');
     const actor = actorOf(request, options.actor);
     const changed: Partial<Record<ConsentPurpose, boolean>> = {};
+    let dropped = false;
     // One transaction: the purposes of one request are recorded together or not at all.
     await withTransaction(options.pool, async (client) => {
       for (const purpose of CONSENT_PURPOSES) {
@@ -99,11 +101,12 @@ export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (ap
         const input = { identifier: body.identifier, purpose, granted, source: body.source, actor };
         const result = await recordConsent(client, body.at ? { ...input, at: body.at } : input);
         changed[purpose] = result.changed;
+        dropped ||= result.dropped;
       }
     }).catch((err: unknown) => {
       throw asApiError(err);
     });
-    return { changed };
+    return dropped ? { changed, dropped: 'deleted' } : { changed };
   });
 
   app.get('/v1/consent', async (request) => {

@@ -116,6 +116,9 @@ export const decideRoutes: FastifyPluginAsync<DecideRoutesOptions> = async (app,
           `invalid body: itemId: is not an item of decision ${body.decisionId}` +
             ` (got ${JSON.stringify(body.itemId)}; items: ${result.items.slice(0, 20).join(', ')})`,
         );
+      case 'dropped':
+        // As ingestion answers a message of a deleted identifier: accepted, nothing stored.
+        return reply.status(202).send({ ...body, recorded: false, dropped: 'deleted' });
       case 'recorded':
       case 'duplicate':
         return reply.status(202).send({ ...body, recorded: result.status === 'recorded' });

@@ -680,6 +680,125 @@ describe('POST /v1/outcomes', () => {
   });
 });
 
+/** The k most popular items of the catalog and their popularity: the rules' answer. */
+async function mostPopular(k: number) {
+  const { rows } = await h.db.pool.query<{ item_id: string; n: number }>(
+    `select o.entity_id as item_id, o.vals[2] as n from feature_online o
+      join items i on i.item_id = o.entity_id and i.source = $1
+     where o.name = 'item_popularity' and o.version = 1
+     order by o.vals[2] desc, o.entity_id limit $2`,
+    [source, k],
+  );
+  return rows.map((r) => ({ itemId: r.item_id, score: r.n }));
+}
+
+describe('a deleted identifier', () => {
+  it('gets the rules, logs no exposure naming it, and stores no outcome or consent', async () => {
+    const surface = `deleted-${suffix}`;
+    await createSurface(surface);
+    const userId = '140';
+    const before = await decide({ surface, userId, k: 5 });
+    expect(before).toMatchObject({ version: 1, arm: 'stable', fallback: null });
+    // Written before the deletion starts, so that the deletion finds it.
+    const key = (await exposure(before.decisionId)).person_id;
+
+    const asked = await call('POST', '/v1/privacy/deletions', {
+      identifier: { type: 'user_id', value: userId },
+      reason: 'regression: routes after a deletion',
+    });
+    expect(asked.status).toBe(202);
+    await h.client.workflow.getHandle(String(asked.body['workflowId'])).result();
+
+    const expected = await mostPopular(5);
+    for (const body of [{ userId }, { userId: ` ${userId} `, anonymousId: `fresh-${suffix}` }]) {
+      const after = await decide({ surface, ...body, k: 5 });
+      expect(after).toMatchObject({ version: null, arm: 'rules', fallback: 'identifier-deleted' });
+      expect(after.items).toEqual(expected);
+      expect(after.reason).toBe(
+        "rules: most popular of 100 popular catalog items, because the person's data was deleted",
+      );
+      expect(await exposure(after.decisionId)).toMatchObject({
+        person_id: 'deleted',
+        arm: 'rules',
+        version: null,
+        fallback: 'identifier-deleted',
+      });
+      const outcome = await call('POST', '/v1/outcomes', {
+        decisionId: after.decisionId,
+        itemId: expected[0]?.itemId,
+        type: 'click',
+      });
+      expect(outcome).toMatchObject({ status: 202, body: { recorded: false, dropped: 'deleted' } });
+      const outcomes = await h.db.pool.query(
+        'select count(*)::int as n from outcomes where decision_id = $1',
+        [after.decisionId],
+      );
+      expect(outcomes.rows[0]).toEqual({ n: 0 });
+    }
+    const named = await h.db.pool.query(
+      'select count(*)::int as n from exposures where person_id = $1',
+      [key],
+    );
+    expect(named.rows[0]).toEqual({ n: 0 });
+
+    const consent = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: ` ${userId}` },
+      purposes: { marketing: true, personalization: false },
+      source: 'x',
+    });
+    expect(consent).toEqual({
+      status: 200,
+      body: { changed: { personalization: false, marketing: false }, dropped: 'deleted' },
+    });
+    const events = await h.db.pool.query(
+      `select count(*)::int as n from consent_events
+        where identifier_type = 'user_id' and identifier_value = $1`,
+      [userId],
+    );
+    expect(events.rows[0]).toEqual({ n: 0 });
+    // Another user's consent is written as before.
+    const other = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: `other-${suffix}` },
+      purposes: { marketing: true },
+    });
+    expect(other).toEqual({ status: 200, body: { changed: { marketing: true } } });
+  }, 120_000);
+});
+
+describe('consent over the ids of one request', () => {
+  it('counts a withdrawal on the anonymous id sent with a user id not merged yet', async () => {
+    const surface = `both-ids-${suffix}`;
+    await createSurface(surface);
+    const anonymousId = `cookie-zz9-${suffix}`;
+    const userId = `newuser-zz9-${suffix}`;
+    const withdrawn = await call('PUT', '/v1/consent', {
+      identifier: { type: 'anonymous_id', value: anonymousId },
+      purposes: { personalization: false },
+      source: 'banner',
+    });
+    // `changed` says the withdrawal was written (a change).
+    expect(withdrawn).toEqual({ status: 200, body: { changed: { personalization: true } } });
+    const rules = { version: null, arm: 'rules', fallback: 'no-consent' };
+    expect(await decide({ surface, anonymousId, k: 5 })).toMatchObject(rules);
+    const both = await decide({ surface, userId, anonymousId, k: 5 });
+    expect(both).toMatchObject(rules);
+    expect(both.items).toEqual(await mostPopular(5));
+    // The user id alone carries no withdrawal: the model answers.
+    expect(await decide({ surface, userId, k: 5 })).toMatchObject({ version: 1, fallback: null });
+
+    // The latest choice over both ids counts: a grant on the user id after the withdrawal.
+    const granted = await call('PUT', '/v1/consent', {
+      identifier: { type: 'user_id', value: userId },
+      purposes: { personalization: true },
+    });
+    expect(granted).toEqual({ status: 200, body: { changed: { personalization: true } } });
+    expect(await decide({ surface, userId, anonymousId, k: 5 })).toMatchObject({
+      version: 1,
+      fallback: null,
+    });
+  }, 60_000);
+});
+
 describe('pops surfaces', () => {
   it('creates, shows and sets the mode; bad input exits 2 naming the field and value', async () => {
     const pops = popsRunner(() => ({ DATABASE_URL: h.db.url, POPS_TASK_QUEUE_PREFIX: h.prefix }));

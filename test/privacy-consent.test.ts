@@ -101,10 +101,13 @@ afterAll(async () => {
 describe('consent', () => {
   it('records a change once: the same state again is not a change, and history keeps both', async () => {
     const grant = { ...consent('user_id', 'h1', 'marketing', true), at: T1 };
-    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true });
-    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({ changed: false });
+    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true, dropped: false });
+    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({
+      changed: false,
+      dropped: false,
+    });
     const deny = { ...consent('user_id', 'h1', 'marketing', false), at: T2 };
-    expect(await recordConsent(db.pool, deny)).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, deny)).toEqual({ changed: true, dropped: false });
     const { rows } = await db.pool.query(
       `select granted from consent_events where identifier_value = 'h1' order by effective_at`,
     );
@@ -136,20 +139,29 @@ describe('consent', () => {
     // withdraws again. u1's own latest is already "withdrawn", but the person's is "granted".
     const T3 = new Date('2026-03-01T00:00:00Z');
     const withdraw = consent('user_id', 'u1', 'analytics', false);
-    expect(await recordConsent(db.pool, { ...withdraw, at: T1 })).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, { ...withdraw, at: T1 })).toEqual({
+      changed: true,
+      dropped: false,
+    });
     const grant = consent('anonymous_id', 'a2', 'analytics', true);
-    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, { ...grant, at: T2 })).toEqual({
+      changed: true,
+      dropped: false,
+    });
     expect(await consentedPersons(db.pool, ['1'], 'analytics')).toEqual(new Set(['1']));
-    expect(await recordConsent(db.pool, { ...withdraw, at: T3 })).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, { ...withdraw, at: T3 })).toEqual({
+      changed: true,
+      dropped: false,
+    });
     expect(await consentedPersons(db.pool, ['1'], 'analytics')).toEqual(new Set());
     // Now both the identifier's and the person's latest are "withdrawn": nothing to write.
-    expect(await recordConsent(db.pool, withdraw)).toEqual({ changed: false });
+    expect(await recordConsent(db.pool, withdraw)).toEqual({ changed: false, dropped: false });
   });
 
   it('a choice dated in the future takes effect now, so it cannot undo a later one', async () => {
     const later = new Date(Date.now() + 3_600_000);
     const grant = { ...consent('user_id', 'fut-1', 'marketing', true), at: later };
-    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true });
+    expect(await recordConsent(db.pool, grant)).toEqual({ changed: true, dropped: false });
     const { rows } = await db.pool.query<{ effective_at: Date }>(
       `select effective_at from consent_events where identifier_value = 'fut-1'`,
     );

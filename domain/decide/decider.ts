@@ -17,7 +17,10 @@
  * `personalization` consent (their latest consent event, read in the same statement, or the
  * default,
  * cached for CONSENT_DEFAULT_MS) gets the rules' answer on no arm, with their history left out too
- * (no-consent): the same answer as anyone's.
+ * (no-consent): the same answer as anyone's. A request whose userId or anonymousId is tombstoned
+ * (its person was deleted; checked in the same statement) gets that answer too (identifier-deleted),
+ * and its exposure is logged under DELETED_PERSON, not the id: the rollout still counts the
+ * decision, and nothing stored names the deleted person (an outcome of it stores nothing).
  *
  * Propagation: every POLL_MS (200 ms) the server reads every surface's generation and reloads a
  * surface whose generation moved. A routing table is trusted for MAX_ROUTING_AGE_MS (1 s) after the
@@ -34,7 +37,7 @@ import type { FeatureDefinition } from '../features/definition.js';
 import { type FeatureValue, type Snapshot, valuesAt } from '../features/online.js';
 import type { BackendPreference } from '../ml/backend.js';
 import { bucketOf, routeOf } from './bucket.js';
-import { type Arm, ExposureBuffer } from './exposures.js';
+import { type Arm, DELETED_CAUSE, DELETED_PERSON, ExposureBuffer } from './exposures.js';
 import { type LoadedModel, ModelCache, ServingUnavailable } from './models.js';
 import {
   CATALOG_CACHE_MS,
@@ -66,6 +69,7 @@ export const FALLBACK_CAUSES = [
   'features-unavailable',
   'scoring-error',
   'no-consent',
+  DELETED_CAUSE,
 ] as const;
 export type FallbackCause = (typeof FALLBACK_CAUSES)[number];
 
@@ -192,14 +196,20 @@ export class Decider {
       personItemFeatures: featuresOf(columns, 'person_item'),
       candidates,
     });
-    const consented = read.personalization ?? (await this.personalizationDefault());
+    // A deleted id personalizes nothing, whatever its consent said.
+    const consented =
+      !read.deleted && (read.personalization ?? (await this.personalizationDefault()));
     // Without consent the person's history does not shape the answer either.
     const remaining = consented ? candidates.filter((c) => !read.consumed.has(c)) : candidates;
     const excluded = candidates.length - remaining.length;
 
     const bucketed = routed && consented;
     const route = bucketed ? routeOf(surface.routes, bucketOf(surface.salt, read.key)) : undefined;
-    let cause: FallbackCause | null = consented ? modeCause(surface, trusted) : 'no-consent';
+    let cause: FallbackCause | null = read.deleted
+      ? DELETED_CAUSE
+      : consented
+        ? modeCause(surface, trusted)
+        : 'no-consent';
     let error = false;
     let answer: Array<{ itemId: string; score: number }> = [];
     const slot = route ? loaded.get(route.version) : undefined;
@@ -235,7 +245,7 @@ export class Decider {
     this.exposures.add({
       decisionId: decision.decisionId,
       surface: surface.name,
-      personId: read.key,
+      personId: read.deleted ? DELETED_PERSON : read.key,
       version: decision.version,
       arm: decision.arm,
       generation: surface.generation,
@@ -526,6 +536,7 @@ const CAUSE_TEXT: Record<FallbackCause, string> = {
   'features-unavailable': "the routed model's features are not available",
   'scoring-error': 'the routed model failed to score',
   'no-consent': 'the person has not consented to personalization',
+  [DELETED_CAUSE]: "the person's data was deleted",
 };
 
 function reasonOf(
@@ -537,7 +548,10 @@ function reasonOf(
 ): string {
   const pool = `${candidates} ${given ? 'given candidates' : 'popular catalog items'}`;
   const without = `${excluded} already rated excluded`;
-  if (cause === 'no-consent') return `rules: most popular of ${pool}, because ${CAUSE_TEXT[cause]}`;
+  // The person's history was not read into the answer: nothing was excluded.
+  if (cause === 'no-consent' || cause === DELETED_CAUSE) {
+    return `rules: most popular of ${pool}, because ${CAUSE_TEXT[cause]}`;
+  }
   if (cause) return `rules: most popular of ${pool}, ${without}, because ${CAUSE_TEXT[cause]}`;
   return `model v${route?.version} (${route?.role}) ranked ${pool}, ${without}`;
 }

@@ -15,6 +15,7 @@
  * Outcomes: an outcome names a decision; one still buffered in this process is flushed first,
  * so its outcome is never refused as unknown. A decision made by another process that has not
  * flushed yet is waited for once (one flush interval and a margin) before it counts as unknown.
+ * An outcome of a decision for a deleted identifier (fallback DELETED_CAUSE) stores nothing.
  */
 import type { Pool, Queryable } from '../../common/db.js';
 import type { Logger } from '../../common/logger.js';
@@ -29,6 +30,14 @@ export const MAX_BUFFERED_ROWS = 200_000;
 const RETRY_AFTER_MS = 1000;
 
 export type Arm = 'stable' | 'canary' | 'rules';
+
+/** The fallback of a decision whose request named a tombstoned (deleted) identifier. */
+export const DELETED_CAUSE = 'identifier-deleted';
+/**
+ * The person id such a decision's exposure is logged under: no person key is spelled so, and it
+ * names no one, so the row counts for the rollout without tying anything to the deleted id.
+ */
+export const DELETED_PERSON = 'deleted';
 
 /** One decision served, as exposures stores it. */
 export interface Exposure {
@@ -53,6 +62,8 @@ export type OutcomeType = (typeof OUTCOME_TYPES)[number];
 /** What recording an outcome found. */
 export type OutcomeResult =
   | { status: 'recorded' | 'duplicate' }
+  /** The decision was for a deleted identifier: nothing is stored. */
+  | { status: 'dropped' }
   | { status: 'unknown-decision' }
   | { status: 'unknown-item'; items: string[] };
 
@@ -238,18 +249,25 @@ async function insertOutcome(
   db: Queryable,
   o: { decisionId: string; itemId: string; type: OutcomeType },
 ): Promise<OutcomeResult> {
-  const { rows } = await db.query<{ items: string[] | null; inserted: number }>(
-    `with d as (select decision_id, items from exposures where decision_id = $1::uuid),
+  const { rows } = await db.query<{
+    items: string[] | null;
+    deleted: boolean;
+    inserted: number;
+  }>(
+    `with d as (select decision_id, items, fallback is not distinct from $4 as deleted
+                  from exposures where decision_id = $1::uuid),
           ins as (
             insert into outcomes (decision_id, item_id, type)
-            select decision_id, $2, $3 from d where $2 = any(d.items)
+            select decision_id, $2, $3 from d where $2 = any(d.items) and not d.deleted
             on conflict (decision_id, item_id, type) do nothing
             returning 1)
-     select (select items from d) as items, (select count(*) from ins)::int as inserted`,
-    [o.decisionId, o.itemId, o.type],
+     select (select items from d) as items, coalesce((select deleted from d), false) as deleted,
+            (select count(*) from ins)::int as inserted`,
+    [o.decisionId, o.itemId, o.type, DELETED_CAUSE],
   );
   const row = rows[0];
   if (!row?.items) return { status: 'unknown-decision' };
+  if (row.deleted) return { status: 'dropped' };
   if (!row.items.includes(o.itemId)) return { status: 'unknown-item', items: row.items };
   return { status: row.inserted > 0 ? 'recorded' : 'duplicate' };
 }

@@ -8,7 +8,11 @@
  *   attributed to the person (through event_persons for a graph person; by events.person_id, not
  *   yet attributed, for an unresolved one);
  * - the person's latest `personalization` consent event over their identifiers (as
- *   domain/privacy/consent.ts reads it), or none (the default then applies).
+ *   domain/privacy/consent.ts reads it), and over the request's ids the graph does not know (the
+ *   next merge joins them to the person: a withdrawal on an anonymous id sent with a user id not
+ *   merged yet counts), or none (the default then applies);
+ * - whether a request id is tombstoned (its person was deleted: privacy_tombstones), so that the
+ *   decision stores and uses nothing of it.
  * Item features change once a day and are shared by every request, so they are cached per
  * process for ITEM_CACHE_MS; the catalog's popular items (the default candidates and the rules'
  * answer) for CATALOG_CACHE_MS.
@@ -16,6 +20,7 @@
 import type { Queryable } from '../../common/db.js';
 import type { FeatureDefinition } from '../features/definition.js';
 import type { Snapshot } from '../features/online.js';
+import { identifierHashes } from '../privacy/tombstones.js';
 
 /**
  * How long an item's online values are served from memory. Item snapshots are daily (and
@@ -47,10 +52,12 @@ export interface PersonRead {
   consumed: Set<string>;
   /** The latest personalization consent event's choice; null when there is none. */
   personalization: boolean | null;
+  /** A request id is tombstoned: its person was deleted. */
+  deleted: boolean;
 }
 
 interface PersonRow {
-  kind: 'k' | 'p' | 'x' | 'c' | 'g';
+  kind: 'k' | 'p' | 'x' | 'c' | 'g' | 't';
   id: string;
   name: string | null;
   version: number | null;
@@ -71,6 +78,12 @@ export async function readPerson(
   },
 ): Promise<PersonRead> {
   const raw = input.userId ?? input.anonymousId ?? '';
+  const ids = [
+    ...(input.userId === undefined ? [] : [{ type: 'user_id', value: input.userId }]),
+    ...(input.anonymousId === undefined
+      ? []
+      : [{ type: 'anonymous_id', value: input.anonymousId }]),
+  ];
   const { rows } = await db.query<PersonRow>({
     name: 'pops-decide-person',
     text: `with r as (
@@ -99,11 +112,22 @@ export async function readPerson(
                  from r join persons p on p.canonical_id = r.canonical_id
                  join identifiers i on i.person_id = p.id
                union all
-               select t.type, $3 from (values ('user_id'), ('anonymous_id')) as t(type)
-                where not exists (select 1 from r)) ids
+               -- A request id the graph does not know counts as a user and an anonymous id (as
+               -- an unresolved key's raw id does): all of them when none resolved.
+               select t.type, v.value
+                 from (values ($3::text), ($1::text), ($2::text)) as v(value)
+                 cross join (values ('user_id'), ('anonymous_id')) as t(type)
+                where v.value is not null
+                  and (not exists (select 1 from r)
+                       or not exists (select 1 from identifiers u
+                                       where u.value = v.value
+                                         and u.type in ('user_id', 'anonymous_id')))) ids
          join consent_events c on c.identifier_type = ids.type and c.identifier_value = ids.value
         where c.purpose = 'personalization' and c.effective_at <= now()
         order by c.effective_at desc, c.id desc limit 1), 'none'), null, null, null, null
+     union all
+     select 't', null, null, null, null, null
+      where exists (select 1 from privacy_tombstones where identifier_hash = any($10::text[]))
      union all
      select 'p', o.entity_id, o.name, o.version, (extract(epoch from o.ts) * 1000)::float8, o.vals
        from unnest($4::text[], $5::int[]) as f(name, version)
@@ -138,6 +162,7 @@ export async function readPerson(
       input.personItemFeatures.map((f) => f.version),
       input.candidates,
       input.source,
+      identifierHashes(ids),
     ],
   });
   const read: PersonRead = {
@@ -146,14 +171,18 @@ export async function readPerson(
     personItem: new Map(),
     consumed: new Set(),
     personalization: null,
+    deleted: false,
   };
-  for (const row of rows) if (row.kind === 'k') read.key = row.id;
+  for (const row of rows) {
+    if (row.kind === 'k') read.key = row.id;
+    if (row.kind === 't') read.deleted = true;
+  }
   for (const row of rows) {
     if (row.kind === 'g' && row.id !== 'none') read.personalization = row.id === 'true';
   }
   for (const row of rows) {
     if (row.kind === 'c') read.consumed.add(row.id);
-    if (row.kind === 'k' || row.kind === 'c' || row.kind === 'g') continue;
+    if (row.kind === 'k' || row.kind === 'c' || row.kind === 'g' || row.kind === 't') continue;
     if (row.ts_ms === null || !row.vals || row.name === null || row.version === null) continue;
     const snapshot = { ts: new Date(row.ts_ms), vals: row.vals };
     const feature = `${row.name}@${row.version}`;

@@ -6,6 +6,7 @@
  * spells them: the canonical person id as text, or `unresolved:<user or anonymous id>`.
  */
 import type { Queryable } from '../../common/db.js';
+import { identifierHash } from './keys.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
 
 export const CONSENT_PURPOSES = ['personalization', 'marketing', 'analytics'] as const;
@@ -30,19 +31,20 @@ export interface ConsentInput {
  * and its person's (the latest over all their identifiers), at or before `at`, are already
  * `granted`, nothing is written and `changed` is false. The person's state counts too: a
  * withdrawal on a user id must be written when the person granted on their email after the user
- * id's own last withdrawal.
+ * id's own last withdrawal. A tombstoned identifier (its person was deleted) gets nothing written:
+ * `dropped` is true, as ingestion drops a message carrying one.
  */
 export async function recordConsent(
   db: Queryable,
   input: ConsentInput,
-): Promise<{ changed: boolean }> {
+): Promise<{ changed: boolean; dropped: boolean }> {
   const id = storedOrRefused(input.identifier);
   // A choice takes effect now at the latest: a future one would silently undo later choices.
   const now = new Date();
   const at = input.at && input.at < now ? input.at : now;
   // One statement: the comparison and the insert see the same snapshot, and a concurrent repeat
   // at worst writes the same state twice (which changes no answer).
-  const { rowCount } = await db.query(
+  const { rows } = await db.query<{ inserted: number; dropped: boolean }>(
     `with ids as (${keyIdentifiersSql(`array[(${personKeySql('$1', '$2')})]`)}
                   union all select '', $1, $2),
      latest as (
@@ -52,15 +54,30 @@ export async function recordConsent(
               row_number() over (order by c.effective_at desc, c.id desc) as person_rank
          from consent_events c
         where (c.identifier_type, c.identifier_value) in (select type, value from ids)
-          and c.purpose = $3 and c.effective_at <= $7)
-     insert into consent_events
-       (identifier_type, identifier_value, purpose, granted, source, actor, effective_at)
-     select $1, $2, $3, $4, $5, $6, $7
-      where (select granted from latest where own and own_rank = 1) is distinct from $4
-         or (select granted from latest where person_rank = 1) is distinct from $4`,
-    [id.type, id.value, input.purpose, input.granted, input.source, input.actor, at],
+          and c.purpose = $3 and c.effective_at <= $7),
+     dead as (select exists (select 1 from privacy_tombstones where identifier_hash = $8) as dead),
+     ins as (
+       insert into consent_events
+         (identifier_type, identifier_value, purpose, granted, source, actor, effective_at)
+       select $1, $2, $3, $4, $5, $6, $7
+        where not (select dead from dead)
+          and ((select granted from latest where own and own_rank = 1) is distinct from $4
+               or (select granted from latest where person_rank = 1) is distinct from $4)
+       returning 1)
+     select (select count(*) from ins)::int as inserted, (select dead from dead) as dropped`,
+    [
+      id.type,
+      id.value,
+      input.purpose,
+      input.granted,
+      input.source,
+      input.actor,
+      at,
+      identifierHash(id),
+    ],
   );
-  return { changed: (rowCount ?? 0) > 0 };
+  const row = rows[0];
+  return { changed: (row?.inserted ?? 0) > 0, dropped: row?.dropped ?? false };
 }
 
 /**

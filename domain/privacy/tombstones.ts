@@ -9,6 +9,7 @@ import type { Reason } from '../contracts/check.js';
 import { identifierHash } from './keys.js';
 import { type IdentityEventRow, identifierExtractor } from '../identity/identifiers.js';
 import { type IdentityRules, identityRulesSchema } from '../identity/rules.js';
+import { type IdentifierInput, storedIdentifier } from './pii.js';
 
 /** What a message says about who sent it, as far as tombstones go. */
 export interface TombstoneFields {
@@ -85,6 +86,18 @@ async function countDropped(db: Queryable, source: string, at: Date, n: number):
        set messages = privacy_dropped_messages.messages + excluded.messages`,
     [at, source, n],
   );
+}
+
+/**
+ * The keyed hashes of identifiers as tombstones key them (their stored form; a value that cannot
+ * be an identifier is left out): for readers that check privacy_tombstones in a statement of
+ * their own (a decision, a consent write) instead of a query more.
+ */
+export function identifierHashes(identifiers: readonly IdentifierInput[]): string[] {
+  return identifiers.flatMap((identifier) => {
+    const stored = storedIdentifier(identifier);
+    return stored ? [identifierHash(stored)] : [];
+  });
 }
 
 /**
