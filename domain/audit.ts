@@ -187,9 +187,6 @@ export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<Verif
       if (row.seq !== expectedSeq) {
         return { ok: false, rows, seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
       }
-      if (raw.sub_ms) {
-        return { ok: false, rows, seq: row.seq, reason: 'at was changed below the millisecond' };
-      }
       if (row.prevHash !== prevHash) {
         return {
           ok: false,
@@ -200,6 +197,9 @@ export async function verifyAudit(db: Queryable, pageSize = 5000): Promise<Verif
       }
       if (auditHash(prevHash, row) !== row.hash) {
         return { ok: false, rows, seq: row.seq, reason: 'hash does not match the row contents' };
+      }
+      if (raw.sub_ms) {
+        return { ok: false, rows, seq: row.seq, reason: 'at was changed below the millisecond' };
       }
       prevHash = row.hash;
       expectedSeq += 1;
