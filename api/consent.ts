@@ -1,11 +1,12 @@
 /**
  * Consent over HTTP: PUT /v1/consent records a person's choices for one identifier (200 with
  * which purposes changed; for a deleted identifier nothing is written and the answer says
- * `"dropped": "deleted"`, as ingestion accepts and drops its messages), GET /v1/consent?type=&value= answers the state per purpose with its
- * history, and the defaults (applied where a person has no consent event) are read at GET
- * /v1/consent-defaults and set, by an admin, at PUT /v1/consent-defaults/:purpose (marketing
- * cannot default to granted). The history is the record of consent changes; a change of a
- * default is also audited. Registered by api/server.ts as a plugin.
+ * `"dropped": "deleted"`, as ingestion accepts and drops its messages), GET
+ * /v1/consent?type=&value= answers the state per purpose with its history, and the defaults
+ * (applied where a person has no consent event) are read at GET /v1/consent-defaults and set, by
+ * an admin, at PUT /v1/consent-defaults/:purpose (marketing cannot default to granted). The
+ * history is the record of consent changes; a change of a default is also audited. Registered by
+ * api/server.ts as a plugin.
  */
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';

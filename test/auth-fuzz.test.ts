@@ -188,7 +188,7 @@ describe('random and malformed requests to every route', () => {
     expect(await tableCounts()).toEqual(before);
   }, 600_000);
 
-  it('a body over the limit answers 413 and a type no route reads 415, in the API shape', async () => {
+  it('answers 413 to a body over the limit and 415 to a type no route reads', async () => {
     const headers = { authorization: `Bearer ${token}` };
     const big = await api.inject({
       method: 'PUT',

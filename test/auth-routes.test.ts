@@ -173,7 +173,7 @@ describe('tokens', () => {
     ]);
   });
 
-  it('keeps working a live and a revoked token of one name made before names were unique', async () => {
+  it('keeps a live and a revoked token of one name from before names were unique', async () => {
     // As migration 0027 leaves them: the older one of the pair marked name_reused.
     const live = await createToken(db.pool, { role: 'auditor', name: 'old-pair', createdBy: 't' });
     await db.pool.query(

@@ -371,7 +371,7 @@ describe('one-click unsubscribe after identities move', () => {
     expect(await consentRows('pu-user')).toEqual([{ purpose: 'marketing', granted: false }]);
   });
 
-  it('writes nothing for a deleted raw id or one pops never held, and says so to nobody', async () => {
+  it('writes nothing for a deleted or never-held raw id, and tells no one', async () => {
     // A deletion tombstoned the user id ts-gone: the keyed hash of its type and value.
     const key = Buffer.from(process.env['POPS_PII_HMAC_KEY'] ?? '', 'hex');
     const hash = createHmac('sha256', key).update('user_id\u0000ts-gone').digest('hex');

@@ -90,7 +90,7 @@ describe('the MovieLens import of a deleted user', () => {
 });
 
 describe('the Segment API after a deletion', () => {
-  it('drops a deleted device id, a raw id under the other type, an address with a ZWSP', async () => {
+  it('drops a deleted device id, a raw id of the other type, an email with a ZWSP', async () => {
     const email = 'alice.smith@example.com';
     await postBatch(h.base, writeKey, [
       {

@@ -36,7 +36,7 @@ it('prints an admin token once, also after a demo made a token of its own', asyn
   expect(await bootstrapAdminToken(db.pool, 'http://127.0.0.1:8080')).toBeNull();
 });
 
-it("reuses its folder's mail catcher on the port, and names the variable for anything else", async () => {
+it("reuses its own folder's mail catcher, and names the variable for anything else", async () => {
   const log = logger('silent');
   const dir = path.join(os.tmpdir(), `pops-catcher-${process.pid}`);
   const first = await startMailCatcher(dir, await freePort(), log);
