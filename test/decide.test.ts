@@ -710,7 +710,13 @@ describe('a deleted identifier', () => {
     await h.client.workflow.getHandle(String(asked.body['workflowId'])).result();
 
     const expected = await mostPopular(5);
-    for (const body of [{ userId }, { userId: ` ${userId} `, anonymousId: `fresh-${suffix}` }]) {
+    // The deleted user id alone, padded beside a new cookie, and sent as an anonymous id.
+    const bodies = [
+      { userId },
+      { userId: ` ${userId} `, anonymousId: `fresh-${suffix}` },
+      { anonymousId: userId },
+    ];
+    for (const body of bodies) {
       const after = await decide({ surface, ...body, k: 5 });
       expect(after).toMatchObject({ version: null, arm: 'rules', fallback: 'identifier-deleted' });
       expect(after.items).toEqual(expected);

@@ -22,6 +22,8 @@ import type { FeatureDefinition } from '../features/definition.js';
 import type { Snapshot } from '../features/online.js';
 import { identifierHashes } from '../privacy/tombstones.js';
 
+const RAW_ID_TYPES = ['user_id', 'anonymous_id'] as const;
+
 /**
  * How long an item's online values are served from memory. Item snapshots are daily (and
  * materialized every 15 minutes by default), so a minute behind the store costs nothing.
@@ -78,12 +80,11 @@ export async function readPerson(
   },
 ): Promise<PersonRead> {
   const raw = input.userId ?? input.anonymousId ?? '';
-  const ids = [
-    ...(input.userId === undefined ? [] : [{ type: 'user_id', value: input.userId }]),
-    ...(input.anonymousId === undefined
-      ? []
-      : [{ type: 'anonymous_id', value: input.anonymousId }]),
-  ];
+  // Each id under both raw types, as ingestion checks tombstones: a sender may put a user id in
+  // anonymousId, and an alias's previous id is tombstoned as the type the graph gave it.
+  const ids = [input.userId, input.anonymousId]
+    .filter((value) => value !== undefined)
+    .flatMap((value) => RAW_ID_TYPES.map((type) => ({ type, value })));
   const { rows } = await db.query<PersonRow>({
     name: 'pops-decide-person',
     text: `with r as (
