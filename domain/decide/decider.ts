@@ -14,12 +14,12 @@
  * trust, when the routed version cannot be loaded (model-unavailable) or its features cannot be
  * read (features-unavailable), or when scoring fails (scoring-error, error = true). A person
  * without `personalization` consent (their latest consent event, read in the same statement, or
- * the default, cached for CONSENT_DEFAULT_MS) gets the rules' answer (the rules arm), with their history
- * left out too (no-consent): the same answer as anyone's. A request whose userId or anonymousId
- * is tombstoned (its person was deleted; checked in the same statement) gets that answer too
- * (identifier-deleted), and its exposure is logged under DELETED_PERSON, not the id: the rollout
- * still counts the decision, and nothing stored names the deleted person (an outcome of it
- * stores nothing).
+ * the default, cached for CONSENT_DEFAULT_MS) gets the rules' answer (rules arm), with their
+ * history left out too (no-consent): the same answer as anyone's. A request whose userId or
+ * anonymousId is tombstoned (its person was deleted; checked in the same statement) gets that
+ * answer too (identifier-deleted), and its exposure is logged under DELETED_PERSON, not the id:
+ * the rollout still counts the decision, and nothing stored names the deleted person (an outcome
+ * of it stores nothing).
  *
  * Propagation: every POLL_MS (200 ms) the server reads every surface's generation and reloads a
  * surface whose generation moved. A routing table is trusted for MAX_ROUTING_AGE_MS (1 s) after the

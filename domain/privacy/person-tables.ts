@@ -60,6 +60,23 @@ export interface PersonTable {
 const c = (column: string, by: PersonKeying, valueColumn?: string): PersonColumn =>
   valueColumn === undefined ? { column, by } : { column, by, valueColumn };
 
+/** The feature store's tables, in the order each is computed from the one before. */
+const FEATURE_TABLES = [
+  'feature_tiles',
+  'feature_values',
+  'feature_online',
+  'feature_consistency_mismatches',
+] as const;
+
+/** A feature table: rows keyed by entity, derived from the person's events. */
+const featureTable = (table: string): PersonTable => ({
+  table,
+  columns: [c('entity_id', 'entity_key')],
+  deletion: 'delete',
+  section: 'features',
+  derived: 'features',
+});
+
 /**
  * In deletion order: rows that reference others first (outcomes before exposures, event_persons
  * before events, identifiers before persons); rows computed from others last, after their
@@ -204,34 +221,7 @@ export const PERSON_TABLES: readonly PersonTable[] = [
   { table: 'persons', columns: [c('id', 'person_id')], deletion: 'delete', section: 'profile' },
   // Computed from the rows above (events, and any table a SQL-sourced feature reads): after them,
   // each after the table it is computed from (see the order's comment).
-  {
-    table: 'feature_tiles',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-    derived: 'features',
-  },
-  {
-    table: 'feature_values',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-    derived: 'features',
-  },
-  {
-    table: 'feature_online',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-    derived: 'features',
-  },
-  {
-    table: 'feature_consistency_mismatches',
-    columns: [c('entity_id', 'entity_key')],
-    deletion: 'delete',
-    section: 'features',
-    derived: 'features',
-  },
+  ...FEATURE_TABLES.map(featureTable),
 ];
 
 /**
