@@ -23,8 +23,7 @@ import {
   consentDefaults,
   ConsentInputError,
   consentOf,
-  type ConsentPurpose,
-  recordConsent,
+  recordConsentChoices,
   setConsentDefault,
 } from '../domain/privacy/consent.js';
 import { actorOf } from './actor.js';
@@ -92,18 +91,9 @@ export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (ap
     const body = parse(putBody, request.body ?? {}, 'body');
     knownType(body.identifier, 'body', 'identifier.type');
     const actor = actorOf(request, options.actor);
-    const changed: Partial<Record<ConsentPurpose, boolean>> = {};
-    let dropped = false;
-    // One transaction: the purposes of one request are recorded together or not at all.
-    await withTransaction(options.pool, async (client) => {
-      for (const purpose of CONSENT_PURPOSES) {
-        const granted = body.purposes[purpose];
-        if (granted === undefined) continue;
-        const input = { identifier: body.identifier, purpose, granted, source: body.source, actor };
-        const result = await recordConsent(client, body.at ? { ...input, at: body.at } : input);
-        changed[purpose] = result.changed;
-        dropped ||= result.dropped;
-      }
+    const { changed, dropped } = await recordConsentChoices(options.pool, {
+      ...body,
+      actor,
     }).catch((err: unknown) => {
       throw asApiError(err);
     });

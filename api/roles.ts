@@ -196,6 +196,10 @@ export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
   incident: ['admin', ...READERS],
   // The affected list holds person keys: not the auditor's.
   'incident export': ['admin', 'responder'],
+  // Consent: as its routes (the ingest role is the application's, which captures choices).
+  consent: ['admin', 'marketer'],
+  'consent set': ['admin', 'marketer', 'ingest'],
+  'consent defaults': ['admin', 'marketer', 'auditor'],
   // Privacy and the audit trail.
   privacy: ['admin'],
   audit: ['admin', 'auditor'],

@@ -119,7 +119,8 @@ export async function checkCliRole(words: string): Promise<void> {
   }
 }
 
-const identifierArg = z
+/** A `type:value` argument naming an identifier. */
+export const identifierArg = z
   .string()
   .regex(/^[a-z][a-z0-9_]{0,63}:.+$/, 'give type:value, e.g. user_id:u1 or email:ann@example.com')
   .transform((text) => {
@@ -127,7 +128,7 @@ const identifierArg = z
     return { type: text.slice(0, at), value: text.slice(at + 1) };
   });
 /** A request naming a type the identity rules do not know (a typo) is refused, exit 2. */
-function refuseUnknownType(identifier: { type: string; value: string }): void {
+export function refuseUnknownType(identifier: { type: string; value: string }): void {
   const problem = unknownTypeProblem(configuredIdentityRules(), identifier.type);
   if (problem) throw new UsageError(`<identifier> ${identifier.type}:…: ${problem}`);
 }

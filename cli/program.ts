@@ -35,6 +35,7 @@ const campaign = () => import('./campaign.js');
 const tokens = () => import('./tokens.js');
 const audit = () => import('./audit.js');
 const privacyCli = () => import('./privacy.js');
+const consentCli = () => import('./consent.js');
 
 export const program = new Command('pops')
   .description('personalization ops: durable, audited jobs on Temporal and PostgreSQL')
@@ -616,6 +617,29 @@ privacyCmd
   .description('delete now the rows older than POPS_RETENTION says, per table (audited)')
   .option('--json', 'machine-readable output')
   .action(lazy(privacyCli, 'retentionCommand'));
+
+const consentCmd = program
+  .command('consent')
+  .description('consent per person and purpose (personalization, marketing, analytics)');
+consentCmd
+  .command('show <identifier>')
+  .description("the consent of type:value's person per purpose, with its history")
+  .option('--json', 'machine-readable output')
+  .action(lazy(consentCli, 'showCommand'));
+consentCmd
+  .command('set <identifier>')
+  .description('record consent choices for type:value (all purposes named, or none)')
+  .option('--grant <purposes>', 'purposes granted, comma-separated (e.g. marketing,analytics)')
+  .option('--withdraw <purposes>', 'purposes withdrawn, comma-separated')
+  .option('--source <source>', 'where the choice came from (kept in the history)', 'cli')
+  .option('--at <instant>', 'when it took effect (ISO 8601 with offset; default now)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(consentCli, 'setCommand'));
+consentCmd
+  .command('defaults')
+  .description('what applies per purpose to a person without a consent event')
+  .option('--json', 'machine-readable output')
+  .action(lazy(consentCli, 'defaultsCommand'));
 
 // With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
 program.hook('preAction', async (_program, action) => {

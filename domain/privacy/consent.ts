@@ -5,7 +5,7 @@
  * marketing not, and marketing can only be opt-in). Person keys are spelled as the feature store
  * spells them: the canonical person id as text, or `unresolved:<user or anonymous id>`.
  */
-import type { Queryable } from '../../common/db.js';
+import { type Pool, type Queryable, withTransaction } from '../../common/db.js';
 import { identifierHash } from './keys.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
 
@@ -78,6 +78,40 @@ export async function recordConsent(
   );
   const row = rows[0];
   return { changed: (row?.inserted ?? 0) > 0, dropped: row?.dropped ?? false };
+}
+
+/** A person's choices for one identifier: some purposes, recorded together. */
+export interface ConsentChoices {
+  identifier: IdentifierInput;
+  purposes: Partial<Record<ConsentPurpose, boolean>>;
+  source: string;
+  actor: string;
+  at?: Date | undefined;
+}
+
+/**
+ * Records the choices of one request in one transaction (all purposes or none), as recordConsent
+ * does each: `changed` per purpose named, `dropped` when the identifier is tombstoned. Used by
+ * PUT /v1/consent and `pops consent set`.
+ */
+export async function recordConsentChoices(
+  pool: Pool,
+  choices: ConsentChoices,
+): Promise<{ changed: Partial<Record<ConsentPurpose, boolean>>; dropped: boolean }> {
+  const changed: Partial<Record<ConsentPurpose, boolean>> = {};
+  let dropped = false;
+  await withTransaction(pool, async (client) => {
+    for (const purpose of CONSENT_PURPOSES) {
+      const granted = choices.purposes[purpose];
+      if (granted === undefined) continue;
+      const { identifier, source, actor, at } = choices;
+      const input = { identifier, purpose, granted, source, actor };
+      const result = await recordConsent(client, at ? { ...input, at } : input);
+      changed[purpose] = result.changed;
+      dropped ||= result.dropped;
+    }
+  });
+  return { changed, dropped };
 }
 
 /**
