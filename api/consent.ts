@@ -11,20 +11,18 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import type { Pool } from '../common/db.js';
-import { withTransaction } from '../common/db.js';
-import { appendAuditIn } from '../domain/audit.js';
 import {
   type IdentityRules,
   identityRulesSchema,
   unknownTypeProblem,
 } from '../domain/identity/rules.js';
 import {
+  changeConsentDefault,
   CONSENT_PURPOSES,
   consentDefaults,
   ConsentInputError,
   consentOf,
   recordConsentChoices,
-  setConsentDefault,
 } from '../domain/privacy/consent.js';
 import { actorOf } from './actor.js';
 import { ApiError, parse } from './errors.js';
@@ -120,18 +118,7 @@ export const consentRoutes: FastifyPluginAsync<ConsentRoutesOptions> = async (ap
         'purpose marketing: is opt-in, its default cannot be granted',
       );
     }
-    const changed = await withTransaction(options.pool, async (client) => {
-      const done = await setConsentDefault(client, purpose, granted, actor);
-      if (done) {
-        await appendAuditIn(client, {
-          actor,
-          action: 'consent.default_set',
-          subject: `consent-default/${purpose}`,
-          inputs: { purpose, granted },
-        });
-      }
-      return done;
-    });
+    const changed = await changeConsentDefault(options.pool, purpose, granted, actor);
     return { purpose, granted, changed };
   });
 };

@@ -200,6 +200,7 @@ export const CLI_ROLES: Readonly<Record<string, readonly Role[]>> = {
   consent: ['admin', 'marketer'],
   'consent set': ['admin', 'marketer', 'ingest'],
   'consent defaults': ['admin', 'marketer', 'auditor'],
+  'consent set-default': ['admin'],
   // Privacy and the audit trail.
   privacy: ['admin'],
   audit: ['admin', 'auditor'],

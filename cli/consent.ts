@@ -1,12 +1,14 @@
 /**
- * `pops consent show|set|defaults`: a person's consent per purpose, read and recorded from the
- * command line as PUT/GET /v1/consent do over HTTP (domain/privacy/consent.ts): the state the
- * latest event over all their merged identifiers says (else the purpose's default), the history,
- * and a change recorded once for all its purposes. The history is the record of changes, with the
- * actor (the token's name under POPS_TOKEN, else POPS_ACTOR).
+ * `pops consent show|set|defaults|set-default`: a person's consent per purpose, read and recorded
+ * from the command line as PUT/GET /v1/consent do over HTTP (domain/privacy/consent.ts): the state
+ * the latest event over all their merged identifiers says (else the purpose's default), the
+ * history, and a change recorded once for all its purposes. The history is the record of changes,
+ * with the actor (the token's name under POPS_TOKEN, else POPS_ACTOR); a change of a default is
+ * audited.
  */
 import { z } from 'zod';
 import {
+  changeConsentDefault,
   CONSENT_PURPOSES,
   consentDefaults,
   ConsentInputError,
@@ -152,6 +154,43 @@ export async function defaultsCommand(options: { json?: boolean }) {
         ['purpose', 'default'],
         CONSENT_PURPOSES.map((p) => [p, word(defaults[p])]),
       ),
+    );
+  } finally {
+    await rt.close();
+  }
+}
+
+const setDefaultArgs = z
+  .object({
+    purpose: z.enum(CONSENT_PURPOSES),
+    state: z.enum(['granted', 'withdrawn']),
+    json: z.boolean().default(false),
+  })
+  .refine((a) => !(a.purpose === 'marketing' && a.state === 'granted'), {
+    message: 'marketing is opt-in, its default cannot be granted',
+    path: ['state'],
+  });
+
+/** `pops consent set-default <purpose> granted|withdrawn`: an audited change of a default. */
+export async function setDefaultCommand(
+  purpose: string,
+  state: string,
+  options: Record<string, unknown>,
+) {
+  const args = parseArgs(setDefaultArgs, { ...options, purpose, state });
+  const rt = await openDatabase();
+  try {
+    const granted = args.state === 'granted';
+    const changed = await changeConsentDefault(
+      rt.pool,
+      args.purpose,
+      granted,
+      rt.config.POPS_ACTOR,
+    );
+    print(args.json, { purpose: args.purpose, granted, changed }, () =>
+      changed
+        ? `${args.purpose}: the default is ${args.state} now (audited)`
+        : `${args.purpose}: the default already was ${args.state}, nothing changed`,
     );
   } finally {
     await rt.close();

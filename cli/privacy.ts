@@ -15,9 +15,7 @@ import {
   type StartedRequest,
   waitForRequest,
 } from '../client/privacy.js';
-import { withTransaction } from '../common/db.js';
-import { appendAuditIn } from '../domain/audit.js';
-import { setConsentDefault } from '../domain/privacy/consent.js';
+import { changeConsentDefault } from '../domain/privacy/consent.js';
 import { type ConsentTraitMap, consentTraitsFromEnv } from '../domain/privacy/consent-traits.js';
 import { CLI_ROLES } from '../api/roles.js';
 import { authenticateToken, type Role } from '../domain/privacy/tokens.js';
@@ -62,16 +60,9 @@ export async function preparePrivacy(
   for (const [purpose, value] of wanted) {
     if (value === undefined) continue;
     const granted = value === 'granted';
-    await withTransaction(rt.pool, async (client) => {
-      if (!(await setConsentDefault(client, purpose, granted, 'config'))) return;
-      await appendAuditIn(client, {
-        actor: 'config',
-        action: 'consent.default_set',
-        subject: `consent-default/${purpose}`,
-        inputs: { purpose, granted },
-      });
+    if (await changeConsentDefault(rt.pool, purpose, granted, 'config')) {
       rt.log.info({ purpose, granted }, 'consent default set from the environment');
-    });
+    }
   }
   const policies = retentionPolicies(rt.config.POPS_RETENTION);
   await ensureRetentionSchedule(

@@ -640,6 +640,11 @@ consentCmd
   .description('what applies per purpose to a person without a consent event')
   .option('--json', 'machine-readable output')
   .action(lazy(consentCli, 'defaultsCommand'));
+consentCmd
+  .command('set-default <purpose> <state>')
+  .description('set what applies to persons without a choice: granted or withdrawn (audited)')
+  .option('--json', 'machine-readable output')
+  .action(lazy(consentCli, 'setDefaultCommand'));
 
 // With POPS_TOKEN set, a command runs only when that token's role may run it (api/roles.ts).
 program.hook('preAction', async (_program, action) => {

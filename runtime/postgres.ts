@@ -140,6 +140,7 @@ export async function startEmbeddedPostgres(
   const fresh = !fs.existsSync(path.join(dataDir, 'PG_VERSION'));
   if (fresh) {
     fs.mkdirSync(path.dirname(dataDir), { recursive: true });
+    if (process.getuid?.() === 0) letPostgresThrough(path.dirname(dataDir));
     await server.initialise();
   }
   try {
@@ -168,4 +169,15 @@ export async function startEmbeddedPostgres(
       log.info({ port }, 'embedded postgres stopped');
     },
   };
+}
+
+/**
+ * Run as root, PostgreSQL runs as the `postgres` user, which must pass through the folder that
+ * holds its data folder. Versions before this one created the state folder 700 when the field keys
+ * were made before the first database start (tests, then the demo): such a folder gets the search
+ * bit for others (711: its listing stays private; the keys folder in it stays 700).
+ */
+function letPostgresThrough(folder: string): void {
+  const mode = fs.statSync(folder).mode & 0o777;
+  if ((mode & 0o001) === 0) fs.chmodSync(folder, mode | 0o011);
 }

@@ -139,4 +139,39 @@ describe('pops consent', () => {
     const defaults = await pops(['consent', 'defaults'], { POPS_TOKEN: auditor });
     expect(defaults.code).toBe(0);
   });
+  it('sets a default, audited, and refuses marketing granted', async () => {
+    const marketing = await pops(['consent', 'set-default', 'marketing', 'granted']);
+    expect(marketing.code).toBe(2);
+    expect(marketing.stderr).toContain('marketing is opt-in, its default cannot be granted');
+    const bad = await pops(['consent', 'set-default', 'analytic', 'withdrawn']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('analytic');
+
+    const admin = await apiToken(db.pool, 'admin', 'dpo-eve');
+    const env = { POPS_TOKEN: admin };
+    const set = await pops(['consent', 'set-default', 'analytics', 'withdrawn'], env);
+    expect(set.stdout).toBe('analytics: the default is withdrawn now (audited)\n');
+    const again = await pops(['consent', 'set-default', 'analytics', 'withdrawn'], env);
+    expect(again.stdout).toBe('analytics: the default already was withdrawn, nothing changed\n');
+    const { rows } = await db.pool.query<{ actor: string; subject: string; inputs: unknown }>(
+      `select actor, subject, inputs from audit_log where action = 'consent.default_set'`,
+    );
+    expect(rows).toEqual([
+      {
+        actor: 'dpo-eve',
+        subject: 'consent-default/analytics',
+        inputs: { purpose: 'analytics', granted: false },
+      },
+    ]);
+    const defaults = await pops(['consent', 'defaults', '--json']);
+    expect(JSON.parse(defaults.stdout)).toEqual({
+      defaults: { personalization: true, marketing: false, analytics: false },
+    });
+    const marketer = await apiToken(db.pool, 'marketer');
+    const refused = await pops(['consent', 'set-default', 'analytics', 'granted'], {
+      POPS_TOKEN: marketer,
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('needs admin');
+  });
 });

@@ -2,17 +2,19 @@
  * What `pops serve` does on start that a new user meets: the admin token printed once on a
  * database where no admin token was ever made (tokens other commands made for themselves do not
  * count), and the local mail catcher, which reuses one already listening (another pops) and names
- * its variable when something else holds the port.
+ * its variable when something else holds the port, and a first database start in a state folder
+ * whose keys were made first (the tests, then the demo).
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { bootstrapAdminToken } from '../cli/tokens.js';
 import { logger } from '../common/logger.js';
 import { startMailCatcher } from '../domain/campaigns/capture.js';
 import { createToken, revokeToken } from '../domain/privacy/tokens.js';
+import { popsRunner } from './cli-support.js';
 import { createTestDatabase, freePort, type TestDatabase } from './support.js';
 
 let db: TestDatabase;
@@ -81,3 +83,26 @@ function greeting(port: number): Promise<string> {
     socket.once('error', reject);
   });
 }
+
+it('starts its embedded PostgreSQL in a state folder whose keys were made first', async () => {
+  const state = fs.mkdtempSync(path.join(os.tmpdir(), 'pops-keys-first-'));
+  onTestFinished(() => fs.rmSync(state, { recursive: true, force: true }));
+  const port = await freePort();
+  const pops = popsRunner(() => ({
+    DATABASE_URL: '',
+    POPS_STATE_DIR: state,
+    POPS_PG_PORT: String(port),
+  }));
+  // The keys before any database: the state folder is made by the key code.
+  expect((await pops(['privacy', 'rotate-key', '--json'])).code).toBe(0);
+  expect(fs.statSync(path.join(state, 'keys')).mode & 0o777).toBe(0o700);
+  // As an earlier version left it: the state folder itself private.
+  fs.chmodSync(state, 0o700);
+  const first = await pops(['consent', 'defaults', '--json']);
+  expect({ code: first.code, stderr: first.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(JSON.parse(first.stdout)).toEqual({
+    defaults: { personalization: true, marketing: false, analytics: true },
+  });
+  expect(fs.statSync(path.join(state, 'keys')).mode & 0o777).toBe(0o700);
+  expect(fs.existsSync(path.join(state, 'pg', 'PG_VERSION'))).toBe(true);
+});

@@ -6,6 +6,7 @@
  * spells them: the canonical person id as text, or `unresolved:<user or anonymous id>`.
  */
 import { type Pool, type Queryable, withTransaction } from '../../common/db.js';
+import { appendAuditIn } from '../audit.js';
 import { identifierHash } from './keys.js';
 import { type IdentifierInput, storedIdentifier } from './pii.js';
 
@@ -195,6 +196,29 @@ export async function setConsentDefault(
     [purpose, granted, actor],
   );
   return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Sets a purpose's default and audits the change (`consent.default_set`) in one transaction;
+ * false when it already was. For PUT /v1/consent-defaults/:purpose, `pops consent set-default`
+ * and POPS_CONSENT_DEFAULT_* at start.
+ */
+export async function changeConsentDefault(
+  pool: Pool,
+  purpose: ConsentPurpose,
+  granted: boolean,
+  actor: string,
+): Promise<boolean> {
+  return withTransaction(pool, async (client) => {
+    if (!(await setConsentDefault(client, purpose, granted, actor))) return false;
+    await appendAuditIn(client, {
+      actor,
+      action: 'consent.default_set',
+      subject: `consent-default/${purpose}`,
+      inputs: { purpose, granted },
+    });
+    return true;
+  });
 }
 
 export interface ConsentEventRow {

@@ -38,6 +38,9 @@ function readOrCreate(file: string, make: () => string): string {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+  // Only the keys folder is private: the state folder above it must let the embedded PostgreSQL's
+  // own user through to its data folder (created 700 here, a later first start of it failed).
+  fs.mkdirSync(path.dirname(path.dirname(file)), { recursive: true });
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   try {
     fs.writeFileSync(file, make(), { flag: 'wx', mode: 0o600 });
