@@ -19,6 +19,8 @@ import {
 import {
   changeConsentDefault,
   CONSENT_PURPOSES,
+  CONSENT_SOURCE,
+  CONSENT_SOURCE_RULE,
   consentDefaults,
   ConsentInputError,
   consentOf,
@@ -53,10 +55,7 @@ const putBody = z.strictObject({
       analytics: z.boolean().optional(),
     })
     .refine((p) => Object.keys(p).length > 0, 'must name at least one purpose'),
-  source: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/)
-    .default('api'),
+  source: z.string().regex(CONSENT_SOURCE, CONSENT_SOURCE_RULE).default('api'),
   at: z.iso
     .datetime({ offset: true })
     .transform((s) => new Date(s))

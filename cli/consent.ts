@@ -10,6 +10,8 @@ import { z } from 'zod';
 import {
   changeConsentDefault,
   CONSENT_PURPOSES,
+  CONSENT_SOURCE,
+  CONSENT_SOURCE_RULE,
   consentDefaults,
   ConsentInputError,
   consentOf,
@@ -46,10 +48,7 @@ const setArgs = z
     identifier,
     grant: purposeList.optional(),
     withdraw: purposeList.optional(),
-    source: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'letters, digits and . _ : - (up to 100)')
-      .default('cli'),
+    source: z.string().regex(CONSENT_SOURCE, CONSENT_SOURCE_RULE).default('cli'),
     at: z.iso
       .datetime({ offset: true })
       .transform((s) => new Date(s))

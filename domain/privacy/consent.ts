@@ -13,6 +13,10 @@ import { type IdentifierInput, storedIdentifier } from './pii.js';
 export const CONSENT_PURPOSES = ['personalization', 'marketing', 'analytics'] as const;
 export type ConsentPurpose = (typeof CONSENT_PURPOSES)[number];
 
+/** Where a choice came from, as a request names it (`signup-form`, `segment:web`, `cli`). */
+export const CONSENT_SOURCE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
+export const CONSENT_SOURCE_RULE = 'letters, digits and . _ : - (up to 100)';
+
 /** Thrown when an identifier cannot be one (an empty value, an email that is no address). */
 export class ConsentInputError extends Error {}
 
