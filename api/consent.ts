@@ -19,12 +19,12 @@ import {
 import {
   changeConsentDefault,
   CONSENT_PURPOSES,
-  CONSENT_SOURCE,
-  CONSENT_SOURCE_RULE,
+  consentAtSchema,
   consentDefaults,
   ConsentInputError,
   consentOf,
   recordConsentChoices,
+  consentSourceSchema,
 } from '../domain/privacy/consent.js';
 import { actorOf } from './actor.js';
 import { ApiError, parse } from './errors.js';
@@ -43,9 +43,6 @@ export const identifierSchema = z.strictObject({
   value: z.string().trim().min(1).max(512),
 });
 
-/** How far ahead of this server's clock a caller's `at` may be (its clock's skew); taken as now. */
-const AT_SKEW_MS = 60_000;
-
 const putBody = z.strictObject({
   identifier: identifierSchema,
   purposes: z
@@ -55,12 +52,8 @@ const putBody = z.strictObject({
       analytics: z.boolean().optional(),
     })
     .refine((p) => Object.keys(p).length > 0, 'must name at least one purpose'),
-  source: z.string().regex(CONSENT_SOURCE, CONSENT_SOURCE_RULE).default('api'),
-  at: z.iso
-    .datetime({ offset: true })
-    .transform((s) => new Date(s))
-    .refine((d) => d.getTime() <= Date.now() + AT_SKEW_MS, 'must not be in the future')
-    .optional(),
+  source: consentSourceSchema.default('api'),
+  at: consentAtSchema.optional(),
 });
 const purposeParams = z.strictObject({ purpose: z.enum(CONSENT_PURPOSES) });
 const defaultBody = z.strictObject({ granted: z.boolean() });

@@ -10,32 +10,38 @@ import { z } from 'zod';
 import {
   changeConsentDefault,
   CONSENT_PURPOSES,
-  CONSENT_SOURCE,
-  CONSENT_SOURCE_RULE,
+  consentAtSchema,
   consentDefaults,
   ConsentInputError,
   consentOf,
   type ConsentPurpose,
   recordConsentChoices,
+  consentSourceSchema,
 } from '../domain/privacy/consent.js';
+import { identifierHashes, tombstonesAmong } from '../domain/privacy/tombstones.js';
 import { parseArgs, print, table, UsageError } from './output.js';
 import { identifierArg, refuseUnknownType } from './privacy.js';
 import { openDatabase } from './runtime.js';
 
-/** `a,b` → the purposes named, each one of CONSENT_PURPOSES (an unknown one is named). */
+const PURPOSES = CONSENT_PURPOSES.join(', ');
+
+/** `a,b` → the purposes named, each one of CONSENT_PURPOSES (the unknown ones are named). */
 const purposeList = z.string().transform((text, ctx) => {
   const named = text.split(',').map((p) => p.trim());
-  const purposes: ConsentPurpose[] = [];
-  for (const p of named) {
-    if ((CONSENT_PURPOSES as readonly string[]).includes(p)) purposes.push(p as ConsentPurpose);
-    else {
-      ctx.addIssue({
-        code: 'custom',
-        message: `${JSON.stringify(p)} is no purpose (${CONSENT_PURPOSES.join(', ')})`,
-      });
-    }
+  const unknown = named.filter((p) => !(CONSENT_PURPOSES as readonly string[]).includes(p));
+  if (unknown.includes('')) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `an empty purpose (a stray comma?); give ${PURPOSES}`,
+    });
+  } else if (unknown.length > 0) {
+    const shown = unknown.map((p) => JSON.stringify(p.length > 40 ? `${p.slice(0, 40)}…` : p));
+    ctx.addIssue({
+      code: 'custom',
+      message: `no such purpose ${shown.join(', ')}; give ${PURPOSES}`,
+    });
   }
-  return purposes;
+  return named as ConsentPurpose[];
 });
 
 const identifier = identifierArg.refine(
@@ -48,11 +54,8 @@ const setArgs = z
     identifier,
     grant: purposeList.optional(),
     withdraw: purposeList.optional(),
-    source: z.string().regex(CONSENT_SOURCE, CONSENT_SOURCE_RULE).default('cli'),
-    at: z.iso
-      .datetime({ offset: true })
-      .transform((s) => new Date(s))
-      .optional(),
+    source: consentSourceSchema.default('cli'),
+    at: consentAtSchema.optional(),
     json: z.boolean().default(false),
   })
   .refine((a) => a.grant || a.withdraw, {
@@ -68,6 +71,9 @@ function asUsage(err: unknown): unknown {
   return err instanceof ConsentInputError ? new UsageError(err.message) : err;
 }
 
+const DELETED =
+  'this identifier was deleted (tombstoned): nothing is recorded for it, the defaults apply';
+
 const word = (granted: boolean) => (granted ? 'granted' : 'withdrawn');
 
 /** `pops consent show <type:value>`: the person's state per purpose and its history. */
@@ -79,8 +85,11 @@ export async function showCommand(id: string, options: Record<string, unknown>) 
     const view = await consentOf(rt.pool, args.identifier).catch((err: unknown) => {
       throw asUsage(err);
     });
-    print(args.json, view, () =>
+    const hashes = identifierHashes([args.identifier]);
+    const deleted = (await tombstonesAmong(rt.pool, hashes)).size > 0;
+    print(args.json, { ...view, deleted }, () =>
       [
+        ...(deleted ? [DELETED] : []),
         `person ${view.personKey}`,
         table(
           ['purpose', 'state', 'from'],

@@ -628,7 +628,7 @@ consentCmd
   .action(lazy(consentCli, 'showCommand'));
 consentCmd
   .command('set <identifier>')
-  .description('record consent choices for type:value (all purposes named, or none)')
+  .description('record consent choices for type:value, in one transaction (all or none)')
   .option('--grant <purposes>', 'purposes granted, comma-separated (e.g. marketing,analytics)')
   .option('--withdraw <purposes>', 'purposes withdrawn, comma-separated')
   .option('--source <source>', 'where the choice came from (kept in the history)', 'cli')

@@ -52,9 +52,19 @@ describe('pops consent', () => {
     const view = JSON.parse(shown.stdout) as {
       personKey: string;
       purposes: Record<string, { granted: boolean; from: string }>;
-      history: Array<{ purpose: string; granted: boolean; source: string; actor: string }>;
+      history: Array<{
+        purpose: string;
+        granted: boolean;
+        source: string;
+        actor: string;
+        effectiveAt: string;
+      }>;
     };
     expect(view.personKey).toBe('unresolved:c1');
+    expect(view).toMatchObject({ deleted: false });
+    // One request's purposes take effect at one instant.
+    const instants = new Set(view.history.map((e) => e.effectiveAt));
+    expect(instants.size).toBe(1);
     expect(view.purposes['marketing']).toMatchObject({ granted: true, from: 'event' });
     expect(view.purposes['analytics']).toMatchObject({ granted: false, from: 'event' });
     expect(view.purposes['personalization']).toEqual({ granted: true, from: 'default' });
@@ -106,6 +116,12 @@ describe('pops consent', () => {
       stdout: 'nothing recorded: this identifier was deleted (tombstoned)\n',
     });
     expect(await eventCount()).toBe(before);
+    const shown = await pops(['consent', 'show', 'user_id:gone-1']);
+    expect(shown.stdout.split('\n')[0]).toBe(
+      'this identifier was deleted (tombstoned): nothing is recorded for it, the defaults apply',
+    );
+    const json = await pops(['consent', 'show', 'user_id:gone-1', '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ deleted: true, history: [] });
   });
 
   it('refuses bad arguments with exit 2, naming them, and writes nothing', async () => {
@@ -118,8 +134,23 @@ describe('pops consent', () => {
         'a purpose cannot be both granted and withdrawn',
       ],
       [['consent', 'set', 'emial:a@b.example', '--grant', 'marketing'], 'emial'],
-      [['consent', 'set', 'email:not-an-address', '--grant', 'marketing'], 'identifier email'],
-      [['consent', 'set', 'user_id:c2', '--grant', 'marketing', '--at', 'yesterday'], 'at'],
+      [
+        ['consent', 'set', 'email:not-an-address', '--grant', 'marketing'],
+        'identifier: not a valid email (the value is not shown',
+      ],
+      [
+        ['consent', 'set', 'user_id:c2', '--grant', 'marketing', '--at', '2026-01-31'],
+        'at: needs a date, a time and an offset, e.g. 2026-01-31T09:00:00Z',
+      ],
+      [
+        ['consent', 'set', 'user_id:c2', '--grant', 'marketing', '--at', '2099-01-01T00:00:00Z'],
+        'at: must not be in the future',
+      ],
+      [['consent', 'set', 'user_id:c2', '--grant', ','], 'an empty purpose (a stray comma?)'],
+      [
+        ['consent', 'set', 'user_id:c2', '--grant', `marketing,${'x'.repeat(5000)}`],
+        `no such purpose "${'x'.repeat(40)}…"`,
+      ],
       [['consent', 'set', 'user_id:c2', '--grant', 'marketing', '--source', 'a b'], 'source'],
       [['consent', 'show', 'c2'], 'give type:value'],
     ];
@@ -127,6 +158,8 @@ describe('pops consent', () => {
       const result = await pops(args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
       expect(result.stderr).toContain(named);
+      expect(result.stderr.length).toBeLessThan(400);
+      expect(result.stderr).not.toContain('not-an-address');
     }
     expect(await eventCount()).toBe(before);
   });

@@ -5,17 +5,31 @@
  * marketing not, and marketing can only be opt-in). Person keys are spelled as the feature store
  * spells them: the canonical person id as text, or `unresolved:<user or anonymous id>`.
  */
+import { z } from 'zod';
 import { type Pool, type Queryable, withTransaction } from '../../common/db.js';
 import { appendAuditIn } from '../audit.js';
 import { identifierHash } from './keys.js';
-import { type IdentifierInput, storedIdentifier } from './pii.js';
+import { type IdentifierInput, invalidIdentifier, storedIdentifier } from './pii.js';
 
 export const CONSENT_PURPOSES = ['personalization', 'marketing', 'analytics'] as const;
 export type ConsentPurpose = (typeof CONSENT_PURPOSES)[number];
 
 /** Where a choice came from, as a request names it (`signup-form`, `segment:web`, `cli`). */
-export const CONSENT_SOURCE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
-export const CONSENT_SOURCE_RULE = 'letters, digits and . _ : - (up to 100)';
+export const consentSourceSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'letters, digits and . _ : - (up to 100)');
+
+/** How far ahead of this clock a caller's `at` may be (its clock's skew); taken as now. */
+const AT_SKEW_MS = 60_000;
+
+/** When a choice took effect, as a request gives it: an instant with an offset, not ahead. */
+export const consentAtSchema = z.iso
+  .datetime({
+    offset: true,
+    error: 'needs a date, a time and an offset, e.g. 2026-01-31T09:00:00Z',
+  })
+  .transform((s) => new Date(s))
+  .refine((d) => d.getTime() <= Date.now() + AT_SKEW_MS, 'must not be in the future');
 
 /** Thrown when an identifier cannot be one (an empty value, an email that is no address). */
 export class ConsentInputError extends Error {}
@@ -105,13 +119,21 @@ export async function recordConsentChoices(
 ): Promise<{ changed: Partial<Record<ConsentPurpose, boolean>>; dropped: boolean }> {
   const changed: Partial<Record<ConsentPurpose, boolean>> = {};
   let dropped = false;
+  // The purposes of one request take effect at one instant.
+  const at = choices.at ?? new Date();
   await withTransaction(pool, async (client) => {
     for (const purpose of CONSENT_PURPOSES) {
       const granted = choices.purposes[purpose];
       if (granted === undefined) continue;
-      const { identifier, source, actor, at } = choices;
-      const input = { identifier, purpose, granted, source, actor };
-      const result = await recordConsent(client, at ? { ...input, at } : input);
+      const { identifier, source, actor } = choices;
+      const result = await recordConsent(client, {
+        identifier,
+        purpose,
+        granted,
+        source,
+        actor,
+        at,
+      });
       changed[purpose] = result.changed;
       dropped ||= result.dropped;
     }
@@ -267,7 +289,9 @@ function personKeySql(type: string, value: string): string {
 /** The stored form of an identifier, or a ConsentInputError naming its type. */
 function storedOrRefused(identifier: IdentifierInput): IdentifierInput {
   const id = storedIdentifier(identifier);
-  if (!id) throw new ConsentInputError(`identifier ${identifier.type}: is not a valid value`);
+  if (!id) {
+    throw new ConsentInputError(invalidIdentifier(identifier.type));
+  }
   return id;
 }
 

@@ -10,6 +10,11 @@ export interface IdentifierInput {
   value: string;
 }
 
+/** What a refusal says of an identifier whose value cannot be one: its type, never the value. */
+export function invalidIdentifier(type: string): string {
+  return `identifier: not a valid ${type} (the value is not shown: it may be personal data)`;
+}
+
 /** The identifier as the tables hold it, or null when its value cannot be one (a bad email). */
 export function storedIdentifier(identifier: IdentifierInput): IdentifierInput | null {
   const type = identifier.type.trim();

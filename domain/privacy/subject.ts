@@ -10,7 +10,7 @@ import { HASHED_TYPES } from '../identity/identifiers.js';
 import { identifierHash } from './keys.js';
 import { carriesPiiSql, piiFieldsSql } from './minimize.js';
 import { PERSON_TABLES, type PersonColumn, type PersonTable } from './person-tables.js';
-import { type IdentifierInput, storedIdentifier } from './pii.js';
+import { type IdentifierInput, invalidIdentifier, storedIdentifier } from './pii.js';
 import { markDriftSets, markTrainingSets } from './retention.js';
 
 export interface Subject {
@@ -32,7 +32,7 @@ const RAW_TYPES = new Set(['user_id', 'anonymous_id']);
 /** The stored form of a request's identifier, or a SubjectInputError naming it. */
 export function requestIdentifier(identifier: IdentifierInput): IdentifierInput {
   const stored = storedIdentifier(identifier);
-  if (!stored) throw new SubjectInputError(`identifier ${identifier.type}: is not a valid value`);
+  if (!stored) throw new SubjectInputError(invalidIdentifier(identifier.type));
   return stored;
 }
 

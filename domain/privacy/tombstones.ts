@@ -67,7 +67,10 @@ export function messageHashes(
 }
 
 /** The hashes among `hashes` that are tombstones. */
-async function tombstonesAmong(db: Queryable, hashes: readonly string[]): Promise<Set<string>> {
+export async function tombstonesAmong(
+  db: Queryable,
+  hashes: readonly string[],
+): Promise<Set<string>> {
   if (hashes.length === 0) return new Set();
   const { rows } = await db.query<{ identifier_hash: string }>(
     'select identifier_hash from privacy_tombstones where identifier_hash = any($1::text[])',
