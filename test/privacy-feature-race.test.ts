@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Pool, withTransaction } from '../common/db.js';
+import { buildDriftSet } from '../domain/drift/store.js';
 import type { FeatureDefinition } from '../domain/features/definition.js';
 import { snapshotTime, writeSnapshots, writeTiles } from '../domain/features/materialize.js';
 import { publishOnline } from '../domain/features/online.js';
+import { buildPointInTimeSet } from '../domain/features/point-in-time.js';
 import { registerFeatures } from '../domain/features/registry.js';
 import { FEATURE_WRITE_LOCK, lockFeatureWrites } from '../domain/features/write-lock.js';
 import { derivedBeforeEvents, PERSON_TABLES } from '../domain/privacy/person-tables.js';
@@ -16,6 +18,8 @@ import {
   widenAndTombstone,
   writeTombstones,
 } from '../domain/privacy/requests.js';
+import { declareModel } from '../domain/registry.js';
+import { materializeExamples, ratedLabelsSql } from '../domain/training-set.js';
 import { insertEvents, type RatedEvent, testDefinitions } from './feature-support.js';
 import { type Harness, startHarness } from './harness.js';
 
@@ -32,6 +36,8 @@ const FEATURE_TABLES = [
   'feature_online',
   'feature_consistency_mismatches',
 ];
+/** The sets' tables, computed from events and snapshots: after the feature tables. */
+const SET_TABLES = ['pit_set_rows', 'training_examples'];
 
 /** `perDay` rated events of `person` on each of DAYS, at noon plus i minutes. */
 function eventsOf(person: string, perDay: number): RatedEvent[] {
@@ -64,6 +70,48 @@ async function materialize(pool: Pool): Promise<void> {
       untilTs: new Date(snapshotTime(TO)),
     });
   });
+}
+
+let builds = 0;
+
+/**
+ * A drift set and a training set over DAYS, as monitorDrift and retrainModel build them (each in
+ * its own transaction, recorded with its rows).
+ */
+async function buildSets(pool: Pool): Promise<void> {
+  builds++;
+  const from = new Date(`${FROM}T00:00:00Z`);
+  const until = new Date(`${TO}T23:59:59Z`);
+  await buildDriftSet(pool, {
+    setKey: `race-drift-${builds}`,
+    source: 'test',
+    from,
+    to: until,
+    features: [`${f.name}@${f.version}:lifetime`],
+  });
+  const setKey = `race-train-${builds}`;
+  const range = { trainFrom: from, trainUntil: new Date(`${TO}T00:00:00Z`), validateUntil: until };
+  await withTransaction(pool, async (client) => {
+    await client.query(
+      `insert into training_sets (set_key, model, source, train_from, train_until, validate_until,
+         features, train_rows, validate_rows)
+       values ($1, 'race-model', 'test', $2, $3, $4, $5, 0, 0)`,
+      [setKey, range.trainFrom, range.trainUntil, range.validateUntil, [`${f.name}:lifetime`]],
+    );
+    await materializeExamples(client, setKey, 'test', range, [
+      { definition: f, window: 'lifetime' },
+    ]);
+  });
+}
+
+/** The person key's rows in the sets' tables. */
+async function setRows(key: string): Promise<Record<string, number>> {
+  const { rows } = await h.db.pool.query<{ pit: number; examples: number }>(
+    `select (select count(*)::int from pit_set_rows where person_key = $1) as pit,
+            (select count(*)::int from training_examples where person_id = $1) as examples`,
+    [key],
+  );
+  return { pit_set_rows: rows[0]?.pit ?? -1, training_examples: rows[0]?.examples ?? -1 };
 }
 
 /** The rows of each feature table keyed by the entity. */
@@ -108,16 +156,23 @@ beforeAll(async () => {
   if (!found) throw new Error('p_count is not a test feature');
   f = found;
   await registerFeatures(h.db.pool, [f], 'tests');
+  await declareModel(h.db.pool, { name: 'race-model', source: 'test', createdBy: 'tests' });
 }, 120_000);
 
 afterAll(async () => {
   await h?.close();
 });
 
-describe('a materialization between the steps of a deletion', () => {
-  it('writes nothing of the person that the deletion leaves behind', async () => {
+describe('a materialization and set builds between the steps of a deletion', () => {
+  it('write nothing of the person that the deletion leaves behind', async () => {
     await insertEvents(h.db.pool, [...eventsOf('race-user', 10), ...eventsOf('race-keep', 4)]);
     await materialize(h.db.pool);
+    await buildSets(h.db.pool);
+    // A drift set and a training set take the person's 30 rated events each (one example each).
+    expect(await setRows('unresolved:race-user')).toEqual({
+      pit_set_rows: 60,
+      training_examples: 30,
+    });
     // Before: the person's lifetime count is every event of theirs (10 a day over 3 days).
     expect(await onlineLifetime('unresolved:race-user')).toBe(30);
     expect(await featureRows('unresolved:race-user')).toEqual({
@@ -130,12 +185,14 @@ describe('a materialization between the steps of a deletion', () => {
     const { id, tables } = await openDeletion('race-user');
     // The derived tables come after what they are computed from.
     expect(tables.indexOf('feature_tiles')).toBeGreaterThan(tables.indexOf('events'));
-    expect(tables.slice(-FEATURE_TABLES.length)).toEqual(FEATURE_TABLES);
+    expect(tables.slice(-6)).toEqual([...FEATURE_TABLES, ...SET_TABLES]);
     const counts: Record<string, number> = {};
     for (const table of tables) {
       counts[table] = await deleteTableRows(h.db.pool, id, table);
-      // A scheduled materialization runs in every gap, the tester's (after event_persons) too.
+      // A scheduled materialization runs in every gap, the tester's (after event_persons) too, and
+      // a drift monitor and a retrain build their sets.
       await materialize(h.db.pool);
+      await buildSets(h.db.pool);
     }
     await finishRequest(h.db.pool, id, counts);
 
@@ -152,6 +209,21 @@ describe('a materialization between the steps of a deletion', () => {
     expect(counts['feature_online']).toBe(1);
     // The other person's features are still computed from their 12 events.
     expect(await onlineLifetime('unresolved:race-keep')).toBe(12);
+    // No set keeps a row of the person; every set built in a gap before the events step took
+    // them (two sets a build), and the set steps deleted those too.
+    expect(await setRows('unresolved:race-user')).toEqual({
+      pit_set_rows: 0,
+      training_examples: 0,
+    });
+    const before = tables.indexOf('events') + 1;
+    expect(counts['pit_set_rows']).toBe(60 * before);
+    expect(counts['training_examples']).toBe(30 * before);
+    // The last training set still has the other person's 12 examples.
+    const kept = await h.db.pool.query<{ n: number }>(
+      `select count(*)::int as n from training_examples where person_id = $1 and set_key = $2`,
+      ['unresolved:race-keep', `race-train-${builds}`],
+    );
+    expect(kept.rows[0]?.n).toBe(12);
   }, 120_000);
 });
 
@@ -196,6 +268,57 @@ describe("a feature write in flight during a derived table's step", () => {
       feature_values: 0,
       feature_online: 0,
       feature_consistency_mismatches: 0,
+    });
+  }, 120_000);
+});
+
+describe("a set build in flight during the sets' step", () => {
+  it('commits first: the step waits for it and deletes what it wrote', async () => {
+    await insertEvents(h.db.pool, eventsOf('setbuild-user', 4));
+    await materialize(h.db.pool);
+    const { id, tables } = await openDeletion('setbuild-user');
+
+    // A drift set's build reads the person's events (still there) and holds its transaction open.
+    const builder = await h.db.pool.connect();
+    let open = true;
+    try {
+      await builder.query('begin');
+      await buildPointInTimeSet(builder, {
+        setKey: 'inflight-drift',
+        labels: ratedLabelsSql(
+          'test',
+          new Date(`${FROM}T00:00:00Z`),
+          new Date(`${TO}T23:59:59Z`),
+          'exclusive',
+        ),
+        features: [{ definition: f, window: 'lifetime' }],
+      });
+      const counts: Record<string, number> = {};
+      // The first derived step (the feature tables come before the sets') waits for the build.
+      const derived = tables.indexOf('feature_tiles');
+      for (const table of tables.slice(0, derived)) {
+        counts[table] = await deleteTableRows(h.db.pool, id, table);
+      }
+      expect(counts['events']).toBe(12);
+      const step = deleteTableRows(h.db.pool, id, 'feature_tiles');
+      for (let i = 0; i < 300 && !(await waitsOnFeatureLock(h.db.pool)); i++) await sleep(50);
+      expect(await waitsOnFeatureLock(h.db.pool)).toBe(true);
+      await builder.query('commit');
+      open = false;
+      counts['feature_tiles'] = await step;
+      for (const table of tables.slice(derived + 1)) {
+        counts[table] = await deleteTableRows(h.db.pool, id, table);
+      }
+      // The build's 12 rows of the person were committed before the sets' step: all deleted.
+      expect(counts['pit_set_rows']).toBe(12);
+      await finishRequest(h.db.pool, id, counts);
+    } finally {
+      if (open) await builder.query('rollback');
+      builder.release();
+    }
+    expect(await setRows('unresolved:setbuild-user')).toEqual({
+      pit_set_rows: 0,
+      training_examples: 0,
     });
   }, 120_000);
 });
@@ -262,6 +385,27 @@ describe('derivedBeforeEvents', () => {
     ];
     expect(derivedBeforeEvents(earlier)).toEqual(FEATURE_TABLES);
     expect(derivedBeforeEvents(PERSON_TABLES.map((t) => t.table))).toEqual([]);
+  });
+
+  it("names the sets' tables of a list where they came before events, apart", () => {
+    // The order before the sets' tables moved after events: feature tables already last.
+    const earlier = [
+      'privacy_exports',
+      'pit_set_rows',
+      'training_examples',
+      'event_persons',
+      'events',
+      'persons',
+      ...FEATURE_TABLES,
+    ];
+    expect(derivedBeforeEvents(earlier, 'features')).toEqual([]);
+    expect(derivedBeforeEvents(earlier, 'training')).toEqual(SET_TABLES);
+    expect(
+      derivedBeforeEvents(
+        PERSON_TABLES.map((t) => t.table),
+        'training',
+      ),
+    ).toEqual([]);
   });
 });
 

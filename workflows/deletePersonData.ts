@@ -56,7 +56,15 @@ export async function deletePersonData(input: PersonDataRequest): Promise<Deleti
     // in its history) deletes them again now that their sources are gone: a materialization in
     // between wrote them back. (Patched: a deletion finished before replays without these steps.)
     if (patched('privacy-derived-swept')) {
-      for (const table of derivedBeforeEvents(tables)) {
+      for (const table of derivedBeforeEvents(tables, 'features')) {
+        counts[table] =
+          (counts[table] ?? 0) + (await act.privacyDeleteTable({ requestId, table, sweep: true }));
+      }
+    }
+    // The same for training and drift set rows, which came before events until they too were
+    // derived tables. (Patched apart: a deletion past the sweep above replays without these.)
+    if (patched('privacy-training-swept')) {
+      for (const table of derivedBeforeEvents(tables, 'training')) {
         counts[table] =
           (counts[table] ?? 0) + (await act.privacyDeleteTable({ requestId, table, sweep: true }));
       }

@@ -27,6 +27,7 @@ import { InputError } from '../../common/failures.js';
 import type { PoolClient } from '../../common/db.js';
 import type { FeatureDefinition } from './definition.js';
 import { type Entity, literal } from './source.js';
+import { lockFeatureWrites } from './write-lock.js';
 
 /** The features of a point-in-time set: each a definition and one of its windows. */
 export interface PointInTimeFeature {
@@ -84,6 +85,8 @@ export async function buildPointInTimeSet(
   client: PoolClient,
   input: PointInTimeInput,
 ): Promise<{ rows: number }> {
+  // Its rows are computed from events and snapshots: a deletion's step of this table waits for it.
+  await lockFeatureWrites(client);
   const features = resolveFeatures(input.features);
   const columns = await checkLabelColumns(client, input.labels, features);
   await refuseWrittenSet(client, input.setKey);

@@ -1,11 +1,12 @@
 /**
  * The lock between the feature store's writers and a deletion's feature steps. Every transaction
  * that writes feature rows computed from other rows (tiles from events, snapshots from tiles, the
- * online store from snapshots, consistency mismatches from the online store) holds it shared until
+ * online store from snapshots, consistency mismatches from the online store, the point-in-time
+ * rows and examples of training and drift sets from events and snapshots) holds it shared until
  * it commits, so writers still run side by side. A deletion's step of a feature table
  * (domain/privacy/requests.ts) takes it exclusively: it waits for the writes in flight to commit,
  * so it sees and deletes their rows, and writes that start later wait for it and no longer find
- * the rows it deleted the sources of (the feature tables are deleted after events, in derivation
+ * the rows it deleted the sources of (the derived tables are deleted after events, in derivation
  * order: see PERSON_TABLES).
  */
 import type { PoolClient } from '../../common/db.js';

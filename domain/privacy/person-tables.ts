@@ -50,10 +50,12 @@ export interface PersonTable {
   /** False: not part of an export bundle (earlier bundles). */
   exported?: false;
   /**
-   * `features`: the rows are computed from other person tables by writers holding the feature
-   * write lock (domain/features/write-lock.ts); the table's deletion step waits for them.
+   * The rows are computed from other person tables by writers holding the feature write lock
+   * (domain/features/write-lock.ts), and the table's deletion step waits for them: `features` the
+   * feature store's tables, `training` the point-in-time rows and examples of training and drift
+   * sets (built from events and feature snapshots).
    */
-  derived?: 'features';
+  derived?: 'features' | 'training';
   note?: string;
 }
 
@@ -103,18 +105,6 @@ export const PERSON_TABLES: readonly PersonTable[] = [
     columns: [c('person_id', 'person_key')],
     deletion: 'delete',
     section: 'decisions',
-  },
-  {
-    table: 'pit_set_rows',
-    columns: [c('person_key', 'person_key')],
-    deletion: 'delete',
-    section: 'training',
-  },
-  {
-    table: 'training_examples',
-    columns: [c('person_id', 'person_key'), c('event_id', 'event_id')],
-    deletion: 'delete',
-    section: 'training',
   },
   {
     table: 'consent_events',
@@ -222,6 +212,22 @@ export const PERSON_TABLES: readonly PersonTable[] = [
   // Computed from the rows above (events, and any table a SQL-sourced feature reads): after them,
   // each after the table it is computed from (see the order's comment).
   ...FEATURE_TABLES.map(featureTable),
+  // Training and drift sets: point-in-time rows from events and feature snapshots, training
+  // examples from those rows and events.
+  {
+    table: 'pit_set_rows',
+    columns: [c('person_key', 'person_key')],
+    deletion: 'delete',
+    section: 'training',
+    derived: 'training',
+  },
+  {
+    table: 'training_examples',
+    columns: [c('person_id', 'person_key'), c('event_id', 'event_id')],
+    deletion: 'delete',
+    section: 'training',
+    derived: 'training',
+  },
 ];
 
 /**
@@ -230,11 +236,14 @@ export const PERSON_TABLES: readonly PersonTable[] = [
  * them again once its sources are gone (workflows/deletePersonData.ts). [] for a list in the
  * current order.
  */
-export function derivedBeforeEvents(order: readonly string[]): string[] {
+export function derivedBeforeEvents(
+  order: readonly string[],
+  derived: 'features' | 'training' = 'features',
+): string[] {
   const events = order.indexOf('events');
   if (events < 0) return [];
   const early = new Set(order.slice(0, events));
-  return PERSON_TABLES.filter((t) => t.derived !== undefined && early.has(t.table)).map(
+  return PERSON_TABLES.filter((t) => t.derived === derived && early.has(t.table)).map(
     (t) => t.table,
   );
 }

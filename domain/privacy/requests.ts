@@ -215,7 +215,7 @@ export function deleteTableRows(
 ): Promise<number> {
   const t = tableNamed(table);
   return step(pool, requestId, `${options.sweep ? 'sweep' : 'delete'}:${table}`, async (client) => {
-    if (t.derived === 'features') await excludeFeatureWrites(client);
+    if (t.derived !== undefined) await excludeFeatureWrites(client);
     return deleteSubjectRows(client, requestId, t);
   });
 }
