@@ -323,6 +323,27 @@ describe("a set build in flight during the sets' step", () => {
   }, 120_000);
 });
 
+describe("a set row keyed by the person's earlier canonical key", () => {
+  it('is found by its event (row_id) and deleted', async () => {
+    await insertEvents(h.db.pool, eventsOf('unmerged-user', 2));
+    await materialize(h.db.pool);
+    await buildSets(h.db.pool);
+    // As if the user had been merged into person 424242 when the sets were built, and unmerged
+    // since: their rows carry that key, which the deletion's subject no longer has.
+    const moved = await h.db.pool.query(
+      `update pit_set_rows set person_key = '424242' where person_key = 'unresolved:unmerged-user'`,
+    );
+    expect(moved.rowCount).toBe(12);
+    const { id, tables } = await openDeletion('unmerged-user');
+    const counts: Record<string, number> = {};
+    for (const table of tables) counts[table] = await deleteTableRows(h.db.pool, id, table);
+    await finishRequest(h.db.pool, id, counts);
+    expect(counts['pit_set_rows']).toBe(12);
+    const left = await h.db.pool.query(`select 1 from pit_set_rows where person_key = '424242'`);
+    expect(left.rowCount).toBe(0);
+  }, 120_000);
+});
+
 describe('a deletion started by the earlier order (feature tables first)', () => {
   it('deletes the feature tables again at its end, as sweep steps', async () => {
     await insertEvents(h.db.pool, eventsOf('early-user', 6));

@@ -215,8 +215,10 @@ export const PERSON_TABLES: readonly PersonTable[] = [
   // Training and drift sets: point-in-time rows from events and feature snapshots, training
   // examples from those rows and events.
   {
+    // row_id is the label row's event (ratedLabelsSql, the labels of every set pops builds): it
+    // finds rows whose person key was the person's canonical key before an unmerge.
     table: 'pit_set_rows',
-    columns: [c('person_key', 'person_key')],
+    columns: [c('person_key', 'person_key'), c('row_id', 'event_id')],
     deletion: 'delete',
     section: 'training',
     derived: 'training',

@@ -128,15 +128,18 @@ function tableNamed(name: string): PersonTable {
 
 /**
  * Runs a step once: a retry finds its ledger row and returns the recorded count. `work` runs in
- * the transaction that writes the ledger row, under the identity graph lock.
+ * the transaction that writes the ledger row, under the identity graph lock; `first` runs before
+ * that lock is taken (a wait there does not hold up identity resolution).
  */
 async function step(
   pool: Pool,
   requestId: string,
   name: string,
   work: (client: PoolClient) => Promise<number>,
+  first?: (client: PoolClient) => Promise<void>,
 ): Promise<number> {
   return withTransaction(pool, async (client) => {
+    if (first) await first(client);
     await lockGraph(client);
     const done = await client.query<{ rows: number }>(
       'select rows from privacy_request_steps where request_id = $1 and step = $2',
@@ -214,10 +217,15 @@ export function deleteTableRows(
   options: { sweep?: boolean } = {},
 ): Promise<number> {
   const t = tableNamed(table);
-  return step(pool, requestId, `${options.sweep ? 'sweep' : 'delete'}:${table}`, async (client) => {
-    if (t.derived !== undefined) await excludeFeatureWrites(client);
-    return deleteSubjectRows(client, requestId, t);
-  });
+  // The wait for the derived writes in flight comes before the graph lock: nothing that holds the
+  // feature write lock takes the graph lock, and identity resolution goes on meanwhile.
+  return step(
+    pool,
+    requestId,
+    `${options.sweep ? 'sweep' : 'delete'}:${table}`,
+    (client) => deleteSubjectRows(client, requestId, t),
+    t.derived === undefined ? undefined : excludeFeatureWrites,
+  );
 }
 
 /**
