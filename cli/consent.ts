@@ -119,7 +119,7 @@ export async function showCommand(id: string, options: Record<string, unknown>) 
   }
 }
 
-/** `pops consent set <type:value> [--grant p,…] [--withdraw p,…]`: one change, all or nothing. */
+/** `pops consent set <type:value> [--grant p,…] [--withdraw p,…]`: one change, all or none. */
 export async function setCommand(id: string, options: Record<string, unknown>) {
   const args = parseArgs(setArgs, { ...options, identifier: id });
   refuseUnknownType(args.identifier);

@@ -36,7 +36,7 @@ async function eventCount(): Promise<number> {
 }
 
 describe('pops consent', () => {
-  it('sets purposes once, shows the state and history with the actor, and reads the defaults', async () => {
+  it('sets purposes once, shows state and history with the actor, reads the defaults', async () => {
     const marketer = await apiToken(db.pool, 'marketer', 'mk-bob');
     const env = { POPS_TOKEN: marketer };
     const set = await pops(
