@@ -295,7 +295,8 @@ export async function retentionCommand(options: { json?: boolean }) {
     const policies = retentionPolicies(rt.config.POPS_RETENTION);
     if (policies.length === 0) {
       throw new UsageError(
-        'POPS_RETENTION is not set: no table has a retention policy (e.g. POPS_RETENTION=events=400d)',
+        'POPS_RETENTION is not set: no table has a retention policy' +
+          ' (e.g. POPS_RETENTION=events=400d)',
       );
     }
     const started = await startRetention(rt.client, rt.prefix, {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Pool, withTransaction } from '../common/db.js';
+import { type Pool, type PoolClient, withTransaction } from '../common/db.js';
 import { buildDriftSet } from '../domain/drift/store.js';
 import type { FeatureDefinition } from '../domain/features/definition.js';
 import { snapshotTime, writeSnapshots, writeTiles } from '../domain/features/materialize.js';
@@ -227,6 +227,44 @@ describe('a materialization and set builds between the steps of a deletion', () 
   }, 120_000);
 });
 
+/**
+ * Runs every step of deletion `id` while `write` holds a derived write open: it reads the
+ * person's rows before the events step and commits only once the first derived step (the feature
+ * tiles) waits on the feature write lock (a condition polled, not a delay hoped for). Returns the
+ * counts of the steps.
+ */
+async function deleteAcrossOpenWrite(
+  id: string,
+  tables: readonly string[],
+  write: (client: PoolClient) => Promise<unknown>,
+): Promise<Record<string, number>> {
+  const writer = await h.db.pool.connect();
+  let open = true;
+  try {
+    await writer.query('begin');
+    await write(writer);
+    const counts: Record<string, number> = {};
+    const derived = tables.indexOf('feature_tiles');
+    for (const table of tables.slice(0, derived)) {
+      counts[table] = await deleteTableRows(h.db.pool, id, table);
+    }
+    const step = deleteTableRows(h.db.pool, id, 'feature_tiles');
+    for (let i = 0; i < 300 && !(await waitsOnFeatureLock(h.db.pool)); i++) await sleep(50);
+    expect(await waitsOnFeatureLock(h.db.pool)).toBe(true);
+    await writer.query('commit');
+    open = false;
+    counts['feature_tiles'] = await step;
+    for (const table of tables.slice(derived + 1)) {
+      counts[table] = await deleteTableRows(h.db.pool, id, table);
+    }
+    await finishRequest(h.db.pool, id, counts);
+    return counts;
+  } finally {
+    if (open) await writer.query('rollback');
+    writer.release();
+  }
+}
+
 describe("a feature write in flight during a derived table's step", () => {
   it('commits first: the step waits for it and deletes what it wrote', async () => {
     await insertEvents(h.db.pool, eventsOf('inflight-user', 5));
@@ -234,35 +272,13 @@ describe("a feature write in flight during a derived table's step", () => {
     const { id, tables } = await openDeletion('inflight-user');
 
     // A tile write reads the person's events (still there) and holds its transaction open.
-    const writer = await h.db.pool.connect();
-    let open = true;
-    try {
-      await writer.query('begin');
+    const counts = await deleteAcrossOpenWrite(id, tables, async (writer) => {
       await lockFeatureWrites(writer);
       await writeTiles(writer, f, FROM, TO);
-
-      const counts: Record<string, number> = {};
-      const derived = tables.indexOf('feature_tiles');
-      for (const table of tables.slice(0, derived)) {
-        counts[table] = await deleteTableRows(h.db.pool, id, table);
-      }
-      expect(counts['events']).toBe(15);
-      const step = deleteTableRows(h.db.pool, id, 'feature_tiles');
-      // The step waits on the feature write lock (a condition polled, not a delay hoped for).
-      for (let i = 0; i < 300 && !(await waitsOnFeatureLock(h.db.pool)); i++) await sleep(50);
-      expect(await waitsOnFeatureLock(h.db.pool)).toBe(true);
-      await writer.query('commit');
-      open = false;
-      // The writer's tiles (one per day) were committed before the step read: all deleted.
-      expect(await step).toBe(3);
-      for (const table of tables.slice(derived + 1)) {
-        counts[table] = await deleteTableRows(h.db.pool, id, table);
-      }
-      await finishRequest(h.db.pool, id, counts);
-    } finally {
-      if (open) await writer.query('rollback');
-      writer.release();
-    }
+    });
+    expect(counts['events']).toBe(15);
+    // The writer's tiles (one per day) were committed before the step read: all deleted.
+    expect(counts['feature_tiles']).toBe(3);
     expect(await featureRows('unresolved:inflight-user')).toEqual({
       feature_tiles: 0,
       feature_values: 0,
@@ -278,44 +294,24 @@ describe("a set build in flight during the sets' step", () => {
     await materialize(h.db.pool);
     const { id, tables } = await openDeletion('setbuild-user');
 
-    // A drift set's build reads the person's events (still there) and holds its transaction open.
-    const builder = await h.db.pool.connect();
-    let open = true;
-    try {
-      await builder.query('begin');
-      await buildPointInTimeSet(builder, {
+    // A drift set's build reads the person's events (still there) and holds its transaction open;
+    // the first derived step (the feature tables come before the sets') waits for it.
+    const labels = ratedLabelsSql(
+      'test',
+      new Date(`${FROM}T00:00:00Z`),
+      new Date(`${TO}T23:59:59Z`),
+      'exclusive',
+    );
+    const counts = await deleteAcrossOpenWrite(id, tables, (builder) =>
+      buildPointInTimeSet(builder, {
         setKey: 'inflight-drift',
-        labels: ratedLabelsSql(
-          'test',
-          new Date(`${FROM}T00:00:00Z`),
-          new Date(`${TO}T23:59:59Z`),
-          'exclusive',
-        ),
+        labels,
         features: [{ definition: f, window: 'lifetime' }],
-      });
-      const counts: Record<string, number> = {};
-      // The first derived step (the feature tables come before the sets') waits for the build.
-      const derived = tables.indexOf('feature_tiles');
-      for (const table of tables.slice(0, derived)) {
-        counts[table] = await deleteTableRows(h.db.pool, id, table);
-      }
-      expect(counts['events']).toBe(12);
-      const step = deleteTableRows(h.db.pool, id, 'feature_tiles');
-      for (let i = 0; i < 300 && !(await waitsOnFeatureLock(h.db.pool)); i++) await sleep(50);
-      expect(await waitsOnFeatureLock(h.db.pool)).toBe(true);
-      await builder.query('commit');
-      open = false;
-      counts['feature_tiles'] = await step;
-      for (const table of tables.slice(derived + 1)) {
-        counts[table] = await deleteTableRows(h.db.pool, id, table);
-      }
-      // The build's 12 rows of the person were committed before the sets' step: all deleted.
-      expect(counts['pit_set_rows']).toBe(12);
-      await finishRequest(h.db.pool, id, counts);
-    } finally {
-      if (open) await builder.query('rollback');
-      builder.release();
-    }
+      }),
+    );
+    expect(counts['events']).toBe(12);
+    // The build's 12 rows of the person were committed before the sets' step: all deleted.
+    expect(counts['pit_set_rows']).toBe(12);
     expect(await setRows('unresolved:setbuild-user')).toEqual({
       pit_set_rows: 0,
       training_examples: 0,
